@@ -1,1 +1,102 @@
-//! placeholder
+//! Kafka API handlers. A handler takes a decoded request, applies it to the
+//! [`Engine`] and returns a response value; it never touches a socket.
+//!
+//! Handlers answer with a [`Reply`]: `Now` for responses ready at once, `Later` for
+//! responses that wait (a produce for its flush, a fetch for data), `None` for
+//! `acks=0`. The connection loop runs the synchronous part of every request in
+//! arrival order, so a connection's produces are appended in order, and sends the
+//! replies in that same order.
+//!
+//! [`errors`] is the one place engine errors become Kafka error codes.
+
+pub mod api;
+pub mod errors;
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use kafka_protocol::messages::{RequestKind, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
+use sluice_engine::Engine;
+use sluice_protocol::codec::Request;
+
+/// What the broker says about itself in Metadata and DescribeCluster.
+#[derive(Debug, Clone)]
+pub struct BrokerIdentity {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+    pub cluster_id: String,
+}
+
+/// A handler's answer.
+pub enum Reply {
+    Now(ResponseKind),
+    Later(BoxFuture<'static, ResponseKind>),
+    None,
+}
+
+/// The Kafka request handlers of one broker.
+#[derive(Clone)]
+pub struct Broker {
+    pub engine: Arc<Engine>,
+    pub identity: Arc<BrokerIdentity>,
+}
+
+impl Broker {
+    pub fn new(engine: Arc<Engine>, identity: BrokerIdentity) -> Self {
+        Self {
+            engine,
+            identity: Arc::new(identity),
+        }
+    }
+
+    /// Handles one request; the `await` here covers only the part that must happen
+    /// before the next request on the connection (e.g. appending a produce).
+    pub async fn handle(&self, request: Request) -> Reply {
+        let version = request.header.request_api_version;
+        match request.body {
+            RequestKind::ApiVersions(_) => Reply::Now(api::api_versions::handle()),
+            RequestKind::Metadata(r) => Reply::Now(api::metadata::handle(self, r, version).await),
+            RequestKind::Produce(r) => api::produce::handle(self, r, version).await,
+            RequestKind::Fetch(r) => api::fetch::handle(self, r, version),
+            RequestKind::ListOffsets(r) => {
+                Reply::Now(api::list_offsets::handle(self, r, version).await)
+            }
+            RequestKind::CreateTopics(r) => {
+                Reply::Now(api::create_topics::handle(self, r, version).await)
+            }
+            RequestKind::DeleteTopics(r) => {
+                Reply::Now(api::delete_topics::handle(self, r, version).await)
+            }
+            RequestKind::CreatePartitions(r) => {
+                Reply::Now(api::create_partitions::handle(self, r).await)
+            }
+            RequestKind::DescribeConfigs(r) => Reply::Now(api::describe_configs::handle(self, r)),
+            RequestKind::AlterConfigs(r) => Reply::Now(api::alter_configs::handle(self, r).await),
+            RequestKind::IncrementalAlterConfigs(r) => {
+                Reply::Now(api::alter_configs::handle_incremental(self, r).await)
+            }
+            RequestKind::DescribeCluster(_) => Reply::Now(api::describe_cluster::handle(self)),
+            RequestKind::InitProducerId(r) => {
+                Reply::Now(api::init_producer_id::handle(self, r).await)
+            }
+            // The decoder admits only the APIs in `sluice_protocol::api::SUPPORTED`.
+            other => {
+                tracing::warn!(?other, "request for an API the broker does not serve");
+                Reply::None
+            }
+        }
+    }
+}
+
+/// Whether a field introduced at `since` exists at `version`; kafka-protocol refuses
+/// to encode a non-default value in a version that lacks the field.
+pub(crate) fn has(version: i16, since: i16) -> bool {
+    version >= since
+}
+
+pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}

@@ -1,1 +1,573 @@
-//! placeholder
+//! The data path of one Sluice broker, one file per stage:
+//! [`produce`] (validate, assign offsets, append to the WAL buffer) →
+//! [`flush`] (one WAL object per flush, one metadata commit, then acknowledge) →
+//! [`fetch`] (in-memory tail, then objects through the offset index) and offsets.
+//!
+//! Invariants:
+//! - An acknowledged produce is in an object *and* in a committed manifest.
+//! - Offsets of a partition are assigned once, densely, in the order batches enter
+//!   the WAL buffer; commits of one partition apply in offset order.
+//! - Every manifest commit is conditional on this broker's epoch, so a deposed
+//!   instance (another process bumped the epoch) can never commit again.
+//! - Fetch never returns data at or past the high watermark.
+
+pub mod fetch;
+pub mod flush;
+pub mod manifest;
+pub mod partition;
+pub mod produce;
+pub mod topics;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::ObjectStore;
+use sluice_meta::{Compare, MetaError, MetaStore, Op, Txn};
+use tokio::sync::{watch, Notify};
+use uuid::Uuid;
+
+use crate::flush::WalBuffer;
+use crate::manifest::Manifest;
+use crate::partition::{IndexEntry, Partition};
+pub use crate::topics::TopicRecord;
+
+/// Tunables of the data path.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub broker_id: i32,
+    pub cluster_id: String,
+    /// Target size of one WAL object (`wal.flush.bytes`).
+    pub flush_bytes: usize,
+    /// Extra wait before a flush starts, trading latency for fewer PUTs.
+    pub flush_linger: Duration,
+    /// WAL objects being written at once.
+    pub max_inflight_flushes: usize,
+    /// Produce data buffered or in flight before producers wait.
+    pub max_pending_bytes: usize,
+    /// Committed bytes per partition kept in memory for tailing consumers.
+    pub tail_bytes_per_partition: usize,
+    pub auto_create_topics: bool,
+    pub default_partitions: i32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            broker_id: 0,
+            cluster_id: "sluice".into(),
+            flush_bytes: 4 << 20,
+            flush_linger: Duration::ZERO,
+            max_inflight_flushes: 4,
+            max_pending_bytes: 64 << 20,
+            tail_bytes_per_partition: 8 << 20,
+            auto_create_topics: true,
+            default_partitions: 1,
+        }
+    }
+}
+
+/// Errors of the data path. Cloneable: one flush failure fails many produces.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EngineError {
+    #[error("unknown topic or partition: topic={topic} partition={partition}")]
+    UnknownTopicOrPartition { topic: String, partition: i32 },
+    #[error("topic already exists: topic={name}")]
+    TopicAlreadyExists { name: String },
+    #[error("invalid topic: topic={name:?}: {reason}")]
+    InvalidTopic { name: String, reason: String },
+    #[error("invalid partitions: {reason}")]
+    InvalidPartitions { reason: String },
+    #[error("invalid replication factor: {reason}")]
+    InvalidReplicationFactor { reason: String },
+    #[error("invalid config: name={name}: {reason}")]
+    InvalidConfig { name: String, reason: String },
+    #[error("record batch too large: size={size} max.message.bytes={max}")]
+    MessageTooLarge { size: usize, max: i64 },
+    #[error("corrupt record batch: {0}")]
+    CorruptMessage(String),
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+    #[error("offset out of range: offset={offset} log_start={log_start} high_watermark={high_watermark}")]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start: i64,
+        high_watermark: i64,
+    },
+    #[error("out of order sequence: producer_id={producer_id}")]
+    OutOfOrderSequence { producer_id: i64 },
+    #[error("producer fenced by a newer epoch: producer_id={producer_id}")]
+    InvalidProducerEpoch { producer_id: i64 },
+    #[error("no longer leader: broker epoch {epoch} was superseded")]
+    NotLeader { epoch: u64 },
+    #[error("flush failed: {0}")]
+    FlushFailed(String),
+    #[error("metadata store: {0}")]
+    Meta(String),
+    #[error("object store: {0}")]
+    Storage(String),
+    #[error("broker is shutting down")]
+    ShuttingDown,
+}
+
+impl From<MetaError> for EngineError {
+    fn from(e: MetaError) -> Self {
+        EngineError::Meta(e.to_string())
+    }
+}
+
+impl From<object_store::Error> for EngineError {
+    fn from(e: object_store::Error) -> Self {
+        EngineError::Storage(e.to_string())
+    }
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// A topic and the partitions this broker leads.
+#[derive(Debug)]
+pub struct Topic {
+    pub record: TopicRecord,
+    pub partitions: Vec<Arc<Partition>>,
+}
+
+impl Topic {
+    pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.partitions.get(i))
+    }
+}
+
+#[derive(Default)]
+struct Catalog {
+    by_name: BTreeMap<String, Arc<Topic>>,
+    by_id: HashMap<Uuid, String>,
+}
+
+/// Metadata keys, all under `/sluice/<cluster>/`.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    root: String,
+}
+
+impl Keys {
+    fn new(cluster: &str) -> Self {
+        Self {
+            root: format!("/sluice/{cluster}/"),
+        }
+    }
+    fn topics(&self) -> String {
+        format!("{}topics/", self.root)
+    }
+    fn topic(&self, name: &str) -> String {
+        format!("{}topics/{name}", self.root)
+    }
+    fn manifests(&self) -> String {
+        format!("{}manifests/", self.root)
+    }
+    fn manifest(&self, broker: i32, epoch: u64, seq: u64) -> String {
+        format!("{}manifests/{broker:010}/{epoch:010}/{seq:016}", self.root)
+    }
+    fn broker_epoch(&self, broker: i32) -> String {
+        format!("{}brokers/{broker}/epoch", self.root)
+    }
+    fn producer_ids(&self) -> String {
+        format!("{}producer_ids/next", self.root)
+    }
+}
+
+const PRODUCER_ID_BLOCK: i64 = 1000;
+
+/// The broker's data path.
+pub struct Engine {
+    pub(crate) cfg: EngineConfig,
+    pub(crate) meta: Arc<dyn MetaStore>,
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) keys: Keys,
+    /// This process's broker epoch; every commit is conditional on it.
+    pub(crate) epoch: u64,
+    catalog: RwLock<Catalog>,
+    pub(crate) wal: std::sync::Mutex<WalBuffer>,
+    pub(crate) flush_wake: Notify,
+    pub(crate) space: Notify,
+    /// Bumped after every commit; long-polling fetches wait on it.
+    pub(crate) commits: watch::Sender<u64>,
+    producer_ids: tokio::sync::Mutex<(i64, i64)>,
+}
+
+impl Engine {
+    /// Opens the data path: claims a new broker epoch (fencing any older process with
+    /// this broker id), loads topics, rebuilds every partition from the manifests and
+    /// starts the flusher.
+    pub async fn open(
+        cfg: EngineConfig,
+        meta: Arc<dyn MetaStore>,
+        store: Arc<dyn ObjectStore>,
+    ) -> Result<Arc<Self>> {
+        let keys = Keys::new(&cfg.cluster_id);
+        let epoch = claim_epoch(meta.as_ref(), &keys.broker_epoch(cfg.broker_id)).await?;
+        let (commits, _) = watch::channel(0);
+        let engine = Arc::new(Self {
+            cfg,
+            meta,
+            store,
+            keys,
+            epoch,
+            catalog: RwLock::default(),
+            wal: std::sync::Mutex::new(WalBuffer::default()),
+            flush_wake: Notify::new(),
+            space: Notify::new(),
+            commits,
+            producer_ids: tokio::sync::Mutex::new((0, 0)),
+        });
+        engine.recover().await?;
+        flush::start(engine.clone());
+        Ok(engine)
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    pub fn meta(&self) -> &Arc<dyn MetaStore> {
+        &self.meta
+    }
+
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    async fn recover(&self) -> Result<()> {
+        let mut catalog = Catalog::default();
+        for kv in self.meta.range(&self.keys.topics()).await? {
+            let record: TopicRecord = serde_json::from_slice(&kv.value)
+                .map_err(|e| EngineError::Meta(format!("topic record key={}: {e}", kv.key)))?;
+            catalog.by_id.insert(record.id, record.name.clone());
+            let topic = new_topic(record, &[]);
+            catalog
+                .by_name
+                .insert(topic.record.name.clone(), Arc::new(topic));
+        }
+        let mut slices: HashMap<(Uuid, i32), Vec<(IndexEntry, Vec<partition::ProducerBatch>)>> =
+            HashMap::new();
+        for kv in self.meta.range(&self.keys.manifests()).await? {
+            let m = Manifest::decode(&kv.value)
+                .map_err(|e| EngineError::Meta(format!("manifest key={}: {e}", kv.key)))?;
+            let object = Arc::new(object_store::path::Path::from(m.object.as_str()));
+            for s in m.slices {
+                slices.entry((s.topic_id, s.partition)).or_default().push((
+                    IndexEntry {
+                        base_offset: s.base_offset,
+                        last_offset: s.last_offset,
+                        max_timestamp: s.max_timestamp,
+                        object: object.clone(),
+                        start: s.start,
+                        len: s.len,
+                        cached: None,
+                    },
+                    s.producers,
+                ));
+            }
+        }
+        let mut recovered = 0usize;
+        for topic in catalog.by_name.values() {
+            for p in &topic.partitions {
+                let Some(mut entries) = slices.remove(&(p.topic_id, p.index)) else {
+                    continue;
+                };
+                entries.sort_by_key(|(e, _)| e.base_offset);
+                let mut read = p.read_mut();
+                for (entry, producers) in entries {
+                    if entry.base_offset != read.high_watermark {
+                        return Err(EngineError::Meta(format!(
+                            "gap in committed offsets: topic={} partition={} expected={} found={}",
+                            p.topic, p.index, read.high_watermark, entry.base_offset
+                        )));
+                    }
+                    read.append(entry, &producers, 0);
+                    recovered += 1;
+                }
+                drop(read);
+                p.reset_write_to_committed();
+            }
+        }
+        tracing::info!(
+            topics = catalog.by_name.len(),
+            slices = recovered,
+            epoch = self.epoch,
+            "recovered partition state from metadata"
+        );
+        *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = catalog;
+        Ok(())
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.catalog_read().by_name.get(name).cloned()
+    }
+
+    pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
+        let c = self.catalog_read();
+        c.by_id.get(&id).and_then(|n| c.by_name.get(n)).cloned()
+    }
+
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        self.catalog_read().by_name.values().cloned().collect()
+    }
+
+    fn catalog_read(&self) -> std::sync::RwLockReadGuard<'_, Catalog> {
+        self.catalog.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn install(&self, record: TopicRecord) -> Arc<Topic> {
+        let mut c = self.catalog.write().unwrap_or_else(|p| p.into_inner());
+        let existing: Vec<Arc<Partition>> = c
+            .by_name
+            .get(&record.name)
+            .filter(|t| t.record.id == record.id)
+            .map(|t| t.partitions.clone())
+            .unwrap_or_default();
+        let topic = Arc::new(new_topic(record, &existing));
+        c.by_id.insert(topic.record.id, topic.record.name.clone());
+        c.by_name.insert(topic.record.name.clone(), topic.clone());
+        topic
+    }
+
+    /// Creates a topic. `validate_only` checks everything and writes nothing.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>> {
+        topics::validate_topic_name(name)?;
+        let partitions = if partitions == -1 {
+            self.cfg.default_partitions
+        } else {
+            partitions
+        };
+        if !(1..=100_000).contains(&partitions) {
+            return Err(EngineError::InvalidPartitions {
+                reason: format!("partition count {partitions} must be between 1 and 100000"),
+            });
+        }
+        if replication_factor == 0 || replication_factor < -1 {
+            return Err(EngineError::InvalidReplicationFactor {
+                reason: format!("replication factor {replication_factor} must be -1 or positive"),
+            });
+        }
+        for (k, v) in &configs {
+            topics::validate_config(k, v)?;
+        }
+        let record = TopicRecord {
+            id: Uuid::new_v4(),
+            name: name.to_string(),
+            partitions,
+            configs,
+        };
+        if self.topic(name).is_some() {
+            return Err(EngineError::TopicAlreadyExists { name: name.into() });
+        }
+        if validate_only {
+            return Ok(Arc::new(new_topic(record, &[])));
+        }
+        let key = self.keys.topic(name);
+        let txn = Txn::when(vec![Compare::Missing(key.clone())]).then(vec![Op::put(
+            key,
+            serde_json::to_vec(&record).unwrap_or_default(),
+        )]);
+        if !self.meta.txn(txn).await?.succeeded {
+            return Err(EngineError::TopicAlreadyExists { name: name.into() });
+        }
+        tracing::info!(topic = name, partitions, "created topic");
+        Ok(self.install(record))
+    }
+
+    /// The topic, created with defaults when auto-creation is on.
+    pub async fn topic_or_auto_create(&self, name: &str) -> Result<Arc<Topic>> {
+        if let Some(t) = self.topic(name) {
+            return Ok(t);
+        }
+        if !self.cfg.auto_create_topics {
+            return Err(EngineError::UnknownTopicOrPartition {
+                topic: name.into(),
+                partition: -1,
+            });
+        }
+        match self
+            .create_topic(name, -1, -1, BTreeMap::new(), false)
+            .await
+        {
+            Err(EngineError::TopicAlreadyExists { .. }) => {
+                self.topic(name)
+                    .ok_or(EngineError::UnknownTopicOrPartition {
+                        topic: name.into(),
+                        partition: -1,
+                    })
+            }
+            other => other,
+        }
+    }
+
+    /// Deletes a topic. Its objects stay until garbage collection removes them.
+    pub async fn delete_topic(&self, name: &str) -> Result<Uuid> {
+        let topic = self
+            .topic(name)
+            .ok_or(EngineError::UnknownTopicOrPartition {
+                topic: name.into(),
+                partition: -1,
+            })?;
+        let key = self.keys.topic(name);
+        let current = self
+            .meta
+            .get(&key)
+            .await?
+            .ok_or(EngineError::UnknownTopicOrPartition {
+                topic: name.into(),
+                partition: -1,
+            })?;
+        let txn = Txn::when(vec![Compare::ModRevision(
+            key.clone(),
+            current.mod_revision,
+        )])
+        .then(vec![Op::Delete(key)]);
+        if !self.meta.txn(txn).await?.succeeded {
+            return Err(EngineError::Meta(format!(
+                "topic {name} changed concurrently"
+            )));
+        }
+        let mut c = self.catalog.write().unwrap_or_else(|p| p.into_inner());
+        c.by_name.remove(name);
+        c.by_id.remove(&topic.record.id);
+        tracing::info!(topic = name, "deleted topic");
+        Ok(topic.record.id)
+    }
+
+    /// Rewrites a topic record with a guarded read-modify-write.
+    pub async fn update_topic(
+        &self,
+        name: &str,
+        validate_only: bool,
+        change: impl Fn(&mut TopicRecord) -> Result<()>,
+    ) -> Result<Arc<Topic>> {
+        let key = self.keys.topic(name);
+        let current = self
+            .meta
+            .get(&key)
+            .await?
+            .ok_or(EngineError::UnknownTopicOrPartition {
+                topic: name.into(),
+                partition: -1,
+            })?;
+        let mut record: TopicRecord = serde_json::from_slice(&current.value)
+            .map_err(|e| EngineError::Meta(format!("topic record key={key}: {e}")))?;
+        change(&mut record)?;
+        for (k, v) in &record.configs {
+            topics::validate_config(k, v)?;
+        }
+        if validate_only {
+            return Ok(Arc::new(new_topic(record, &[])));
+        }
+        let txn = Txn::when(vec![Compare::ModRevision(
+            key.clone(),
+            current.mod_revision,
+        )])
+        .then(vec![Op::put(
+            key,
+            serde_json::to_vec(&record).unwrap_or_default(),
+        )]);
+        if !self.meta.txn(txn).await?.succeeded {
+            return Err(EngineError::Meta(format!(
+                "topic {name} changed concurrently"
+            )));
+        }
+        Ok(self.install(record))
+    }
+
+    /// A new producer id for an idempotent producer (epoch 0).
+    pub async fn allocate_producer_id(&self) -> Result<i64> {
+        let mut block = self.producer_ids.lock().await;
+        if block.0 >= block.1 {
+            let start = advance_counter(
+                self.meta.as_ref(),
+                &self.keys.producer_ids(),
+                PRODUCER_ID_BLOCK,
+            )
+            .await?;
+            *block = (start, start + PRODUCER_ID_BLOCK);
+        }
+        let id = block.0;
+        block.0 += 1;
+        Ok(id)
+    }
+}
+
+fn new_topic(record: TopicRecord, existing: &[Arc<Partition>]) -> Topic {
+    let partitions = (0..record.partitions)
+        .map(|i| {
+            existing
+                .get(i as usize)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(Partition::new(record.id, record.name.clone(), i)))
+        })
+        .collect();
+    Topic { record, partitions }
+}
+
+/// Increments this broker id's epoch; commits made under an older one now fail.
+async fn claim_epoch(meta: &dyn MetaStore, key: &str) -> Result<u64> {
+    Ok(advance_counter(meta, key, 1).await? as u64 + 1)
+}
+
+/// Atomically adds `step` to the integer at `key` (0 when missing); returns the old value.
+async fn advance_counter(meta: &dyn MetaStore, key: &str, step: i64) -> Result<i64> {
+    loop {
+        let current = meta.get(key).await?;
+        let (value, rev) = match &current {
+            Some(kv) => (
+                std::str::from_utf8(&kv.value)
+                    .ok()
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .ok_or_else(|| EngineError::Meta(format!("not an integer: key={key}")))?,
+                kv.mod_revision,
+            ),
+            None => (0, 0),
+        };
+        let txn = Txn::when(vec![Compare::ModRevision(key.to_string(), rev)])
+            .then(vec![Op::put(key, Bytes::from((value + step).to_string()))]);
+        if meta.txn(txn).await?.succeeded {
+            return Ok(value);
+        }
+    }
+}
+
+impl Engine {
+    /// A receiver that changes after every commit (for long polling).
+    pub fn commits(&self) -> watch::Receiver<u64> {
+        self.commits.subscribe()
+    }
+}
+
+impl Engine {
+    /// Waits until everything appended so far is committed or has failed.
+    pub async fn drain(&self) {
+        loop {
+            let progressed = self.space.notified();
+            {
+                let wal = self.wal.lock().unwrap_or_else(|p| p.into_inner());
+                if wal.slices.is_empty() && wal.inflight_bytes == 0 {
+                    return;
+                }
+            }
+            self.flush_wake.notify_one();
+            progressed.await;
+        }
+    }
+}

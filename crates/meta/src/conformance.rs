@@ -36,7 +36,11 @@ pub async fn get_put_range(store: &dyn MetaStore) {
         .into_iter()
         .map(|kv| kv.key)
         .collect();
-    assert_eq!(keys, ["c1/a", "c1/b", "c1/c"], "range is prefix-bounded and ordered");
+    assert_eq!(
+        keys,
+        ["c1/a", "c1/b", "c1/c"],
+        "range is prefix-bounded and ordered"
+    );
     assert_eq!(store.get("c1/b").await.unwrap().unwrap().value, b("c1/b"));
 }
 
@@ -49,7 +53,10 @@ pub async fn compares_guard_writes(store: &dyn MetaStore) {
     let first = store.txn(create("one")).await.unwrap();
     assert!(first.succeeded);
     let second = store.txn(create("two")).await.unwrap();
-    assert!(!second.succeeded, "create-if-missing must fail on an existing key");
+    assert!(
+        !second.succeeded,
+        "create-if-missing must fail on an existing key"
+    );
     assert_eq!(second.gets[0].as_ref().unwrap().value, b("one"));
 
     let cas = |expect: &str, new: &str| {
@@ -69,14 +76,16 @@ pub async fn compares_guard_writes(store: &dyn MetaStore) {
     .then(vec![Op::put("c2/other", b("x"))]);
     assert!(!store.txn(mixed).await.unwrap().succeeded);
     assert!(store.get("c2/other").await.unwrap().is_none());
-    let fenced =
-        Txn::when(vec![Compare::ModRevision("c2/k".into(), rev)]).then(vec![Op::put("c2/other", b("y"))]);
+    let fenced = Txn::when(vec![Compare::ModRevision("c2/k".into(), rev)])
+        .then(vec![Op::put("c2/other", b("y"))]);
     assert!(store.txn(fenced).await.unwrap().succeeded);
-    assert!(store
-        .txn(Txn::when(vec![Compare::ModRevision("c2/none".into(), 0)]))
-        .await
-        .unwrap()
-        .succeeded);
+    assert!(
+        store
+            .txn(Txn::when(vec![Compare::ModRevision("c2/none".into(), 0)]))
+            .await
+            .unwrap()
+            .succeeded
+    );
 }
 
 pub async fn revisions_and_versions(store: &dyn MetaStore) {
@@ -99,7 +108,10 @@ pub async fn delete_prefix(store: &dyn MetaStore) {
         crate::put(store, k, b("x")).await.unwrap();
     }
     store
-        .txn(Txn::when(vec![]).then(vec![Op::DeletePrefix("c4/p/".into()), Op::Delete("c4/none".into())]))
+        .txn(Txn::when(vec![]).then(vec![
+            Op::DeletePrefix("c4/p/".into()),
+            Op::Delete("c4/none".into()),
+        ]))
         .await
         .unwrap();
     let left: Vec<String> = store
@@ -129,10 +141,16 @@ pub async fn leases_expire_and_revoke(store: &dyn MetaStore) {
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while store.get("c5/short").await.unwrap().is_some() {
-        assert!(tokio::time::Instant::now() < deadline, "leased key outlived its lease");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "leased key outlived its lease"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(store.keep_alive(short).await.is_err(), "an expired lease cannot be kept alive");
+    assert!(
+        store.keep_alive(short).await.is_err(),
+        "an expired lease cannot be kept alive"
+    );
     assert!(store.get("c5/long").await.unwrap().is_some());
     store.revoke_lease(long).await.unwrap();
     assert!(store.get("c5/long").await.unwrap().is_none());

@@ -274,7 +274,10 @@ impl State {
             log.bytes += record.len() as u64;
         }
         self.revision = revision;
-        let events: Vec<WatchEvent> = writes.into_iter().map(|w| self.apply(w, revision)).collect();
+        let events: Vec<WatchEvent> = writes
+            .into_iter()
+            .map(|w| self.apply(w, revision))
+            .collect();
         self.notify(&events);
         self.maybe_rewrite_log()?;
         Ok(revision)
@@ -369,7 +372,12 @@ fn encode_record(revision: i64, writes: &[Write_]) -> Vec<u8> {
                 p.push(3);
                 put_bytes(&mut p, kv.key.as_bytes());
                 put_bytes(&mut p, &kv.value);
-                for n in [kv.lease.unwrap_or(0), kv.create_revision, kv.mod_revision, kv.version] {
+                for n in [
+                    kv.lease.unwrap_or(0),
+                    kv.create_revision,
+                    kv.mod_revision,
+                    kv.version,
+                ] {
                     p.extend_from_slice(&n.to_be_bytes());
                 }
             }
@@ -395,7 +403,8 @@ fn decode_record(p: &[u8]) -> Result<(i64, Vec<Write_>)> {
     let mut writes = Vec::new();
     for _ in 0..n {
         let tag = r.take(1).ok_or_else(corrupt)?[0];
-        let key = String::from_utf8(r.bytes().ok_or_else(corrupt)?.to_vec()).map_err(|_| corrupt())?;
+        let key =
+            String::from_utf8(r.bytes().ok_or_else(corrupt)?.to_vec()).map_err(|_| corrupt())?;
         writes.push(match tag {
             1 => {
                 let value = Bytes::copy_from_slice(r.bytes().ok_or_else(corrupt)?);
@@ -590,7 +599,10 @@ mod tests {
         assert_eq!((&a.value[..], a.version, a.mod_revision), (&b"3"[..], 2, 3));
         assert!(s.get("leased").await.unwrap().is_none());
         let rev = crate::put(&s, "c", "4").await.unwrap();
-        assert_eq!(rev, 6, "revisions continue after replay and the lease cleanup");
+        assert_eq!(
+            rev, 6,
+            "revisions continue after replay and the lease cleanup"
+        );
         drop(s);
         let s = EmbeddedStore::open(dir.path()).unwrap();
         assert_eq!(&s.get("c").await.unwrap().unwrap().value[..], b"4");

@@ -141,7 +141,9 @@ pub fn validate_record_set(records: &Bytes) -> Result<Vec<(BatchHeader, Bytes)>,
 }
 
 /// Iterates the batches of a stored (already validated) byte range.
-pub fn iter_batches(buf: &Bytes) -> impl Iterator<Item = Result<(BatchHeader, Bytes), BatchError>> + '_ {
+pub fn iter_batches(
+    buf: &Bytes,
+) -> impl Iterator<Item = Result<(BatchHeader, Bytes), BatchError>> + '_ {
     let mut pos = 0;
     std::iter::from_fn(move || {
         if pos >= buf.len() {
@@ -234,7 +236,10 @@ mod tests {
         let batches = validate_record_set(&set).unwrap();
         assert_eq!(batches.len(), 1);
         let (h, bytes) = &batches[0];
-        assert_eq!((h.record_count, h.last_offset_delta, h.producer_id), (5, 4, 42));
+        assert_eq!(
+            (h.record_count, h.last_offset_delta, h.producer_id),
+            (5, 4, 42)
+        );
         assert_eq!(h.max_timestamp, 1_004);
 
         let mut copy = BytesMut::from(&bytes[..]);
@@ -242,7 +247,10 @@ mod tests {
         set_log_append_time(&mut copy, 99_999);
         let patched = copy.freeze();
         let (h2, _) = validate_record_set(&patched).unwrap()[0].clone();
-        assert_eq!((h2.base_offset, h2.last_offset(), h2.max_timestamp), (1_000, 1_004, 99_999));
+        assert_eq!(
+            (h2.base_offset, h2.last_offset(), h2.max_timestamp),
+            (1_000, 1_004, 99_999)
+        );
         let decoded = RecordBatchDecoder::decode(&mut patched.clone()).unwrap();
         assert_eq!(decoded.records[0].offset, 1_000);
         assert_eq!(decoded.records[4].timestamp_type, TimestampType::LogAppend);
@@ -259,7 +267,10 @@ mod tests {
             Err(BatchError::CrcMismatch { .. })
         ));
         for cut in [0, 10, HEADER_LEN, set.len() - 1] {
-            assert!(validate_record_set(&set.slice(..cut)).is_err(), "cut at {cut}");
+            assert!(
+                validate_record_set(&set.slice(..cut)).is_err(),
+                "cut at {cut}"
+            );
         }
     }
 

@@ -83,7 +83,8 @@ pub fn encode_response(
         .map_err(|e| encode_err(e.to_string()))?;
     body.encode(&mut out, version)
         .map_err(|e| encode_err(e.to_string()))?;
-    let size = i32::try_from(out.len() - 4).map_err(|_| encode_err("response over 2 GiB".into()))?;
+    let size =
+        i32::try_from(out.len() - 4).map_err(|_| encode_err("response over 2 GiB".into()))?;
     out[..4].copy_from_slice(&size.to_be_bytes());
     Ok(out.freeze())
 }

@@ -1,1 +1,164 @@
-fn main() {}
+//! The `sluice` binary: configuration, listeners, the connection loop and HTTP.
+//!
+//! `sluice serve` with no flags runs a single node: objects under
+//! `./sluice-data/objects`, the embedded metadata store under `./sluice-data/meta`,
+//! Kafka on 127.0.0.1:9092, HTTP on 127.0.0.1:9644. SIGTERM or SIGINT stops
+//! accepting, flushes what was appended, and exits.
+
+mod config;
+mod connection;
+mod http;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use sluice_broker::{Broker, BrokerIdentity};
+use sluice_engine::{Engine, EngineConfig};
+use sluice_meta::{EmbeddedStore, MetaStore};
+use sluice_storage::{open_object_store, ObjectStoreUrl};
+use tokio::net::TcpListener;
+
+use crate::config::{Cli, Command, ServeArgs};
+
+/// How long shutdown waits for in-flight flushes.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => fail(&format!("cannot start the runtime: {e}")),
+    };
+    let result = match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(*args)),
+    };
+    if let Err(e) = result {
+        fail(&format!("{e:#}"));
+    }
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("error: {message}");
+    std::process::exit(2);
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let (host, port) = args.advertised().map_err(anyhow::Error::msg)?;
+    let url = args.object_store_url();
+    let store_url =
+        ObjectStoreUrl::parse(&url).map_err(|e| anyhow::anyhow!("--object-store: {e}"))?;
+    let store =
+        open_object_store(&store_url).map_err(|e| anyhow::anyhow!("--object-store: {e}"))?;
+    let meta: Arc<dyn MetaStore> = match store_url {
+        ObjectStoreUrl::Memory => Arc::new(EmbeddedStore::in_memory()),
+        ObjectStoreUrl::File(_) => {
+            let dir = args.data_dir.join("meta");
+            Arc::new(EmbeddedStore::open(&dir).map_err(|e| anyhow::anyhow!("--data-dir: {e}"))?)
+        }
+    };
+    let engine = Engine::open(
+        EngineConfig {
+            broker_id: args.broker_id,
+            cluster_id: args.cluster_id.clone(),
+            flush_bytes: args.wal_flush_bytes.max(1),
+            flush_linger: Duration::from_millis(args.wal_flush_linger_ms),
+            max_inflight_flushes: args.wal_max_inflight.max(1),
+            max_pending_bytes: args.wal_max_pending_bytes,
+            tail_bytes_per_partition: args.tail_bytes_per_partition,
+            auto_create_topics: args.auto_create_topics,
+            default_partitions: args.default_partitions.max(1),
+        },
+        meta,
+        store,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot open the data path: {e}"))?;
+
+    let kafka = TcpListener::bind(args.kafka_listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("--kafka-listen {}: {e}", args.kafka_listen))?;
+    let http = TcpListener::bind(args.http_listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("--http-listen {}: {e}", args.http_listen))?;
+    let broker = Broker::new(
+        engine.clone(),
+        BrokerIdentity {
+            node_id: args.broker_id,
+            host: host.clone(),
+            port,
+            rack: None,
+            cluster_id: args.cluster_id.clone(),
+        },
+    );
+    tracing::info!(
+        kafka = %args.kafka_listen,
+        advertised = %format!("{host}:{port}"),
+        http = %args.http_listen,
+        object_store = %url,
+        broker_id = args.broker_id,
+        "sluice listening"
+    );
+
+    let http_task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(http, http::router(engine.clone()).into_make_service()).await {
+            tracing::error!(error = %e, "http server stopped");
+        }
+    });
+    let max_frame = args.max_request_bytes;
+    let accept = async {
+        loop {
+            match kafka.accept().await {
+                Ok((stream, _)) => {
+                    tokio::spawn(connection::serve(broker.clone(), stream, max_frame));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = accept => {}
+        _ = shutdown_signal() => {}
+    }
+    tracing::info!("shutting down: flushing pending produces");
+    if tokio::time::timeout(DRAIN_TIMEOUT, broker.engine.drain())
+        .await
+        .is_err()
+    {
+        tracing::warn!("pending flushes did not finish in time; unacknowledged produces will be retried by clients");
+    }
+    http_task.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

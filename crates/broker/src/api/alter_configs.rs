@@ -1,0 +1,184 @@
+//! AlterConfigs (replace a topic's configs) and IncrementalAlterConfigs
+//! (SET / DELETE / APPEND / SUBTRACT per key).
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as IncrementalResult;
+use kafka_protocol::messages::{
+    AlterConfigsRequest, AlterConfigsResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse, ResponseKind,
+};
+use kafka_protocol::protocol::StrBytes;
+use sluice_engine::{EngineError, Result};
+
+use crate::{errors, str_bytes, Broker};
+
+const RESOURCE_TOPIC: i8 = 2;
+
+/// Applies `change` to a topic's explicit configs; returns (code, message).
+async fn alter(
+    broker: &Broker,
+    resource_type: i8,
+    name: &StrBytes,
+    validate_only: bool,
+    change: impl Fn(&mut BTreeMap<String, String>) -> Result<()>,
+) -> (i16, Option<StrBytes>) {
+    if resource_type != RESOURCE_TOPIC {
+        return (
+            ResponseError::InvalidRequest.code(),
+            Some(str_bytes("only topic configs can be altered")),
+        );
+    }
+    match broker
+        .engine
+        .update_topic(name.as_str(), validate_only, |record| {
+            change(&mut record.configs)
+        })
+        .await
+    {
+        Ok(_) => (0, None),
+        Err(e) => errors::code_and_message(&e),
+    }
+}
+
+pub async fn handle(broker: &Broker, req: AlterConfigsRequest) -> ResponseKind {
+    let mut responses = Vec::with_capacity(req.resources.len());
+    for r in req.resources {
+        let configs: BTreeMap<String, String> = r
+            .configs
+            .iter()
+            .filter_map(|c| {
+                c.value
+                    .as_ref()
+                    .map(|v| (c.name.to_string(), v.to_string()))
+            })
+            .collect();
+        let (code, message) = alter(
+            broker,
+            r.resource_type,
+            &r.resource_name,
+            req.validate_only,
+            |c| {
+                *c = configs.clone();
+                Ok(())
+            },
+        )
+        .await;
+        responses.push(
+            AlterConfigsResourceResponse::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name)
+                .with_error_code(code)
+                .with_error_message(message),
+        );
+    }
+    ResponseKind::AlterConfigs(AlterConfigsResponse::default().with_responses(responses))
+}
+
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
+
+pub async fn handle_incremental(
+    broker: &Broker,
+    req: IncrementalAlterConfigsRequest,
+) -> ResponseKind {
+    let mut responses = Vec::with_capacity(req.resources.len());
+    for r in req.resources {
+        let ops: Vec<(String, i8, Option<String>)> = r
+            .configs
+            .iter()
+            .map(|c| {
+                (
+                    c.name.to_string(),
+                    c.config_operation,
+                    c.value.as_ref().map(|v| v.to_string()),
+                )
+            })
+            .collect();
+        let (code, message) = alter(
+            broker,
+            r.resource_type,
+            &r.resource_name,
+            req.validate_only,
+            |configs| {
+                for (name, op, value) in &ops {
+                    apply(configs, name, *op, value.as_deref())?;
+                }
+                Ok(())
+            },
+        )
+        .await;
+        responses.push(
+            IncrementalResult::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name)
+                .with_error_code(code)
+                .with_error_message(message),
+        );
+    }
+    ResponseKind::IncrementalAlterConfigs(
+        IncrementalAlterConfigsResponse::default().with_responses(responses),
+    )
+}
+
+fn apply(
+    configs: &mut BTreeMap<String, String>,
+    name: &str,
+    op: i8,
+    value: Option<&str>,
+) -> Result<()> {
+    let invalid = |reason: &str| EngineError::InvalidConfig {
+        name: name.to_string(),
+        reason: reason.to_string(),
+    };
+    let current_list = |configs: &BTreeMap<String, String>| -> Vec<String> {
+        configs
+            .get(name)
+            .map(String::as_str)
+            .or_else(|| sluice_engine::topics::config_def(name).map(|d| d.default))
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    match op {
+        OP_SET => {
+            configs.insert(
+                name.to_string(),
+                value
+                    .ok_or_else(|| invalid("SET needs a value"))?
+                    .to_string(),
+            );
+        }
+        OP_DELETE => {
+            configs.remove(name);
+        }
+        OP_APPEND | OP_SUBTRACT => {
+            let mut list = current_list(configs);
+            let items: Vec<&str> = value
+                .unwrap_or("")
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect();
+            if op == OP_APPEND {
+                for i in items {
+                    if !list.iter().any(|x| x == i) {
+                        list.push(i.to_string());
+                    }
+                }
+            } else {
+                list.retain(|x| !items.contains(&x.as_str()));
+            }
+            configs.insert(name.to_string(), list.join(","));
+        }
+        _ => return Err(invalid("unknown config operation")),
+    }
+    Ok(())
+}

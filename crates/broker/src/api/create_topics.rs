@@ -1,0 +1,77 @@
+//! CreateTopics, with configs and `validate_only`.
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, ResponseKind};
+use sluice_engine::topics::CONFIGS;
+
+use crate::{errors, has, str_bytes, Broker};
+
+/// DescribeConfigs/CreateTopics config sources.
+pub(crate) const SOURCE_TOPIC: i8 = 1;
+pub(crate) const SOURCE_DEFAULT: i8 = 5;
+
+pub async fn handle(broker: &Broker, req: CreateTopicsRequest, version: i16) -> ResponseKind {
+    let mut results = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let configs: BTreeMap<String, String> = t
+            .configs
+            .iter()
+            .filter_map(|c| {
+                c.value
+                    .as_ref()
+                    .map(|v| (c.name.to_string(), v.to_string()))
+            })
+            .collect();
+        let result = CreatableTopicResult::default().with_name(t.name.clone());
+        let outcome = broker
+            .engine
+            .create_topic(
+                t.name.as_str(),
+                t.num_partitions,
+                t.replication_factor,
+                configs,
+                req.validate_only,
+            )
+            .await;
+        results.push(match outcome {
+            Ok(_) if !has(version, 5) => result,
+            Ok(topic) => result
+                .with_topic_id(if has(version, 7) {
+                    topic.record.id
+                } else {
+                    uuid::Uuid::nil()
+                })
+                .with_num_partitions(topic.record.partitions)
+                .with_replication_factor(1)
+                .with_configs(Some(
+                    CONFIGS
+                        .iter()
+                        .map(|d| {
+                            let set = topic.record.configs.get(d.name);
+                            CreatableTopicConfigs::default()
+                                .with_name(str_bytes(d.name))
+                                .with_value(Some(str_bytes(set.map_or(d.default, |v| v.as_str()))))
+                                .with_config_source(if set.is_some() {
+                                    SOURCE_TOPIC
+                                } else {
+                                    SOURCE_DEFAULT
+                                })
+                        })
+                        .collect(),
+                )),
+            Err(e) => {
+                let (code, message) = errors::code_and_message(&e);
+                result
+                    .with_error_code(code)
+                    .with_error_message(message)
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1)
+            }
+        });
+    }
+    ResponseKind::CreateTopics(CreateTopicsResponse::default().with_topics(results))
+}

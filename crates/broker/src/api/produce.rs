@@ -1,0 +1,79 @@
+//! Produce: appends in arrival order now, answers once the data is durable.
+//!
+//! `acks` 0, 1 and all are equally durable when acknowledged: there are no
+//! followers, an acknowledgement means object written and manifest committed.
+
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+use sluice_engine::produce::{PartitionRecords, ProduceAck};
+use sluice_engine::{EngineError, Result};
+
+use crate::{errors, has, Broker, Reply};
+
+pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Reply {
+    let engine = &broker.engine;
+    // (topic position, partition, Err if rejected before the engine)
+    let mut slots: Vec<(usize, i32, Option<EngineError>)> = Vec::new();
+    let mut appends = Vec::new();
+    let mut names = Vec::with_capacity(req.topic_data.len());
+    for (ti, t) in req.topic_data.into_iter().enumerate() {
+        let topic = engine.topic(t.name.as_str());
+        names.push(t.name);
+        for p in t.partition_data {
+            let rejected = match (&topic, p.records) {
+                (None, _) => Some(EngineError::UnknownTopicOrPartition {
+                    topic: names[ti].to_string(),
+                    partition: p.index,
+                }),
+                (Some(_), None) => Some(EngineError::CorruptMessage("no records".into())),
+                (Some(topic), Some(records)) => {
+                    appends.push(PartitionRecords {
+                        topic: topic.clone(),
+                        partition: p.index,
+                        records,
+                    });
+                    None
+                }
+            };
+            slots.push((ti, p.index, rejected));
+        }
+    }
+    let pending = engine.append(appends).await;
+    if req.acks == 0 {
+        // Nothing is sent back; errors surface to the client as missing data, as in Kafka.
+        tokio::spawn(pending.durable());
+        return Reply::None;
+    }
+    Reply::Later(Box::pin(async move {
+        let mut acks = pending.durable().await.into_iter();
+        let mut topics: Vec<TopicProduceResponse> = names
+            .into_iter()
+            .map(|name| TopicProduceResponse::default().with_name(name))
+            .collect();
+        for (ti, partition, rejected) in slots {
+            let result: Result<ProduceAck> = match rejected {
+                Some(e) => Err(e),
+                None => acks.next().unwrap_or(Err(EngineError::ShuttingDown)),
+            };
+            let resp = PartitionProduceResponse::default().with_index(partition);
+            let resp = match result {
+                Ok(ack) => resp
+                    .with_base_offset(ack.base_offset)
+                    .with_log_append_time_ms(ack.log_append_time)
+                    .with_log_start_offset(if has(version, 5) {
+                        ack.log_start_offset
+                    } else {
+                        -1
+                    }),
+                Err(e) => {
+                    let (code, message) = errors::code_and_message(&e);
+                    resp.with_base_offset(-1)
+                        .with_error_code(code)
+                        .with_error_message(message.filter(|_| has(version, 8)))
+                }
+            };
+            topics[ti].partition_responses.push(resp);
+        }
+        ResponseKind::Produce(ProduceResponse::default().with_responses(topics))
+    }))
+}

@@ -1,0 +1,73 @@
+//! The one place engine errors become Kafka error codes.
+
+use kafka_protocol::error::ResponseError;
+use sluice_engine::EngineError;
+
+/// The Kafka error code a client sees for `e`.
+pub fn code(e: &EngineError) -> i16 {
+    use EngineError as E;
+    use ResponseError as R;
+    let r = match e {
+        E::UnknownTopicOrPartition { .. } => R::UnknownTopicOrPartition,
+        E::TopicAlreadyExists { .. } => R::TopicAlreadyExists,
+        E::InvalidTopic { .. } => R::InvalidTopicException,
+        E::InvalidPartitions { .. } => R::InvalidPartitions,
+        E::InvalidReplicationFactor { .. } => R::InvalidReplicationFactor,
+        E::InvalidConfig { .. } => R::InvalidConfig,
+        E::MessageTooLarge { .. } => R::MessageTooLarge,
+        E::CorruptMessage(_) => R::CorruptMessage,
+        E::InvalidRecord(_) => R::InvalidRecord,
+        E::OffsetOutOfRange { .. } => R::OffsetOutOfRange,
+        E::OutOfOrderSequence { .. } => R::OutOfOrderSequenceNumber,
+        E::InvalidProducerEpoch { .. } => R::InvalidProducerEpoch,
+        // Retriable: the client refreshes metadata and tries again.
+        E::NotLeader { .. } | E::ShuttingDown => R::NotLeaderOrFollower,
+        E::FlushFailed(_) | E::Storage(_) => R::KafkaStorageError,
+        E::Meta(_) => R::RequestTimedOut,
+    };
+    r.code()
+}
+
+/// Error code and message, for responses that carry both.
+pub fn code_and_message(e: &EngineError) -> (i16, Option<kafka_protocol::protocol::StrBytes>) {
+    (code(e), Some(crate::str_bytes(e.to_string())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_match_kafka() {
+        assert_eq!(
+            code(&EngineError::UnknownTopicOrPartition {
+                topic: "t".into(),
+                partition: 0
+            }),
+            3
+        );
+        assert_eq!(
+            code(&EngineError::TopicAlreadyExists { name: "t".into() }),
+            36
+        );
+        assert_eq!(
+            code(&EngineError::InvalidTopic {
+                name: "".into(),
+                reason: "".into()
+            }),
+            17
+        );
+        assert_eq!(code(&EngineError::MessageTooLarge { size: 2, max: 1 }), 10);
+        assert_eq!(code(&EngineError::CorruptMessage("crc".into())), 2);
+        assert_eq!(
+            code(&EngineError::OutOfOrderSequence { producer_id: 1 }),
+            45
+        );
+        assert_eq!(
+            code(&EngineError::InvalidPartitions { reason: "".into() }),
+            37
+        );
+        assert_eq!(code(&EngineError::NotLeader { epoch: 1 }), 6);
+        assert_eq!(code(&EngineError::FlushFailed("x".into())), 56);
+    }
+}

@@ -1,0 +1,229 @@
+//! Reads: fetch by offset and offset lookups (earliest, latest, by timestamp, max
+//! timestamp), all from committed state only.
+//!
+//! Recent data comes from the in-memory tail held in the offset index; older data is
+//! read by byte range from its object. A partition remembers the last object range it
+//! read, so a sequential consumer reading a large slice in small fetches costs one
+//! object read per slice, not one per fetch.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::{RecordBatchDecoder, TimestampType};
+use object_store::ObjectStoreExt;
+use sluice_protocol::batch;
+
+use crate::partition::{IndexEntry, Partition};
+use crate::{Engine, EngineError, Result};
+
+/// Records read from a partition.
+#[derive(Debug, Clone, Default)]
+pub struct FetchedRecords {
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    /// Whole batches, starting with the one holding the fetch offset.
+    pub records: Bytes,
+}
+
+/// An offset found by a ListOffsets query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetAndTimestamp {
+    pub offset: i64,
+    pub timestamp: i64,
+}
+
+/// ListOffsets special timestamps.
+pub const LATEST: i64 = -1;
+pub const EARLIEST: i64 = -2;
+pub const MAX_TIMESTAMP: i64 = -3;
+
+impl Engine {
+    /// Reads whole batches from `offset`, up to about `max_bytes` (at least one batch
+    /// when any exists, so a consumer always progresses).
+    pub async fn read(
+        &self,
+        partition: &Partition,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<FetchedRecords> {
+        let (hwm, log_start, plan) = {
+            let read = partition.read();
+            let (hwm, log_start) = (read.high_watermark, read.log_start_offset);
+            if offset < log_start || offset > hwm {
+                return Err(EngineError::OffsetOutOfRange {
+                    offset,
+                    log_start,
+                    high_watermark: hwm,
+                });
+            }
+            let mut plan = Vec::new();
+            if let Some(first) = read.find(offset) {
+                let mut planned = 0u64;
+                for e in &read.index[first..] {
+                    if planned >= max_bytes as u64 && !plan.is_empty() {
+                        break;
+                    }
+                    planned += e.len;
+                    plan.push(e.clone());
+                }
+            }
+            (hwm, log_start, plan)
+        };
+        let mut out = BytesMut::new();
+        let mut single: Option<Bytes> = None;
+        let mut total = 0usize;
+        'entries: for entry in plan {
+            let data = self.entry_bytes(partition, &entry).await?;
+            for b in batch::iter_batches(&data) {
+                let (h, bytes) = b.map_err(|e| {
+                    EngineError::Storage(format!(
+                        "stored batch unreadable: object={}: {e}",
+                        entry.object
+                    ))
+                })?;
+                if h.last_offset() < offset {
+                    continue;
+                }
+                if total > 0 && total + bytes.len() > max_bytes {
+                    break 'entries;
+                }
+                total += bytes.len();
+                // Zero-copy for the common single-run case; copy when joining runs.
+                match single.take() {
+                    None if out.is_empty() => single = Some(bytes),
+                    None => out.extend_from_slice(&bytes),
+                    Some(prev) => {
+                        out.extend_from_slice(&prev);
+                        out.extend_from_slice(&bytes);
+                    }
+                }
+            }
+        }
+        let records = single.unwrap_or_else(|| out.freeze());
+        Ok(FetchedRecords {
+            high_watermark: hwm,
+            log_start_offset: log_start,
+            records,
+        })
+    }
+
+    /// An index entry's bytes: from memory, the last read, or the object store.
+    async fn entry_bytes(&self, partition: &Partition, entry: &IndexEntry) -> Result<Bytes> {
+        if let Some(b) = &entry.cached {
+            return Ok(b.clone());
+        }
+        if let Some(b) = partition.last_read(&entry.object, entry.start) {
+            return Ok(b);
+        }
+        let range = entry.start..entry.start + entry.len;
+        let bytes = self.store.get_range(&entry.object, range).await?;
+        partition.remember_read(entry.object.clone(), entry.start, bytes.clone());
+        Ok(bytes)
+    }
+
+    /// Kafka's ListOffsets for one partition.
+    pub async fn list_offset(
+        &self,
+        partition: &Partition,
+        timestamp: i64,
+    ) -> Result<Option<OffsetAndTimestamp>> {
+        let (hwm, log_start, candidates) = {
+            let read = partition.read();
+            let c: Vec<IndexEntry> = match timestamp {
+                LATEST | EARLIEST => Vec::new(),
+                MAX_TIMESTAMP => read
+                    .index
+                    .iter()
+                    .filter(|e| e.last_offset >= read.log_start_offset)
+                    .max_by_key(|e| e.max_timestamp)
+                    .cloned()
+                    .into_iter()
+                    .collect(),
+                t => read
+                    .index
+                    .iter()
+                    .filter(|e| e.last_offset >= read.log_start_offset && e.max_timestamp >= t)
+                    .take(1)
+                    .cloned()
+                    .collect(),
+            };
+            (read.high_watermark, read.log_start_offset, c)
+        };
+        match timestamp {
+            LATEST => Ok(Some(OffsetAndTimestamp {
+                offset: hwm,
+                timestamp: -1,
+            })),
+            EARLIEST => Ok(Some(OffsetAndTimestamp {
+                offset: log_start,
+                timestamp: -1,
+            })),
+            t if t < MAX_TIMESTAMP => Ok(None),
+            _ => {
+                let Some(entry) = candidates.first() else {
+                    return Ok(None);
+                };
+                let data = self.entry_bytes(partition, entry).await?;
+                find_in_batches(&data, timestamp, log_start)
+            }
+        }
+    }
+}
+
+/// Finds the first record at or after `target` (or the max-timestamp record).
+fn find_in_batches(
+    data: &Bytes,
+    target: i64,
+    log_start: i64,
+) -> Result<Option<OffsetAndTimestamp>> {
+    let corrupt = |e: String| EngineError::Storage(format!("stored batch unreadable: {e}"));
+    let mut best: Option<OffsetAndTimestamp> = None;
+    for b in batch::iter_batches(data) {
+        let (h, bytes) = b.map_err(|e| corrupt(e.to_string()))?;
+        if h.last_offset() < log_start {
+            continue;
+        }
+        if target != MAX_TIMESTAMP && h.max_timestamp < target {
+            continue;
+        }
+        let set =
+            RecordBatchDecoder::decode(&mut bytes.clone()).map_err(|e| corrupt(e.to_string()))?;
+        for r in set.records {
+            if r.offset < log_start {
+                continue;
+            }
+            let ts = if r.timestamp_type == TimestampType::LogAppend {
+                h.max_timestamp
+            } else {
+                r.timestamp
+            };
+            if target == MAX_TIMESTAMP {
+                if best.is_none_or(|b| ts > b.timestamp) {
+                    best = Some(OffsetAndTimestamp {
+                        offset: r.offset,
+                        timestamp: ts,
+                    });
+                }
+            } else if ts >= target {
+                return Ok(Some(OffsetAndTimestamp {
+                    offset: r.offset,
+                    timestamp: ts,
+                }));
+            }
+        }
+    }
+    Ok(best)
+}
+
+impl Partition {
+    fn last_read(&self, object: &Arc<object_store::path::Path>, start: u64) -> Option<Bytes> {
+        let last = self.last_read.lock().unwrap_or_else(|p| p.into_inner());
+        last.as_ref()
+            .filter(|(o, s, _)| o == object && *s == start)
+            .map(|(_, _, b)| b.clone())
+    }
+
+    fn remember_read(&self, object: Arc<object_store::path::Path>, start: u64, bytes: Bytes) {
+        *self.last_read.lock().unwrap_or_else(|p| p.into_inner()) = Some((object, start, bytes));
+    }
+}

@@ -1,0 +1,297 @@
+//! Flush and commit: the pipelined group commit.
+//!
+//! The flusher takes everything buffered as soon as a flush slot is free (after an
+//! optional linger), writes it as ONE create-only WAL object, and hands it to the
+//! committer. The committer takes flushes strictly in order, waits for each object,
+//! commits ONE manifest conditional on this broker's epoch, applies it to the
+//! partitions, and only then acknowledges the producers. While one object is being
+//! written, new batches accumulate for the next; up to `max_inflight_flushes` objects
+//! are written at once.
+//!
+//! If a flush fails, every later flush already taken and everything buffered has
+//! offsets that assume it succeeded, so all of them fail too (retriably) and each
+//! partition's write state is reset to its committed state. Their objects become
+//! orphans for garbage collection; no offset is ever committed twice.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use object_store::{PutMode, PutOptions};
+use sluice_meta::{Compare, Op, Txn};
+use sluice_storage::{paths, wal::WalObjectBuilder};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::manifest::{Manifest, ManifestSlice};
+use crate::partition::{IndexEntry, Partition, ProducerBatch};
+use crate::{Engine, EngineError, Result};
+
+pub(crate) type FlushResult = Result<()>;
+
+/// One partition's batches waiting for the next flush.
+pub(crate) struct PendingSlice {
+    pub partition: Arc<Partition>,
+    pub batches: Vec<Bytes>,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+    pub producers: Vec<ProducerBatch>,
+}
+
+impl PendingSlice {
+    pub fn new(partition: Arc<Partition>, base_offset: i64) -> Self {
+        Self {
+            partition,
+            batches: Vec::new(),
+            base_offset,
+            last_offset: base_offset - 1,
+            max_timestamp: -1,
+            producers: Vec::new(),
+        }
+    }
+}
+
+/// The broker-wide buffer all led partitions append to.
+#[derive(Default)]
+pub(crate) struct WalBuffer {
+    pub slices: BTreeMap<(Uuid, i32), PendingSlice>,
+    pub bytes: usize,
+    pub waiters: Vec<oneshot::Sender<FlushResult>>,
+    /// Bytes taken by flushes not yet committed.
+    pub inflight_bytes: usize,
+    /// Bumped by every rollback; flushes taken before it are abandoned.
+    pub generation: u64,
+}
+
+/// A flush between its PUT and its commit.
+struct Flight {
+    put: JoinHandle<object_store::Result<object_store::PutResult>>,
+    object: String,
+    slices: Vec<(Arc<Partition>, ManifestSlice, Bytes)>,
+    waiters: Vec<oneshot::Sender<FlushResult>>,
+    generation: u64,
+    bytes: usize,
+    seq: u64,
+    _permit: OwnedSemaphorePermit,
+}
+
+pub(crate) fn start(engine: Arc<Engine>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(run_committer(engine.clone(), rx));
+    tokio::spawn(run_flusher(engine, tx));
+}
+
+async fn run_flusher(engine: Arc<Engine>, commits: mpsc::UnboundedSender<Flight>) {
+    let slots = Arc::new(Semaphore::new(engine.cfg.max_inflight_flushes.max(1)));
+    let mut seq = 0u64;
+    loop {
+        loop {
+            let wake = engine.flush_wake.notified();
+            if !engine.wal().slices.is_empty() {
+                break;
+            }
+            wake.await;
+        }
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        if !engine.cfg.flush_linger.is_zero() && engine.wal().bytes < engine.cfg.flush_bytes {
+            tokio::time::sleep(engine.cfg.flush_linger).await;
+        }
+        let (slices, waiters, generation, bytes) = {
+            let mut wal = engine.wal();
+            let bytes = std::mem::take(&mut wal.bytes);
+            wal.inflight_bytes += bytes;
+            (
+                std::mem::take(&mut wal.slices),
+                std::mem::take(&mut wal.waiters),
+                wal.generation,
+                bytes,
+            )
+        };
+        if slices.is_empty() {
+            continue;
+        }
+        seq += 1;
+        let flight = write_object(&engine, slices, waiters, generation, bytes, seq, permit);
+        if commits.send(flight).is_err() {
+            return;
+        }
+    }
+}
+
+/// Builds the WAL object and starts its create-only PUT.
+fn write_object(
+    engine: &Arc<Engine>,
+    slices: BTreeMap<(Uuid, i32), PendingSlice>,
+    waiters: Vec<oneshot::Sender<FlushResult>>,
+    generation: u64,
+    bytes: usize,
+    seq: u64,
+    permit: OwnedSemaphorePermit,
+) -> Flight {
+    let mut builder = WalObjectBuilder::new();
+    let mut parts = Vec::with_capacity(slices.len());
+    for ((topic_id, partition), s) in slices {
+        let data = concat(s.batches);
+        builder.add_slice(
+            *topic_id.as_bytes(),
+            partition,
+            s.base_offset,
+            s.last_offset,
+            s.max_timestamp,
+            [data.clone()],
+        );
+        parts.push((
+            s.partition,
+            s.base_offset,
+            s.last_offset,
+            s.max_timestamp,
+            s.producers,
+            data,
+        ));
+    }
+    let key = paths::wal_object(engine.cfg.broker_id, engine.epoch, ulid::Ulid::new());
+    let (payload, wal_slices, _) = builder.finish();
+    let slices = parts
+        .into_iter()
+        .zip(wal_slices)
+        .map(|((partition, base, last, max_ts, producers, data), w)| {
+            let m = ManifestSlice {
+                topic_id: partition.topic_id,
+                partition: partition.index,
+                base_offset: base,
+                last_offset: last,
+                start: w.start,
+                len: w.len,
+                max_timestamp: max_ts,
+                producers,
+            };
+            (partition, m, data)
+        })
+        .collect();
+    let store = engine.store.clone();
+    let put_key = key.clone();
+    let put = tokio::spawn(async move {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        store.put_opts(&put_key, payload, opts).await
+    });
+    Flight {
+        put,
+        object: key.to_string(),
+        slices,
+        waiters,
+        generation,
+        bytes,
+        seq,
+        _permit: permit,
+    }
+}
+
+fn concat(mut batches: Vec<Bytes>) -> Bytes {
+    if batches.len() == 1 {
+        return batches.pop().unwrap_or_default();
+    }
+    let mut out = BytesMut::with_capacity(batches.iter().map(Bytes::len).sum());
+    for b in batches {
+        out.extend_from_slice(&b);
+    }
+    out.freeze()
+}
+
+async fn run_committer(engine: Arc<Engine>, mut flights: mpsc::UnboundedReceiver<Flight>) {
+    while let Some(mut f) = flights.recv().await {
+        let outcome = commit(&engine, &mut f).await;
+        match &outcome {
+            Ok(()) => {
+                let budget = engine.cfg.tail_bytes_per_partition;
+                for (partition, m, data) in &f.slices {
+                    let entry = IndexEntry {
+                        base_offset: m.base_offset,
+                        last_offset: m.last_offset,
+                        max_timestamp: m.max_timestamp,
+                        object: Arc::new(object_store::path::Path::from(f.object.as_str())),
+                        start: m.start,
+                        len: m.len,
+                        cached: Some(data.clone()),
+                    };
+                    partition.read_mut().append(entry, &m.producers, budget);
+                }
+                engine.commits.send_modify(|n| *n += 1);
+            }
+            Err(e) => {
+                tracing::warn!(object = %f.object, error = %e, "flush failed; failing every pending produce");
+                rollback(&engine, e);
+            }
+        }
+        for w in f.waiters {
+            let _ = w.send(outcome.clone());
+        }
+        engine.wal().inflight_bytes -= f.bytes;
+        engine.space.notify_waiters();
+    }
+}
+
+/// Waits for the flight's object, then commits its manifest under this broker's epoch.
+async fn commit(engine: &Engine, f: &mut Flight) -> Result<()> {
+    let put = (&mut f.put)
+        .await
+        .map_err(|e| EngineError::FlushFailed(format!("put task: object={}: {e}", f.object)))?;
+    put.map_err(|e| EngineError::FlushFailed(format!("put: object={}: {e}", f.object)))?;
+    if engine.wal().generation != f.generation {
+        return Err(EngineError::FlushFailed(
+            "an earlier flush failed; offsets were reassigned".into(),
+        ));
+    }
+    let manifest = Manifest {
+        object: f.object.clone(),
+        slices: f.slices.iter().map(|(_, m, _)| m.clone()).collect(),
+    };
+    let epoch_key = engine.keys.broker_epoch(engine.cfg.broker_id);
+    let key = engine
+        .keys
+        .manifest(engine.cfg.broker_id, engine.epoch, f.seq);
+    let txn = Txn::when(vec![Compare::ValueEquals(
+        epoch_key,
+        Bytes::from(engine.epoch.to_string()),
+    )])
+    .then(vec![Op::put(key, manifest.encode())]);
+    let committed = engine
+        .meta
+        .txn(txn)
+        .await
+        .map_err(|e| EngineError::FlushFailed(format!("commit: object={}: {e}", f.object)))?;
+    if !committed.succeeded {
+        return Err(EngineError::NotLeader {
+            epoch: engine.epoch,
+        });
+    }
+    Ok(())
+}
+
+/// Fails everything taken or buffered after a failed flush and resets partitions.
+fn rollback(engine: &Engine, cause: &EngineError) {
+    let mut wal = engine.wal();
+    wal.generation += 1;
+    for w in wal.waiters.drain(..) {
+        let _ = w.send(Err(cause.clone()));
+    }
+    wal.slices.clear();
+    wal.bytes = 0;
+    for topic in engine.topics() {
+        for p in &topic.partitions {
+            p.reset_write_to_committed();
+        }
+    }
+}
+
+impl Engine {
+    pub(crate) fn wal(&self) -> std::sync::MutexGuard<'_, WalBuffer> {
+        self.wal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

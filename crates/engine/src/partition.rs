@@ -1,0 +1,272 @@
+//! One partition's state on its leader.
+//!
+//! Two views, both guarded by their own lock:
+//! - [`WriteState`]: what has been *assigned* (next offset, producer sequences
+//!   including batches not yet durable). Only touched while the broker's WAL buffer is
+//!   locked, so offset assignment and buffer order are one atomic step.
+//! - [`ReadState`]: what is *committed* (high watermark, offset index, producer
+//!   state as of the high watermark). Fetch and ListOffsets read only this; a flush
+//!   failure resets the write view to it.
+//!
+//! Invariant: `write.next_offset >= read.high_watermark`, equal when nothing is in
+//! flight; offsets in `[high_watermark, next_offset)` are assigned but not yet durable.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use bytes::Bytes;
+use object_store::path::Path;
+use uuid::Uuid;
+
+/// How many recent batches per producer are remembered to recognise retries (Kafka's 5).
+const PRODUCER_BATCH_HISTORY: usize = 5;
+
+/// Where a committed run of batches lives.
+#[derive(Debug, Clone)]
+pub struct IndexEntry {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+    pub object: Arc<Path>,
+    pub start: u64,
+    pub len: u64,
+    /// The bytes themselves while they are in the in-memory tail.
+    pub cached: Option<Bytes>,
+}
+
+/// A batch an idempotent producer wrote: enough to recognise its retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProducerBatch {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub first_seq: i32,
+    pub last_seq: i32,
+    pub base_offset: i64,
+}
+
+/// Sequence state of one idempotent producer on one partition.
+#[derive(Debug, Clone, Default)]
+pub struct ProducerState {
+    pub epoch: i16,
+    pub recent: VecDeque<ProducerBatch>,
+}
+
+/// Outcome of checking a batch's producer sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SequenceCheck {
+    /// Next in sequence: append it.
+    Append,
+    /// A retry of a batch already appended at this base offset.
+    Duplicate {
+        base_offset: i64,
+    },
+    OutOfOrder,
+    ProducerFenced,
+}
+
+impl ProducerState {
+    pub fn check(&self, b: &ProducerBatch) -> SequenceCheck {
+        let Some(last) = self.recent.back() else {
+            return if b.first_seq == 0 {
+                SequenceCheck::Append
+            } else {
+                SequenceCheck::OutOfOrder
+            };
+        };
+        if b.epoch < self.epoch {
+            return SequenceCheck::ProducerFenced;
+        }
+        if b.epoch > self.epoch {
+            return if b.first_seq == 0 {
+                SequenceCheck::Append
+            } else {
+                SequenceCheck::OutOfOrder
+            };
+        }
+        if let Some(dup) = self
+            .recent
+            .iter()
+            .find(|r| r.first_seq == b.first_seq && r.last_seq == b.last_seq)
+        {
+            return SequenceCheck::Duplicate {
+                base_offset: dup.base_offset,
+            };
+        }
+        let expected = if last.last_seq == i32::MAX {
+            0
+        } else {
+            last.last_seq + 1
+        };
+        if b.first_seq == expected {
+            SequenceCheck::Append
+        } else {
+            SequenceCheck::OutOfOrder
+        }
+    }
+
+    pub fn record(&mut self, b: ProducerBatch) {
+        if b.epoch != self.epoch {
+            self.recent.clear();
+            self.epoch = b.epoch;
+        }
+        if self.recent.len() == PRODUCER_BATCH_HISTORY {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(b);
+    }
+}
+
+/// Assigned-but-maybe-not-durable state.
+#[derive(Debug, Clone, Default)]
+pub struct WriteState {
+    pub next_offset: i64,
+    pub producers: HashMap<i64, ProducerState>,
+}
+
+/// Committed state.
+#[derive(Debug, Default)]
+pub struct ReadState {
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+    pub index: Vec<IndexEntry>,
+    pub producers: HashMap<i64, ProducerState>,
+    cached_bytes: usize,
+    /// Index entries before this one hold no cached bytes.
+    first_cached: usize,
+}
+
+impl ReadState {
+    /// Adds a committed entry, keeping at most `tail_budget` bytes cached.
+    pub fn append(&mut self, entry: IndexEntry, producers: &[ProducerBatch], tail_budget: usize) {
+        self.high_watermark = entry.last_offset + 1;
+        self.cached_bytes += entry.cached.as_ref().map_or(0, Bytes::len);
+        self.index.push(entry);
+        for b in producers {
+            self.producers.entry(b.producer_id).or_default().record(*b);
+        }
+        while self.cached_bytes > tail_budget && self.first_cached < self.index.len() {
+            if let Some(bytes) = self.index[self.first_cached].cached.take() {
+                self.cached_bytes -= bytes.len();
+            }
+            self.first_cached += 1;
+        }
+    }
+
+    /// Index position of the entry holding `offset`, if committed.
+    pub fn find(&self, offset: i64) -> Option<usize> {
+        let i = self.index.partition_point(|e| e.last_offset < offset);
+        (i < self.index.len() && self.index[i].base_offset <= offset).then_some(i)
+    }
+}
+
+/// A partition led by this broker.
+#[derive(Debug)]
+pub struct Partition {
+    pub topic_id: Uuid,
+    pub topic: String,
+    pub index: i32,
+    write: Mutex<WriteState>,
+    read: RwLock<ReadState>,
+    /// The last object range read for a fetch (read-ahead for sequential consumers).
+    pub(crate) last_read: Mutex<Option<(Arc<Path>, u64, Bytes)>>,
+}
+
+impl Partition {
+    pub fn new(topic_id: Uuid, topic: String, index: i32) -> Self {
+        Self {
+            topic_id,
+            topic,
+            index,
+            write: Mutex::default(),
+            read: RwLock::default(),
+            last_read: Mutex::default(),
+        }
+    }
+
+    pub fn write(&self) -> MutexGuard<'_, WriteState> {
+        self.write.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn read(&self) -> RwLockReadGuard<'_, ReadState> {
+        self.read.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn read_mut(&self) -> RwLockWriteGuard<'_, ReadState> {
+        self.read.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets assigned-but-uncommitted offsets after a failed flush.
+    pub fn reset_write_to_committed(&self) {
+        let read = self.read();
+        let mut write = self.write();
+        write.next_offset = read.high_watermark;
+        write.producers = read.producers.clone();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pb(epoch: i16, first: i32, last: i32, base: i64) -> ProducerBatch {
+        ProducerBatch {
+            producer_id: 7,
+            epoch,
+            first_seq: first,
+            last_seq: last,
+            base_offset: base,
+        }
+    }
+
+    #[test]
+    fn sequences() {
+        let mut s = ProducerState::default();
+        assert_eq!(s.check(&pb(0, 3, 4, 0)), SequenceCheck::OutOfOrder);
+        assert_eq!(s.check(&pb(0, 0, 4, 0)), SequenceCheck::Append);
+        s.record(pb(0, 0, 4, 10));
+        assert_eq!(s.check(&pb(0, 5, 9, 0)), SequenceCheck::Append);
+        assert_eq!(
+            s.check(&pb(0, 0, 4, 0)),
+            SequenceCheck::Duplicate { base_offset: 10 }
+        );
+        assert_eq!(s.check(&pb(0, 7, 9, 0)), SequenceCheck::OutOfOrder);
+        s.record(pb(1, 0, 0, 20));
+        assert_eq!(s.check(&pb(0, 5, 5, 0)), SequenceCheck::ProducerFenced);
+        assert_eq!(s.check(&pb(2, 1, 1, 0)), SequenceCheck::OutOfOrder);
+        for i in 1..10 {
+            s.record(pb(1, i, i, 20 + i64::from(i)));
+        }
+        assert_eq!(s.recent.len(), PRODUCER_BATCH_HISTORY);
+        let mut w = ProducerState::default();
+        w.record(pb(0, i32::MAX - 1, i32::MAX, 0));
+        assert_eq!(w.check(&pb(0, 0, 3, 0)), SequenceCheck::Append);
+    }
+
+    #[test]
+    fn tail_budget_evicts_oldest_and_find_locates_offsets() {
+        let mut r = ReadState::default();
+        let obj = Arc::new(Path::from("o"));
+        for i in 0..4 {
+            r.append(
+                IndexEntry {
+                    base_offset: i * 10,
+                    last_offset: i * 10 + 9,
+                    max_timestamp: 0,
+                    object: obj.clone(),
+                    start: 0,
+                    len: 100,
+                    cached: Some(Bytes::from(vec![0u8; 100])),
+                },
+                &[],
+                250,
+            );
+        }
+        assert_eq!(r.high_watermark, 40);
+        assert!(r.index[0].cached.is_none() && r.index[1].cached.is_none());
+        assert!(r.index[2].cached.is_some() && r.index[3].cached.is_some());
+        assert_eq!(r.find(0), Some(0));
+        assert_eq!(r.find(19), Some(1));
+        assert_eq!(r.find(35), Some(3));
+        assert_eq!(r.find(40), None);
+    }
+}

@@ -1,0 +1,259 @@
+//! Produce: validate batches, assign offsets, append them to the broker's WAL buffer.
+//!
+//! [`Engine::append`] does everything up to the buffer and returns a
+//! [`PendingProduce`]; awaiting [`PendingProduce::durable`] waits for the flush that
+//! makes the data durable. Splitting the two lets a connection append requests in
+//! arrival order while their flushes overlap.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use sluice_protocol::batch::{self, BatchHeader};
+use tokio::sync::oneshot;
+
+use crate::flush::{FlushResult, PendingSlice};
+use crate::partition::{ProducerBatch, ProducerState, SequenceCheck};
+use crate::{Engine, EngineError, Result, Topic};
+
+/// One partition's records in a produce request.
+pub struct PartitionRecords {
+    pub topic: Arc<Topic>,
+    pub partition: i32,
+    pub records: Bytes,
+}
+
+/// What a partition's produce came to once durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProduceAck {
+    pub base_offset: i64,
+    /// The broker's timestamp when the topic uses LogAppendTime, else -1.
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
+}
+
+/// Per-partition outcomes, some still waiting for their flush.
+pub struct PendingProduce {
+    results: Vec<Result<ProduceAck>>,
+    /// Which results depend on the flush.
+    waits: Vec<bool>,
+    flush: Option<oneshot::Receiver<FlushResult>>,
+}
+
+impl PendingProduce {
+    /// Waits until every appended batch is durable (or its flush failed).
+    pub async fn durable(self) -> Vec<Result<ProduceAck>> {
+        let Some(rx) = self.flush else {
+            return self.results;
+        };
+        let outcome = rx.await.unwrap_or(Err(EngineError::ShuttingDown));
+        match outcome {
+            Ok(()) => self.results,
+            Err(e) => self
+                .results
+                .into_iter()
+                .zip(self.waits)
+                .map(|(r, waits)| if waits { Err(e.clone()) } else { r })
+                .collect(),
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A partition's batches, validated and copied, ready for offsets.
+struct Prepared {
+    topic: Arc<Topic>,
+    partition: i32,
+    batches: Vec<(BatchHeader, BytesMut)>,
+}
+
+fn prepare(req: PartitionRecords) -> Result<Prepared> {
+    if req.topic.partition(req.partition).is_none() {
+        return Err(EngineError::UnknownTopicOrPartition {
+            topic: req.topic.record.name.clone(),
+            partition: req.partition,
+        });
+    }
+    let max = req.topic.record.max_message_bytes();
+    let batches = batch::validate_record_set(&req.records)
+        .map_err(|e| EngineError::CorruptMessage(e.to_string()))?;
+    let mut out = Vec::with_capacity(batches.len());
+    for (h, bytes) in batches {
+        if bytes.len() as i64 > max {
+            return Err(EngineError::MessageTooLarge {
+                size: bytes.len(),
+                max,
+            });
+        }
+        if h.is_transactional() || h.is_control() {
+            return Err(EngineError::InvalidRecord(
+                "transactional batches are not supported yet".into(),
+            ));
+        }
+        if h.is_idempotent() && h.base_sequence < 0 {
+            return Err(EngineError::InvalidRecord(
+                "idempotent batch without a sequence".into(),
+            ));
+        }
+        out.push((h, BytesMut::from(&bytes[..])));
+    }
+    Ok(Prepared {
+        topic: req.topic,
+        partition: req.partition,
+        batches: out,
+    })
+}
+
+impl Engine {
+    /// Validates and appends a produce request's partitions to the WAL buffer.
+    pub async fn append(&self, requests: Vec<PartitionRecords>) -> PendingProduce {
+        let prepared: Vec<Result<Prepared>> = requests.into_iter().map(prepare).collect();
+        let incoming: usize = prepared
+            .iter()
+            .flatten()
+            .flat_map(|p| p.batches.iter().map(|(_, b)| b.len()))
+            .sum();
+        self.wait_for_space(incoming).await;
+
+        let mut results = Vec::with_capacity(prepared.len());
+        let mut waits = Vec::with_capacity(prepared.len());
+        let mut wal = self.wal.lock().unwrap_or_else(|p| p.into_inner());
+        for p in prepared {
+            let outcome = p.and_then(|p| self.assign(&mut wal, p));
+            waits.push(matches!(outcome, Ok((_, true))));
+            results.push(outcome.map(|(ack, _)| ack));
+        }
+        let flush = waits.iter().any(|w| *w).then(|| {
+            let (tx, rx) = oneshot::channel();
+            wal.waiters.push(tx);
+            rx
+        });
+        drop(wal);
+        if flush.is_some() {
+            self.flush_wake.notify_one();
+        }
+        PendingProduce {
+            results,
+            waits,
+            flush,
+        }
+    }
+
+    /// Backpressure: waits while buffered plus in-flight data exceeds the limit.
+    async fn wait_for_space(&self, incoming: usize) {
+        loop {
+            let notified = self.space.notified();
+            {
+                let wal = self.wal.lock().unwrap_or_else(|p| p.into_inner());
+                let pending = wal.bytes + wal.inflight_bytes;
+                // Always admit into an empty pipeline, whatever the size.
+                if pending == 0 || pending + incoming <= self.cfg.max_pending_bytes {
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Assigns offsets to one partition's batches and buffers them. Returns the ack
+    /// and whether it waits for a flush (false only for an already-durable retry).
+    fn assign(&self, wal: &mut crate::flush::WalBuffer, p: Prepared) -> Result<(ProduceAck, bool)> {
+        let partition = p.topic.partition(p.partition).cloned().ok_or_else(|| {
+            EngineError::UnknownTopicOrPartition {
+                topic: p.topic.record.name.clone(),
+                partition: p.partition,
+            }
+        })?;
+        let mut write = partition.write();
+        // Check every batch's sequence before assigning anything.
+        let mut scratch: HashMap<i64, ProducerState> = HashMap::new();
+        for (h, _) in &p.batches {
+            if !h.is_idempotent() {
+                continue;
+            }
+            let pb = producer_batch(h, 0);
+            let state = scratch.entry(h.producer_id).or_insert_with(|| {
+                write
+                    .producers
+                    .get(&h.producer_id)
+                    .cloned()
+                    .unwrap_or_default()
+            });
+            match state.check(&pb) {
+                SequenceCheck::Append => state.record(pb),
+                SequenceCheck::Duplicate { base_offset } => {
+                    let read = partition.read();
+                    return Ok((
+                        ProduceAck {
+                            base_offset,
+                            log_append_time: -1,
+                            log_start_offset: read.log_start_offset,
+                        },
+                        base_offset >= read.high_watermark,
+                    ));
+                }
+                SequenceCheck::OutOfOrder => {
+                    return Err(EngineError::OutOfOrderSequence {
+                        producer_id: h.producer_id,
+                    })
+                }
+                SequenceCheck::ProducerFenced => {
+                    return Err(EngineError::InvalidProducerEpoch {
+                        producer_id: h.producer_id,
+                    })
+                }
+            }
+        }
+
+        let append_time = p.topic.record.log_append_time().then(now_ms);
+        let base_offset = write.next_offset;
+        let slice = wal
+            .slices
+            .entry((partition.topic_id, partition.index))
+            .or_insert_with(|| PendingSlice::new(partition.clone(), base_offset));
+        for (h, mut bytes) in p.batches {
+            let offset = write.next_offset;
+            batch::assign_offset(&mut bytes, offset, 0);
+            let mut max_ts = h.max_timestamp;
+            if let Some(t) = append_time {
+                batch::set_log_append_time(&mut bytes, t);
+                max_ts = t;
+            }
+            if h.is_idempotent() {
+                let pb = producer_batch(&h, offset);
+                write.producers.entry(h.producer_id).or_default().record(pb);
+                slice.producers.push(pb);
+            }
+            write.next_offset = offset + i64::from(h.record_count);
+            slice.last_offset = write.next_offset - 1;
+            slice.max_timestamp = slice.max_timestamp.max(max_ts);
+            wal.bytes += bytes.len();
+            slice.batches.push(bytes.freeze());
+        }
+        let log_start_offset = partition.read().log_start_offset;
+        Ok((
+            ProduceAck {
+                base_offset,
+                log_append_time: append_time.unwrap_or(-1),
+                log_start_offset,
+            },
+            true,
+        ))
+    }
+}
+
+fn producer_batch(h: &BatchHeader, base_offset: i64) -> ProducerBatch {
+    ProducerBatch {
+        producer_id: h.producer_id,
+        epoch: h.producer_epoch,
+        first_seq: h.base_sequence,
+        last_seq: h.last_sequence(),
+        base_offset,
+    }
+}

@@ -1,0 +1,165 @@
+//! Command-line and environment configuration. Every flag has an environment
+//! variable `SLUICE_<NAME>`; `sluice serve --help` lists them all.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "A Kafka-compatible broker on object storage"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a broker.
+    Serve(Box<ServeArgs>),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Directory for local state: the embedded metadata store and, by default, objects.
+    #[arg(long, env = "SLUICE_DATA_DIR", default_value = "./sluice-data")]
+    pub data_dir: PathBuf,
+
+    /// Address the Kafka listener binds.
+    #[arg(long, env = "SLUICE_KAFKA_LISTEN", default_value = "127.0.0.1:9092")]
+    pub kafka_listen: SocketAddr,
+
+    /// HOST:PORT clients are told to connect to (default: the Kafka listen address).
+    #[arg(long, env = "SLUICE_ADVERTISED_LISTENER")]
+    pub advertised_listener: Option<String>,
+
+    /// Address of the HTTP endpoints (/healthz, /readyz, /metrics).
+    #[arg(long, env = "SLUICE_HTTP_LISTEN", default_value = "127.0.0.1:9644")]
+    pub http_listen: SocketAddr,
+
+    /// Where objects live: file:///dir or memory:// (default: file://<data-dir>/objects).
+    #[arg(long, env = "SLUICE_OBJECT_STORE")]
+    pub object_store: Option<String>,
+
+    /// This broker's node id.
+    #[arg(long, env = "SLUICE_BROKER_ID", default_value_t = 0)]
+    pub broker_id: i32,
+
+    /// Cluster id; namespaces all metadata.
+    #[arg(long, env = "SLUICE_CLUSTER_ID", default_value = "sluice")]
+    pub cluster_id: String,
+
+    /// Target size of one write-ahead object in bytes (wal.flush.bytes).
+    #[arg(long, env = "SLUICE_WAL_FLUSH_BYTES", default_value_t = 4 << 20)]
+    pub wal_flush_bytes: usize,
+
+    /// Extra wait before a flush starts, in milliseconds: fewer, larger objects for
+    /// more latency. 0 flushes as soon as the previous flush allows.
+    #[arg(long, env = "SLUICE_WAL_FLUSH_LINGER_MS", default_value_t = 0)]
+    pub wal_flush_linger_ms: u64,
+
+    /// Write-ahead objects being written at once.
+    #[arg(long, env = "SLUICE_WAL_MAX_INFLIGHT", default_value_t = 4)]
+    pub wal_max_inflight: usize,
+
+    /// Produce bytes buffered or in flight before producers are made to wait.
+    #[arg(long, env = "SLUICE_WAL_MAX_PENDING_BYTES", default_value_t = 64 << 20)]
+    pub wal_max_pending_bytes: usize,
+
+    /// Recently committed bytes kept in memory per partition for tailing consumers.
+    #[arg(long, env = "SLUICE_TAIL_BYTES_PER_PARTITION", default_value_t = 8 << 20)]
+    pub tail_bytes_per_partition: usize,
+
+    /// Create unknown topics on Metadata or Produce requests, as Kafka does by default.
+    #[arg(long, env = "SLUICE_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_create_topics: bool,
+
+    /// Partition count of auto-created topics and of CreateTopics with -1.
+    #[arg(long, env = "SLUICE_DEFAULT_PARTITIONS", default_value_t = 1)]
+    pub default_partitions: i32,
+
+    /// Largest request frame accepted, in bytes (Kafka's socket.request.max.bytes).
+    #[arg(long, env = "SLUICE_MAX_REQUEST_BYTES", default_value_t = 100 << 20)]
+    pub max_request_bytes: usize,
+}
+
+impl ServeArgs {
+    /// The advertised host and port, validated.
+    pub fn advertised(&self) -> Result<(String, i32), String> {
+        let Some(adv) = &self.advertised_listener else {
+            if self.kafka_listen.ip().is_unspecified() {
+                return Err(
+                    "--advertised-listener: required when --kafka-listen binds all interfaces"
+                        .into(),
+                );
+            }
+            return Ok((
+                self.kafka_listen.ip().to_string(),
+                i32::from(self.kafka_listen.port()),
+            ));
+        };
+        let (host, port) = adv
+            .rsplit_once(':')
+            .ok_or_else(|| format!("--advertised-listener: expected HOST:PORT, got {adv:?}"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("--advertised-listener: invalid port in {adv:?}"))?;
+        if host.is_empty() {
+            return Err(format!("--advertised-listener: empty host in {adv:?}"));
+        }
+        Ok((host.trim_matches(['[', ']']).to_string(), i32::from(port)))
+    }
+
+    pub fn object_store_url(&self) -> String {
+        self.object_store.clone().unwrap_or_else(|| {
+            let dir = self.data_dir.join("objects");
+            let abs = std::path::absolute(&dir).unwrap_or(dir);
+            format!("file://{}", abs.display())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> ServeArgs {
+        let mut all = vec!["sluice", "serve"];
+        all.extend_from_slice(args);
+        match Cli::parse_from(all).command {
+            Command::Serve(a) => *a,
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_quick_start() {
+        let a = parse(&[]);
+        assert_eq!(a.kafka_listen.to_string(), "127.0.0.1:9092");
+        assert_eq!(a.http_listen.to_string(), "127.0.0.1:9644");
+        assert_eq!(a.advertised().unwrap(), ("127.0.0.1".to_string(), 9092));
+        assert!(a.object_store_url().starts_with("file:///"));
+        assert!(a.object_store_url().ends_with("sluice-data/objects"));
+        assert!(a.auto_create_topics);
+    }
+
+    #[test]
+    fn advertised_listener_is_validated() {
+        assert_eq!(
+            parse(&["--advertised-listener", "broker-0.svc:19092"])
+                .advertised()
+                .unwrap(),
+            ("broker-0.svc".to_string(), 19092)
+        );
+        assert!(parse(&["--advertised-listener", "nope"])
+            .advertised()
+            .is_err());
+        assert!(parse(&["--kafka-listen", "0.0.0.0:9092"])
+            .advertised()
+            .is_err());
+        assert!(!parse(&["--auto-create-topics", "false"]).auto_create_topics);
+    }
+}

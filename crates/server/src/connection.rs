@@ -1,0 +1,130 @@
+//! One client connection: frames in, requests dispatched in arrival order, replies
+//! written in that same order.
+//!
+//! The reader runs each request's synchronous part (e.g. appending a produce) before
+//! reading the next, then queues its reply; the writer awaits replies in order. So a
+//! connection can have many produces waiting for flushes at once (pipelining) while
+//! their order, and the order of responses, is kept. Bad input closes the connection;
+//! it never panics and never allocates more than the frame limit.
+
+use bytes::BytesMut;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{ApiKey, ResponseKind};
+use sluice_broker::{api, Broker, Reply};
+use sluice_protocol::codec::{decode_request, encode_response};
+use sluice_protocol::frame::FrameDecoder;
+use sluice_protocol::ProtocolError;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+/// Replies queued per connection before the reader stops reading.
+const MAX_QUEUED_REPLIES: usize = 128;
+
+struct Queued {
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    reply: Reply,
+}
+
+pub async fn serve(broker: Broker, stream: TcpStream, max_frame: usize) {
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Queued>(MAX_QUEUED_REPLIES);
+
+    let write_loop = tokio::spawn(async move {
+        while let Some(q) = rx.recv().await {
+            let body = match q.reply {
+                Reply::Now(r) => r,
+                Reply::Later(f) => f.await,
+                Reply::None => continue,
+            };
+            match encode_response(
+                q.api_key,
+                q.version,
+                q.correlation_id,
+                &body,
+                size_hint(&body),
+            ) {
+                Ok(frame) => {
+                    if writer.write_all(&frame).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot encode response; closing connection");
+                    return;
+                }
+            }
+        }
+    });
+
+    let decoder = FrameDecoder::new(max_frame);
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    'read: loop {
+        loop {
+            let frame = match decoder.decode(&mut buf) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::info!(%peer, error = %e, "closing connection");
+                    break 'read;
+                }
+            };
+            let queued = match decode_request(frame) {
+                Ok(req) => Queued {
+                    api_key: req.api_key,
+                    version: req.header.request_api_version,
+                    correlation_id: req.header.correlation_id,
+                    reply: broker.handle(req).await,
+                },
+                Err(ProtocolError::UnsupportedVersion {
+                    api_key,
+                    correlation_id,
+                    ..
+                }) if api_key == ApiKey::ApiVersions as i16 => Queued {
+                    // The client retries at a version from this list (KIP-511).
+                    api_key: ApiKey::ApiVersions,
+                    version: 0,
+                    correlation_id,
+                    reply: Reply::Now(ResponseKind::ApiVersions(api::api_versions::response(
+                        ResponseError::UnsupportedVersion.code(),
+                    ))),
+                },
+                Err(e) => {
+                    tracing::info!(%peer, error = %e, "closing connection");
+                    break 'read;
+                }
+            };
+            if tx.send(queued).await.is_err() {
+                break 'read;
+            }
+        }
+        match reader.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    drop(tx);
+    let _ = write_loop.await;
+}
+
+/// Pre-sizes response buffers; only fetches are large.
+fn size_hint(body: &ResponseKind) -> usize {
+    match body {
+        ResponseKind::Fetch(f) => {
+            f.responses
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .map(|p| p.records.as_ref().map_or(0, |r| r.len()) + 64)
+                .sum::<usize>()
+                + 256
+        }
+        _ => 1024,
+    }
+}

@@ -1,0 +1,45 @@
+//! HTTP endpoints: `/healthz` (the process is alive), `/readyz` (metadata store and
+//! object store answer).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use object_store::ObjectStoreExt;
+use sluice_engine::Engine;
+
+pub fn router(engine: Arc<Engine>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(engine)
+}
+
+async fn readyz(State(engine): State<Arc<Engine>>) -> (StatusCode, String) {
+    match probe(&engine, Duration::from_secs(2)).await {
+        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        ),
+    }
+}
+
+/// Checks both stores answer within `timeout`.
+async fn probe(engine: &Engine, timeout: Duration) -> Result<(), String> {
+    let meta = tokio::time::timeout(timeout, engine.meta().get("/sluice/readyz"))
+        .await
+        .map_err(|_| "metadata store timed out".to_string())?;
+    meta.map_err(|e| format!("metadata store: {e}"))?;
+    let path = object_store::path::Path::from("readyz-probe");
+    let object = tokio::time::timeout(timeout, engine.object_store().head(&path))
+        .await
+        .map_err(|_| "object store timed out".to_string())?;
+    match object {
+        Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(format!("object store: {e}")),
+    }
+}
