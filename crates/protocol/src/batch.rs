@@ -215,6 +215,7 @@ mod tests {
                 key: Some(Bytes::from(format!("k{i}"))),
                 value: Some(Bytes::from(vec![b'v'; 10])),
                 headers: Default::default(),
+                delete_horizon: false,
             })
             .collect();
         let mut buf = BytesMut::new();

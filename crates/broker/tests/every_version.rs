@@ -1,0 +1,219 @@
+//! Every API the broker advertises, at every advertised version, yields a response
+//! that encodes. kafka-protocol refuses to encode a field set in a version that lacks
+//! it, so this catches version gating mistakes before a client does.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use sluice_broker::{Broker, BrokerIdentity, Reply};
+use sluice_engine::{Engine, EngineConfig};
+use sluice_meta::EmbeddedStore;
+use sluice_protocol::api::SUPPORTED;
+use sluice_protocol::codec::{encode_response, Request};
+
+fn records() -> Bytes {
+    let r = Record {
+        transactional: false,
+        control: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: 1_700_000_000_000,
+        key: Some(Bytes::from_static(b"k")),
+        value: Some(Bytes::from_static(b"v")),
+        headers: Default::default(),
+        delete_horizon: false,
+    };
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &[r],
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+fn topic_name(v: &str) -> TopicName {
+    TopicName(s(v))
+}
+
+fn request(api: ApiKey, topic_id: uuid::Uuid) -> RequestKind {
+    let t = "every";
+    match api {
+        ApiKey::Produce => RequestKind::Produce(
+            ProduceRequest::default()
+                .with_acks(-1)
+                .with_topic_data(vec![produce_request::TopicProduceData::default()
+                    .with_name(topic_name(t))
+                    .with_partition_data(vec![
+                        produce_request::PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(records())),
+                        produce_request::PartitionProduceData::default()
+                            .with_index(9)
+                            .with_records(Some(records())),
+                    ])]),
+        ),
+        ApiKey::Fetch => {
+            RequestKind::Fetch(FetchRequest::default().with_max_bytes(1 << 20).with_topics(
+                vec![fetch_request::FetchTopic::default()
+                    .with_topic(topic_name(t))
+                    .with_topic_id(topic_id)
+                    .with_partitions(vec![
+                        fetch_request::FetchPartition::default()
+                            .with_partition(0)
+                            .with_partition_max_bytes(1 << 20),
+                        fetch_request::FetchPartition::default()
+                            .with_partition(0)
+                            .with_fetch_offset(99),
+                    ])],
+            ))
+        }
+        ApiKey::ListOffsets => RequestKind::ListOffsets(ListOffsetsRequest::default().with_topics(
+            vec![list_offsets_request::ListOffsetsTopic::default()
+                .with_name(topic_name(t))
+                .with_partitions(
+                    [-1, -2, -3, 0, 1_700_000_000_000, 1_800_000_000_000]
+                        .into_iter()
+                        .map(|ts| {
+                            list_offsets_request::ListOffsetsPartition::default().with_timestamp(ts)
+                        })
+                        .collect(),
+                )],
+        )),
+        ApiKey::Metadata => RequestKind::Metadata(
+            MetadataRequest::default().with_topics(Some(vec![
+                metadata_request::MetadataRequestTopic::default().with_name(Some(topic_name(t))),
+                metadata_request::MetadataRequestTopic::default()
+                    .with_name(Some(topic_name("bad name"))),
+            ])),
+        ),
+        ApiKey::ApiVersions => RequestKind::ApiVersions(ApiVersionsRequest::default()),
+        ApiKey::CreateTopics => RequestKind::CreateTopics(
+            CreateTopicsRequest::default()
+                .with_topics(vec![
+                    create_topics_request::CreatableTopic::default()
+                        .with_name(topic_name(t))
+                        .with_num_partitions(1)
+                        .with_replication_factor(1),
+                    create_topics_request::CreatableTopic::default()
+                        .with_name(topic_name("fresh"))
+                        .with_num_partitions(1)
+                        .with_replication_factor(1)
+                        .with_configs(vec![create_topics_request::CreatableTopicConfig::default()
+                            .with_name(s("retention.ms"))
+                            .with_value(Some(s("1000")))]),
+                ])
+                .with_validate_only(true),
+        ),
+        ApiKey::DeleteTopics => RequestKind::DeleteTopics(
+            DeleteTopicsRequest::default().with_topic_names(vec![topic_name("missing")]),
+        ),
+        ApiKey::InitProducerId => RequestKind::InitProducerId(InitProducerIdRequest::default()),
+        ApiKey::DescribeConfigs => {
+            RequestKind::DescribeConfigs(DescribeConfigsRequest::default().with_resources(vec![
+                describe_configs_request::DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s(t)),
+                describe_configs_request::DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("missing")),
+            ]))
+        }
+        ApiKey::AlterConfigs => {
+            RequestKind::AlterConfigs(AlterConfigsRequest::default().with_resources(vec![
+            alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s(t))
+                .with_configs(vec![alter_configs_request::AlterableConfig::default()
+                    .with_name(s("retention.ms"))
+                    .with_value(Some(s("bad")))]),
+        ]))
+        }
+        ApiKey::CreatePartitions => {
+            RequestKind::CreatePartitions(CreatePartitionsRequest::default().with_topics(vec![
+                create_partitions_request::CreatePartitionsTopic::default()
+                    .with_name(topic_name(t))
+                    .with_count(1),
+            ]))
+        }
+        ApiKey::IncrementalAlterConfigs => RequestKind::IncrementalAlterConfigs(
+            IncrementalAlterConfigsRequest::default().with_resources(vec![
+                incremental_alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s(t))
+                    .with_configs(vec![
+                        incremental_alter_configs_request::AlterableConfig::default()
+                            .with_name(s("cleanup.policy"))
+                            .with_config_operation(0)
+                            .with_value(Some(s("compact"))),
+                    ]),
+            ]),
+        ),
+        ApiKey::DescribeCluster => RequestKind::DescribeCluster(DescribeClusterRequest::default()),
+        other => panic!("no sample request for {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn every_response_encodes_at_every_advertised_version() {
+    let engine = Engine::open(
+        EngineConfig::default(),
+        Arc::new(EmbeddedStore::in_memory()),
+        Arc::new(object_store::memory::InMemory::new()),
+    )
+    .await
+    .unwrap();
+    let topic = engine
+        .create_topic("every", 1, 1, BTreeMap::new(), false)
+        .await
+        .unwrap();
+    let broker = Broker::new(
+        engine,
+        BrokerIdentity {
+            node_id: 0,
+            host: "127.0.0.1".into(),
+            port: 9092,
+            rack: None,
+            cluster_id: "test".into(),
+        },
+    );
+    for &(api, min, max) in SUPPORTED {
+        for version in min..=max {
+            let header = RequestHeader::default()
+                .with_request_api_key(api as i16)
+                .with_request_api_version(version)
+                .with_correlation_id(1);
+            let req = Request {
+                header,
+                api_key: api,
+                body: request(api, topic.record.id),
+            };
+            let body = match broker.handle(req).await {
+                Reply::Now(r) => r,
+                Reply::Later(f) => f.await,
+                Reply::None => panic!("{api:?} v{version} gave no reply"),
+            };
+            if let Err(e) = encode_response(api, version, 1, &body, 0) {
+                panic!("{api:?} v{version}: {e}\n{body:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,83 @@
+"""aiokafka, an asyncio client implementation."""
+
+import asyncio
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from conftest import unique
+
+N = 20_000
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_admin_duplicate(broker):
+    async def go():
+        a = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        await a.start()
+        name = unique("aio-admin")
+        await a.create_topics([NewTopic(name, 2, 1)])
+        resp = await a.create_topics([NewTopic(name, 2, 1)])
+        codes = [t[1] for t in resp.topic_errors]
+        assert codes == [TopicAlreadyExistsError.errno]
+        await a.close()
+    run(go())
+
+
+@pytest.mark.parametrize("codec", [None, "gzip", "lz4", "zstd"])
+def test_produce_consume(broker, codec):
+    topic = unique(f"aio-{codec}")
+
+    async def go():
+        p = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, compression_type=codec,
+                             linger_ms=5, acks="all")
+        await p.start()
+        futs = [await p.send(topic, key=b"k%d" % i, value=b"v%d" % i, partition=0,
+                             headers=[("n", b"%d" % i)], timestamp_ms=1_650_000_000_000 + i)
+                for i in range(N)]
+        metas = await asyncio.gather(*futs)
+        await p.stop()
+        assert [m.offset for m in metas] == list(range(N))
+
+        c = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False,
+                             auto_offset_reset="earliest")
+        await c.start()
+        c.assign([TopicPartition(topic, 0)])
+        got = []
+        while len(got) < N:
+            batch = await c.getmany(timeout_ms=5000)
+            if not batch:
+                break
+            for msgs in batch.values():
+                got.extend(msgs)
+        await c.stop()
+        assert [m.offset for m in got] == list(range(N))
+        assert [m.value for m in got[:3]] == [b"v0", b"v1", b"v2"]
+        assert got[-1].headers == (("n", b"%d" % (N - 1)),)
+        assert got[-1].timestamp == 1_650_000_000_000 + N - 1
+    run(go())
+
+
+def test_idempotent_and_offsets_for_times(broker):
+    topic = unique("aio-idem")
+
+    async def go():
+        p = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=True)
+        await p.start()
+        for i in range(500):
+            await p.send(topic, value=b"%d" % i, partition=0, timestamp_ms=10_000 + i)
+        await p.flush()
+        await p.stop()
+        c = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap)
+        await c.start()
+        tp = TopicPartition(topic, 0)
+        found = await c.offsets_for_times({tp: 10_250})
+        assert found[tp].offset == 250
+        assert (await c.end_offsets([tp]))[tp] == 500
+        await c.stop()
+    run(go())

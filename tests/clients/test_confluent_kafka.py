@@ -1,0 +1,204 @@
+"""librdkafka through confluent-kafka: admin, ordering, codecs, headers, timestamps,
+offsets by time, size limits, long polling and idempotent producing."""
+
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
+
+from conftest import unique
+
+N = 20_000
+
+
+def admin(broker):
+    return AdminClient({"bootstrap.servers": broker.bootstrap})
+
+
+def create(broker, name, partitions=1, config=None):
+    a = admin(broker)
+    a.create_topics([NewTopic(name, partitions, 1, config=config or {})])[name].result(timeout=10)
+
+
+def consume_all(broker, topic, partitions, expected, **conf):
+    c = Consumer({
+        "bootstrap.servers": broker.bootstrap,
+        "group.id": "unused",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        **conf,
+    })
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    out = []
+    deadline = time.time() + 60
+    while len(out) < expected and time.time() < deadline:
+        for m in c.consume(num_messages=1000, timeout=1):
+            if m.error():
+                raise KafkaException(m.error())
+            out.append(m)
+    c.close()
+    return out
+
+
+def test_topic_admin_and_error_codes(broker):
+    name = unique("admin")
+    a = admin(broker)
+    a.create_topics([NewTopic(name, 3, 1, config={"retention.ms": "3600000"})])[name].result(10)
+    md = a.list_topics(timeout=10)
+    assert len(md.topics[name].partitions) == 3
+
+    dup = a.create_topics([NewTopic(name, 1, 1)])[name]
+    with pytest.raises(KafkaException) as e:
+        dup.result(timeout=10)
+    assert e.value.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS
+
+    bad = a.create_topics([NewTopic("bad name!", 1, 1)])["bad name!"]
+    with pytest.raises(KafkaException) as e:
+        bad.result(timeout=10)
+    assert e.value.args[0].code() == KafkaError.TOPIC_EXCEPTION
+
+    res = ConfigResource(ConfigResource.Type.TOPIC, name)
+    configs = a.describe_configs([res])[res].result(timeout=10)
+    assert configs["retention.ms"].value == "3600000"
+    assert not configs["retention.ms"].is_default
+    assert configs["cleanup.policy"].value == "delete"
+    assert configs["cleanup.policy"].is_default
+
+    res.set_config("retention.bytes", "1000000")
+    a.alter_configs([res])[res].result(timeout=10)
+    configs = a.describe_configs([res])[res].result(timeout=10)
+    assert configs["retention.bytes"].value == "1000000"
+
+    a.create_partitions([NewPartitions(name, 5)])[name].result(timeout=10)
+    assert len(a.list_topics(timeout=10).topics[name].partitions) == 5
+    shrink = a.create_partitions([NewPartitions(name, 2)])[name]
+    with pytest.raises(KafkaException) as e:
+        shrink.result(timeout=10)
+    assert e.value.args[0].code() == KafkaError.INVALID_PARTITIONS
+
+    a.delete_topics([name])[name].result(timeout=10)
+    assert name not in a.list_topics(timeout=10).topics
+
+
+@pytest.mark.parametrize("codec", ["none", "gzip", "snappy", "lz4", "zstd"])
+def test_ordering_dense_offsets_codecs_headers_timestamps(broker, codec):
+    topic = unique(f"order-{codec}")
+    create(broker, topic, 3)
+    p = Producer({
+        "bootstrap.servers": broker.bootstrap,
+        "compression.type": codec,
+        "linger.ms": 5,
+        "acks": "all",
+    })
+    base_ts = 1_700_000_000_000
+    sent = {}
+    for i in range(N):
+        part = i % 3
+        headers = [("i", str(i).encode()), ("null", None)] if i % 7 == 0 else None
+        p.produce(topic, key=f"key-{i}".encode(), value=f"value-{i}".encode() * (1 + i % 5),
+                  partition=part, headers=headers, timestamp=base_ts + i)
+        sent.setdefault(part, []).append(i)
+        if i % 5000 == 0:
+            p.poll(0)
+    assert p.flush(60) == 0
+
+    msgs = consume_all(broker, topic, 3, N)
+    assert len(msgs) == N
+    by_part = {}
+    for m in msgs:
+        by_part.setdefault(m.partition(), []).append(m)
+    for part, ms in by_part.items():
+        assert [m.offset() for m in ms] == list(range(len(ms))), "offsets dense from 0"
+        for m, i in zip(ms, sent[part]):
+            assert m.key() == f"key-{i}".encode()
+            assert m.value() == f"value-{i}".encode() * (1 + i % 5)
+            assert m.timestamp() == (1, base_ts + i)  # (CreateTime, ts)
+            if i % 7 == 0:
+                assert m.headers() == [("i", str(i).encode()), ("null", None)]
+            else:
+                assert not m.headers()
+
+
+def test_offsets_for_times(broker):
+    topic = unique("times")
+    create(broker, topic, 1)
+    p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 20})
+    for i in range(1000):
+        p.produce(topic, value=b"x", partition=0, timestamp=1_000_000 + i * 10)
+    p.flush(30)
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "unused"})
+    for ts, want in [(0, 0), (1_000_000, 0), (1_000_005, 1), (1_004_990, 499), (1_009_990, 999),
+                     (1_009_991, -1)]:
+        got = c.offsets_for_times([TopicPartition(topic, 0, ts)], timeout=10)[0]
+        assert got.offset == want, f"ts={ts}"
+    lo, hi = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    assert (lo, hi) == (0, 1000)
+    c.close()
+
+
+def test_max_message_bytes_is_enforced(broker):
+    topic = unique("limit")
+    create(broker, topic, 1, {"max.message.bytes": "2000"})
+    p = Producer({"bootstrap.servers": broker.bootstrap, "compression.type": "none"})
+    errors = []
+    p.produce(topic, value=b"x" * 5000, partition=0, on_delivery=lambda e, m: errors.append(e))
+    p.flush(30)  # separate batches: Kafka rejects a whole batch, not single records
+    p.produce(topic, value=b"y" * 100, partition=0, on_delivery=lambda e, m: errors.append(e))
+    p.flush(30)
+    codes = sorted((e.code() if e else 0) for e in errors)
+    assert codes == [0, KafkaError.MSG_SIZE_TOO_LARGE]
+
+
+def test_log_append_time(broker):
+    topic = unique("lat")
+    create(broker, topic, 1, {"message.timestamp.type": "LogAppendTime"})
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    before = int(time.time() * 1000)
+    p.produce(topic, value=b"x", partition=0, timestamp=1)
+    p.flush(10)
+    m = consume_all(broker, topic, 1, 1)[0]
+    kind, ts = m.timestamp()
+    assert kind == 2  # TIMESTAMP_LOG_APPEND_TIME
+    assert before - 1000 <= ts <= int(time.time() * 1000) + 1000
+
+
+def test_long_poll_delivers_promptly(broker):
+    topic = unique("poll")
+    create(broker, topic, 1)
+    c = Consumer({
+        "bootstrap.servers": broker.bootstrap,
+        "group.id": "unused",
+        "fetch.wait.max.ms": 5000,
+    })
+    c.assign([TopicPartition(topic, 0, 0)])
+    c.consume(num_messages=1, timeout=1)  # connection is up and a fetch is waiting
+    p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
+    p.produce(topic, value=b"wake", partition=0)
+    p.flush(10)
+    sent = time.time()
+    got = []
+    while not got and time.time() - sent < 10:
+        got = [m for m in c.consume(num_messages=1, timeout=0.05) if not m.error()]
+    latency = time.time() - sent
+    c.close()
+    assert got and got[0].value() == b"wake"
+    assert latency < 1.0, f"long poll took {latency:.3f}s"
+
+
+def test_idempotent_producer(broker):
+    topic = unique("idem")
+    create(broker, topic, 2)
+    p = Producer({
+        "bootstrap.servers": broker.bootstrap,
+        "enable.idempotence": True,
+        "max.in.flight.requests.per.connection": 5,
+        "linger.ms": 2,
+    })
+    for i in range(5000):
+        p.produce(topic, key=str(i).encode(), value=str(i).encode(), partition=i % 2)
+    assert p.flush(60) == 0
+    msgs = consume_all(broker, topic, 2, 5000)
+    assert len(msgs) == 5000
+    values = sorted(int(m.value()) for m in msgs)
+    assert values == list(range(5000))
