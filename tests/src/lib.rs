@@ -1,1 +1,283 @@
-//! e2e
+//! Test harness: starts the real `sluice` binary on free loopback ports with its own
+//! data directory, and stops it with SIGTERM or SIGKILL.
+//!
+//! The binary is `$SLUICE_BIN`, else `<target>/release/sluice`, else
+//! `<target>/debug/sluice`; the test command builds it first.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// The sluice binary under test.
+pub fn sluice_bin() -> Result<PathBuf> {
+    if let Ok(p) = std::env::var("SLUICE_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
+    for profile in ["release", "debug"] {
+        let p = target.join(profile).join("sluice");
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    bail!("sluice binary not found under {}: run `cargo build --release -p sluice-server` or set SLUICE_BIN", target.display())
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// A running (or stopped) broker process.
+pub struct Sluice {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub http_port: u16,
+    extra: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Sluice {
+    /// Starts a broker with a fresh data directory.
+    pub fn start(extra: &[&str]) -> Result<Self> {
+        let mut s = Self {
+            dir: tempfile::tempdir()?,
+            port: free_port(),
+            http_port: free_port(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        s.launch()?;
+        Ok(s)
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn launch(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("broker.log"))?;
+        let child = Command::new(sluice_bin()?)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .arg("--kafka-listen")
+            .arg(self.bootstrap())
+            .arg("--http-listen")
+            .arg(format!("127.0.0.1:{}", self.http_port))
+            .args(&self.extra)
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("spawning sluice")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!("sluice exited early with {status}; log:\n{}", self.log());
+            }
+            if self
+                .http_get("/readyz")
+                .is_ok_and(|b| b.starts_with("HTTP/1.1 200"))
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("sluice not ready after 30s; log:\n{}", self.log())
+    }
+
+    /// The broker's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
+    }
+
+    /// A raw HTTP GET on the broker's HTTP port.
+    pub fn http_get(&self, path: &str) -> Result<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.http_port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    }
+
+    /// Peak resident memory of the broker process in KiB (Linux `VmHWM`).
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// Stops with SIGTERM (graceful) and waits.
+    pub fn terminate(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Stops with SIGKILL (crash) and waits.
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts again on the same data directory and ports.
+    pub fn restart(&mut self) -> Result<()> {
+        self.terminate()?;
+        self.launch()
+    }
+
+    /// Starts again after a stop, on the same data directory and ports.
+    pub fn start_again(&mut self) -> Result<()> {
+        self.launch()
+    }
+
+    /// Write-ahead objects under the local object directory.
+    pub fn wal_objects(&self) -> usize {
+        count_files(&self.dir.path().join("objects").join("wal"))
+    }
+}
+
+fn count_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    let p = e.path();
+                    if p.is_dir() {
+                        count_files(&p)
+                    } else {
+                        usize::from(p.extension().is_some_and(|x| x == "wal"))
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+impl Drop for Sluice {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
+
+/// librdkafka (rdkafka crate) helpers shared by the end-to-end tests.
+pub mod clients {
+    use std::time::{Duration, Instant};
+
+    use anyhow::{bail, Result};
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::OwnedMessage;
+    use rdkafka::producer::FutureProducer;
+    use rdkafka::{Message, Offset, TopicPartitionList};
+
+    pub fn config(bootstrap: &str, extra: &[(&str, &str)]) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", bootstrap);
+        for (k, v) in extra {
+            c.set(*k, *v);
+        }
+        c
+    }
+
+    pub fn producer(bootstrap: &str, extra: &[(&str, &str)]) -> Result<FutureProducer> {
+        Ok(config(bootstrap, extra).create()?)
+    }
+
+    pub async fn create_topic(
+        bootstrap: &str,
+        name: &str,
+        partitions: i32,
+        configs: &[(&str, &str)],
+    ) -> Result<()> {
+        let admin: AdminClient<DefaultClientContext> = config(bootstrap, &[]).create()?;
+        let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        for (k, v) in configs {
+            topic = topic.set(k, v);
+        }
+        for r in admin.create_topics([&topic], &AdminOptions::new()).await? {
+            if let Err((t, e)) = r {
+                bail!("create {t}: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads `expected` messages from the start of each partition (assign, no group).
+    pub fn consume_all(
+        bootstrap: &str,
+        topic: &str,
+        partitions: i32,
+        expected: usize,
+    ) -> Result<Vec<OwnedMessage>> {
+        let consumer: BaseConsumer = config(
+            bootstrap,
+            &[("group.id", "e2e-unused"), ("enable.auto.commit", "false")],
+        )
+        .create()?;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+        }
+        consumer.assign(&tpl)?;
+        let mut out = Vec::with_capacity(expected);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while out.len() < expected {
+            if Instant::now() > deadline {
+                bail!(
+                    "read {} of {expected} messages before the deadline",
+                    out.len()
+                );
+            }
+            if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+                out.push(m?.detach());
+            }
+        }
+        // Nothing beyond what was expected.
+        if let Some(Ok(extra)) = consumer.poll(Duration::from_millis(500)) {
+            bail!("unexpected extra message at offset {}", extra.offset());
+        }
+        Ok(out)
+    }
+}

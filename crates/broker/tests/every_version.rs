@@ -57,10 +57,9 @@ fn topic_name(v: &str) -> TopicName {
 fn request(api: ApiKey, topic_id: uuid::Uuid) -> RequestKind {
     let t = "every";
     match api {
-        ApiKey::Produce => RequestKind::Produce(
-            ProduceRequest::default()
-                .with_acks(-1)
-                .with_topic_data(vec![produce_request::TopicProduceData::default()
+        ApiKey::Produce => {
+            RequestKind::Produce(ProduceRequest::default().with_acks(-1).with_topic_data(
+                vec![produce_request::TopicProduceData::default()
                     .with_name(topic_name(t))
                     .with_partition_data(vec![
                         produce_request::PartitionProduceData::default()
@@ -69,8 +68,9 @@ fn request(api: ApiKey, topic_id: uuid::Uuid) -> RequestKind {
                         produce_request::PartitionProduceData::default()
                             .with_index(9)
                             .with_records(Some(records())),
-                    ])]),
-        ),
+                    ])],
+            ))
+        }
         ApiKey::Fetch => {
             RequestKind::Fetch(FetchRequest::default().with_max_bytes(1 << 20).with_topics(
                 vec![fetch_request::FetchTopic::default()
@@ -98,13 +98,13 @@ fn request(api: ApiKey, topic_id: uuid::Uuid) -> RequestKind {
                         .collect(),
                 )],
         )),
-        ApiKey::Metadata => RequestKind::Metadata(
-            MetadataRequest::default().with_topics(Some(vec![
+        ApiKey::Metadata => {
+            RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![
                 metadata_request::MetadataRequestTopic::default().with_name(Some(topic_name(t))),
                 metadata_request::MetadataRequestTopic::default()
                     .with_name(Some(topic_name("bad name"))),
-            ])),
-        ),
+            ])))
+        }
         ApiKey::ApiVersions => RequestKind::ApiVersions(ApiVersionsRequest::default()),
         ApiKey::CreateTopics => RequestKind::CreateTopics(
             CreateTopicsRequest::default()
