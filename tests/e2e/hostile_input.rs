@@ -48,13 +48,13 @@ async fn garbage_never_takes_the_broker_down() -> anyhow::Result<()> {
     );
     // Random frames with valid-looking headers, and pure noise.
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    for i in 0..2_000 {
+    for i in 0..2_000i32 {
         let body_len = rng.random_range(0..300);
         let mut frame = Vec::with_capacity(body_len + 12);
         frame.extend_from_slice(&((body_len + 8) as i32).to_be_bytes());
         frame.extend_from_slice(&rng.random_range(0i16..70).to_be_bytes());
         frame.extend_from_slice(&rng.random_range(0i16..14).to_be_bytes());
-        frame.extend_from_slice(&(i as i32).to_be_bytes());
+        frame.extend_from_slice(&i.to_be_bytes());
         frame.extend((0..body_len).map(|_| rng.random::<u8>()));
         send(&addr, &frame);
         if i % 10 == 0 {

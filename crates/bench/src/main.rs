@@ -1,1 +1,309 @@
-fn main() {}
+//! `sluice-bench`: drives a Sluice broker with librdkafka and prints numbers.
+//!
+//! By default it starts its own broker (the release `sluice` binary, embedded
+//! metadata, objects in a temporary directory) so every run starts from the same
+//! state; `--bootstrap` points it at a running broker instead. Phases:
+//!
+//! 1. throughput: `--messages` records of `--value-size` bytes, acks=all, as fast as
+//!    the producer can; prints MB/s, msgs/s and object PUTs per GiB.
+//! 2. latency: a fixed `--rate` for `--rate-seconds` with a consumer tailing the
+//!    topic; prints produce (ack) latency and end-to-end latency percentiles.
+//! 3. catch-up: a fresh consumer reads everything from phase 1; prints MB/s.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Result};
+use clap::Parser;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use sluice_e2e::Sluice;
+
+#[derive(Parser)]
+#[command(about = "Benchmark a Sluice broker with librdkafka")]
+struct Args {
+    /// A running broker; without it the benchmark starts its own.
+    #[arg(long)]
+    bootstrap: Option<String>,
+    /// Extra flags for the broker the benchmark starts (e.g. "--wal-flush-linger-ms=5").
+    #[arg(long, allow_hyphen_values = true)]
+    broker_arg: Vec<String>,
+    #[arg(long, default_value_t = 1_000_000)]
+    messages: u64,
+    #[arg(long, default_value_t = 1024)]
+    value_size: usize,
+    #[arg(long, default_value_t = 8)]
+    partitions: i32,
+    /// Messages per second in the latency phase.
+    #[arg(long, default_value_t = 5_000)]
+    rate: u64,
+    #[arg(long, default_value_t = 10)]
+    rate_seconds: u64,
+}
+
+/// Counts acknowledgements and records ack latency (when a send time is attached).
+#[derive(Default)]
+struct Acks {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    latencies_us: Mutex<Vec<u64>>,
+}
+
+struct Ctx(Arc<Acks>);
+
+impl ClientContext for Ctx {}
+
+impl ProducerContext for Ctx {
+    type DeliveryOpaque = Box<Option<Instant>>;
+    fn delivery(&self, result: &DeliveryResult<'_>, sent: Self::DeliveryOpaque) {
+        match result {
+            Ok(_) => {
+                self.0.ok.fetch_add(1, Ordering::Relaxed);
+                if let Some(t) = *sent {
+                    if let Ok(mut l) = self.0.latencies_us.lock() {
+                        l.push(t.elapsed().as_micros() as u64);
+                    }
+                }
+            }
+            Err(_) => {
+                self.0.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn producer(bootstrap: &str, acks: Arc<Acks>, linger_ms: &str) -> Result<ThreadedProducer<Ctx>> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("linger.ms", linger_ms)
+        .set("batch.size", "1000000")
+        .set("compression.type", "none")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("queue.buffering.max.messages", "1000000")
+        .create_with_context(Ctx(acks))?)
+}
+
+fn send(
+    p: &ThreadedProducer<Ctx>,
+    topic: &str,
+    partition: i32,
+    value: &[u8],
+    sent: Option<Instant>,
+) -> Result<()> {
+    let mut record = BaseRecord::with_opaque_to(topic, Box::new(sent))
+        .payload(value)
+        .partition(partition);
+    loop {
+        match p.send::<(), [u8]>(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            Err((e, _)) => bail!("send failed: {e}"),
+        }
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<()> {
+    futures::executor::block_on(async {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()?;
+        let t = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+        for r in admin.create_topics([&t], &AdminOptions::new()).await? {
+            if let Err((name, e)) = r {
+                bail!("create {name}: {e}");
+            }
+        }
+        Ok(())
+    })
+}
+
+fn consumer(bootstrap: &str, topic: &str, partitions: i32, offset: Offset) -> Result<BaseConsumer> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "bench")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "500")
+        .set("queued.max.messages.kbytes", "262144")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, offset)?;
+    }
+    c.assign(&tpl)?;
+    Ok(c)
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let extra: Vec<&str> = args.broker_arg.iter().map(String::as_str).collect();
+    let own = match &args.bootstrap {
+        Some(_) => None,
+        None => Some(Sluice::start(&extra)?),
+    };
+    let bootstrap = args
+        .bootstrap
+        .clone()
+        .unwrap_or_else(|| own.as_ref().map(Sluice::bootstrap).unwrap_or_default());
+    let mb = |bytes: f64| bytes / 1e6;
+    println!(
+        "broker: {}",
+        if own.is_some() {
+            "started by the benchmark (embedded metadata, local objects)"
+        } else {
+            "external"
+        }
+    );
+    println!(
+        "messages: {} x {} B over {} partitions, acks=all",
+        args.messages, args.value_size, args.partitions
+    );
+
+    // 1. Throughput.
+    create_topic(&bootstrap, "bench-throughput", args.partitions)?;
+    let value = vec![b'x'; args.value_size];
+    let acks = Arc::new(Acks::default());
+    let p = producer(&bootstrap, acks.clone(), "5")?;
+    let objects_before = own.as_ref().map_or(0, Sluice::wal_objects);
+    let start = Instant::now();
+    for i in 0..args.messages {
+        send(
+            &p,
+            "bench-throughput",
+            (i % args.partitions as u64) as i32,
+            &value,
+            None,
+        )?;
+    }
+    p.flush(Duration::from_secs(300))?;
+    let secs = start.elapsed().as_secs_f64();
+    let bytes = (args.messages as usize * args.value_size) as f64;
+    if acks.failed.load(Ordering::Relaxed) > 0 {
+        bail!("{} produces failed", acks.failed.load(Ordering::Relaxed));
+    }
+    println!("produce_throughput_mb_s: {:.1}", mb(bytes) / secs);
+    println!(
+        "produce_throughput_msgs_s: {:.0}",
+        args.messages as f64 / secs
+    );
+    if let Some(s) = &own {
+        let puts = s.wal_objects() - objects_before;
+        println!("wal_objects: {puts}");
+        println!(
+            "puts_per_gib: {:.0}",
+            puts as f64 / (bytes / (1u64 << 30) as f64)
+        );
+    }
+
+    // 2. Latency at a fixed rate, with a tailing consumer for end-to-end latency.
+    create_topic(&bootstrap, "bench-latency", args.partitions)?;
+    let tail = consumer(&bootstrap, "bench-latency", args.partitions, Offset::End)?;
+    let e2e: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let expected = args.rate * args.rate_seconds;
+    let e2e_w = e2e.clone();
+    let reader = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut n = 0;
+        while n < expected && Instant::now() < deadline {
+            if let Some(Ok(m)) = tail.poll(Duration::from_millis(100)) {
+                if let Some(b) = m.payload().and_then(|p| p.get(..16)) {
+                    let sent = u128::from_be_bytes(b.try_into().unwrap_or([0; 16]));
+                    let now = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos());
+                    if let Ok(mut l) = e2e_w.lock() {
+                        l.push((now.saturating_sub(sent) / 1000) as u64);
+                    }
+                }
+                n += 1;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_secs(1)); // let the consumer's first fetch start
+    let lat = Arc::new(Acks::default());
+    let p = producer(&bootstrap, lat.clone(), "0")?;
+    let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
+    let start = Instant::now();
+    let mut payload = vec![b'x'; args.value_size.max(16)];
+    for i in 0..expected {
+        let due = start + interval * i as u32;
+        while Instant::now() < due {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        payload[..16].copy_from_slice(&now.to_be_bytes());
+        send(
+            &p,
+            "bench-latency",
+            (i % args.partitions as u64) as i32,
+            &payload,
+            Some(Instant::now()),
+        )?;
+    }
+    p.flush(Duration::from_secs(60))?;
+    let _ = reader.join();
+    let mut produce_lat = lat
+        .latencies_us
+        .lock()
+        .map(|l| l.clone())
+        .unwrap_or_default();
+    produce_lat.sort_unstable();
+    let mut e2e_lat = e2e.lock().map(|l| l.clone()).unwrap_or_default();
+    e2e_lat.sort_unstable();
+    println!("latency_rate_msgs_s: {}", args.rate);
+    println!(
+        "produce_latency_p50_ms: {:.2}",
+        percentile(&produce_lat, 0.50)
+    );
+    println!(
+        "produce_latency_p99_ms: {:.2}",
+        percentile(&produce_lat, 0.99)
+    );
+    println!("e2e_latency_p50_ms: {:.2}", percentile(&e2e_lat, 0.50));
+    println!("e2e_latency_p99_ms: {:.2}", percentile(&e2e_lat, 0.99));
+    println!("e2e_samples: {} of {expected}", e2e_lat.len());
+
+    // 3. Catch-up consume of everything from phase 1.
+    let c = consumer(
+        &bootstrap,
+        "bench-throughput",
+        args.partitions,
+        Offset::Beginning,
+    )?;
+    let start = Instant::now();
+    let mut n = 0u64;
+    let mut read_bytes = 0usize;
+    let deadline = start + Duration::from_secs(600);
+    while n < args.messages && Instant::now() < deadline {
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            read_bytes += m?.payload_len();
+            n += 1;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    if n < args.messages {
+        bail!("catch-up read only {n} of {} messages", args.messages);
+    }
+    println!("catchup_consume_mb_s: {:.1}", mb(read_bytes as f64) / secs);
+    println!("catchup_consume_msgs_s: {:.0}", n as f64 / secs);
+    Ok(())
+}

@@ -32,7 +32,7 @@ pub struct BrokerIdentity {
 
 /// A handler's answer.
 pub enum Reply {
-    Now(ResponseKind),
+    Now(Box<ResponseKind>),
     Later(BoxFuture<'static, ResponseKind>),
     None,
 }
@@ -57,30 +57,30 @@ impl Broker {
     pub async fn handle(&self, request: Request) -> Reply {
         let version = request.header.request_api_version;
         match request.body {
-            RequestKind::ApiVersions(_) => Reply::Now(api::api_versions::handle()),
-            RequestKind::Metadata(r) => Reply::Now(api::metadata::handle(self, r, version).await),
+            RequestKind::ApiVersions(_) => Reply::Now(Box::new(api::api_versions::handle())),
+            RequestKind::Metadata(r) => Reply::Now(Box::new(api::metadata::handle(self, r, version).await)),
             RequestKind::Produce(r) => api::produce::handle(self, r, version).await,
             RequestKind::Fetch(r) => api::fetch::handle(self, r, version),
             RequestKind::ListOffsets(r) => {
-                Reply::Now(api::list_offsets::handle(self, r, version).await)
+                Reply::Now(Box::new(api::list_offsets::handle(self, r, version).await))
             }
             RequestKind::CreateTopics(r) => {
-                Reply::Now(api::create_topics::handle(self, r, version).await)
+                Reply::Now(Box::new(api::create_topics::handle(self, r, version).await))
             }
             RequestKind::DeleteTopics(r) => {
-                Reply::Now(api::delete_topics::handle(self, r, version).await)
+                Reply::Now(Box::new(api::delete_topics::handle(self, r, version).await))
             }
             RequestKind::CreatePartitions(r) => {
-                Reply::Now(api::create_partitions::handle(self, r).await)
+                Reply::Now(Box::new(api::create_partitions::handle(self, r).await))
             }
-            RequestKind::DescribeConfigs(r) => Reply::Now(api::describe_configs::handle(self, r)),
-            RequestKind::AlterConfigs(r) => Reply::Now(api::alter_configs::handle(self, r).await),
+            RequestKind::DescribeConfigs(r) => Reply::Now(Box::new(api::describe_configs::handle(self, r))),
+            RequestKind::AlterConfigs(r) => Reply::Now(Box::new(api::alter_configs::handle(self, r).await)),
             RequestKind::IncrementalAlterConfigs(r) => {
-                Reply::Now(api::alter_configs::handle_incremental(self, r).await)
+                Reply::Now(Box::new(api::alter_configs::handle_incremental(self, r).await))
             }
-            RequestKind::DescribeCluster(_) => Reply::Now(api::describe_cluster::handle(self)),
+            RequestKind::DescribeCluster(_) => Reply::Now(Box::new(api::describe_cluster::handle(self))),
             RequestKind::InitProducerId(r) => {
-                Reply::Now(api::init_producer_id::handle(self, r).await)
+                Reply::Now(Box::new(api::init_producer_id::handle(self, r).await))
             }
             // The decoder admits only the APIs in `sluice_protocol::api::SUPPORTED`.
             other => {

@@ -2,6 +2,8 @@
 //! that encodes. kafka-protocol refuses to encode a field set in a version that lacks
 //! it, so this catches version gating mistakes before a client does.
 
+#![allow(clippy::unwrap_used)] // a test: panicking is how it fails
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -207,7 +209,7 @@ async fn every_response_encodes_at_every_advertised_version() {
                 body: request(api, topic.record.id),
             };
             let body = match broker.handle(req).await {
-                Reply::Now(r) => r,
+                Reply::Now(r) => *r,
                 Reply::Later(f) => f.await,
                 Reply::None => panic!("{api:?} v{version} gave no reply"),
             };

@@ -111,6 +111,8 @@ async fn run_flusher(engine: Arc<Engine>, commits: mpsc::UnboundedSender<Flight>
                 bytes,
             )
         };
+        // Producers waiting for a full buffer to be taken may go on.
+        engine.space.notify_waiters();
         if slices.is_empty() {
             continue;
         }

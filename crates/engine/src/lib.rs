@@ -180,6 +180,9 @@ impl Keys {
 
 const PRODUCER_ID_BLOCK: i64 = 1000;
 
+/// A committed slice read back from a manifest, with its producer batches.
+type RecoveredSlice = (IndexEntry, Vec<partition::ProducerBatch>);
+
 /// The broker's data path.
 pub struct Engine {
     pub(crate) cfg: EngineConfig,
@@ -254,8 +257,7 @@ impl Engine {
                 .by_name
                 .insert(topic.record.name.clone(), Arc::new(topic));
         }
-        let mut slices: HashMap<(Uuid, i32), Vec<(IndexEntry, Vec<partition::ProducerBatch>)>> =
-            HashMap::new();
+        let mut slices: HashMap<(Uuid, i32), Vec<RecoveredSlice>> = HashMap::new();
         for kv in self.meta.range(&self.keys.manifests()).await? {
             let m = Manifest::decode(&kv.value)
                 .map_err(|e| EngineError::Meta(format!("manifest key={}: {e}", kv.key)))?;

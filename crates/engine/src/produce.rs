@@ -145,15 +145,17 @@ impl Engine {
         }
     }
 
-    /// Backpressure: waits while buffered plus in-flight data exceeds the limit.
+    /// Backpressure: waits while the open buffer is full (`flush_bytes`, so objects
+    /// stay near that size) or buffered plus in-flight data exceeds the limit.
     async fn wait_for_space(&self, incoming: usize) {
         loop {
             let notified = self.space.notified();
             {
                 let wal = self.wal.lock().unwrap_or_else(|p| p.into_inner());
+                // An empty buffer admits anything, whatever its size.
+                let buffer_open = wal.bytes == 0 || wal.bytes + incoming <= self.cfg.flush_bytes;
                 let pending = wal.bytes + wal.inflight_bytes;
-                // Always admit into an empty pipeline, whatever the size.
-                if pending == 0 || pending + incoming <= self.cfg.max_pending_bytes {
+                if buffer_open && pending + incoming <= self.cfg.max_pending_bytes.max(incoming) {
                     return;
                 }
             }

@@ -4,6 +4,9 @@
 //! (the etcd backend runs it against a real etcd). Each check uses its own key prefix
 //! so checks never see each other's keys.
 
+// A test suite: failing loudly on the first broken expectation is its job.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use bytes::Bytes;

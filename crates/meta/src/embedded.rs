@@ -342,7 +342,7 @@ impl State {
     fn holds(&self, c: &Compare) -> bool {
         match c {
             Compare::Missing(k) => !self.kv.contains_key(k),
-            Compare::ValueEquals(k, v) => self.kv.get(k).is_some_and(|kv| &kv.value == v),
+            Compare::ValueEquals(k, v) => self.kv.get(k).is_some_and(|kv| kv.value == v),
             Compare::ModRevision(k, r) => self.kv.get(k).map_or(0, |kv| kv.mod_revision) == *r,
         }
     }

@@ -37,7 +37,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_ADVERTISED_LISTENER")]
     pub advertised_listener: Option<String>,
 
-    /// Address of the HTTP endpoints (/healthz, /readyz, /metrics).
+    /// Address of the HTTP endpoints (/healthz, /readyz).
     #[arg(long, env = "SLUICE_HTTP_LISTEN", default_value = "127.0.0.1:9644")]
     pub http_listen: SocketAddr,
 
@@ -74,7 +74,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_TAIL_BYTES_PER_PARTITION", default_value_t = 8 << 20)]
     pub tail_bytes_per_partition: usize,
 
-    /// Create unknown topics on Metadata or Produce requests, as Kafka does by default.
+    /// Create topics named in Metadata requests that do not exist, as Kafka does by default.
     #[arg(long, env = "SLUICE_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_create_topics: bool,
 
@@ -144,6 +144,24 @@ mod tests {
         assert!(a.object_store_url().starts_with("file:///"));
         assert!(a.object_store_url().ends_with("sluice-data/objects"));
         assert!(a.auto_create_topics);
+    }
+
+    /// docs/configuration.md documents every flag and its environment variable.
+    #[test]
+    fn configuration_reference_covers_every_flag() {
+        use clap::CommandFactory;
+        let doc = include_str!("../../../docs/configuration.md");
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").expect("serve subcommand");
+        for arg in serve.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if long == "help" {
+                continue;
+            }
+            assert!(doc.contains(&format!("`--{long}")), "docs/configuration.md lacks --{long}");
+            let env = arg.get_env().and_then(|e| e.to_str()).expect("every flag has an env var");
+            assert!(doc.contains(env), "docs/configuration.md lacks {env}");
+        }
     }
 
     #[test]

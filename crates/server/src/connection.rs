@@ -40,7 +40,7 @@ pub async fn serve(broker: Broker, stream: TcpStream, max_frame: usize) {
     let write_loop = tokio::spawn(async move {
         while let Some(q) = rx.recv().await {
             let body = match q.reply {
-                Reply::Now(r) => r,
+                Reply::Now(r) => *r,
                 Reply::Later(f) => f.await,
                 Reply::None => continue,
             };
@@ -92,9 +92,9 @@ pub async fn serve(broker: Broker, stream: TcpStream, max_frame: usize) {
                     api_key: ApiKey::ApiVersions,
                     version: 0,
                     correlation_id,
-                    reply: Reply::Now(ResponseKind::ApiVersions(api::api_versions::response(
+                    reply: Reply::Now(Box::new(ResponseKind::ApiVersions(api::api_versions::response(
                         ResponseError::UnsupportedVersion.code(),
-                    ))),
+                    )))),
                 },
                 Err(e) => {
                     tracing::info!(%peer, error = %e, "closing connection");

@@ -20,9 +20,9 @@ const MAX_WAIT: Duration = Duration::from_secs(30);
 
 pub fn handle(broker: &Broker, req: FetchRequest, version: i16) -> Reply {
     if req.session_id != 0 {
-        return Reply::Now(ResponseKind::Fetch(
+        return Reply::Now(Box::new(ResponseKind::Fetch(
             FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code()),
-        ));
+        )));
     }
     let engine = broker.engine.clone();
     Reply::Later(Box::pin(async move {
