@@ -58,7 +58,9 @@ impl Broker {
         let version = request.header.request_api_version;
         match request.body {
             RequestKind::ApiVersions(_) => Reply::Now(Box::new(api::api_versions::handle())),
-            RequestKind::Metadata(r) => Reply::Now(Box::new(api::metadata::handle(self, r, version).await)),
+            RequestKind::Metadata(r) => {
+                Reply::Now(Box::new(api::metadata::handle(self, r, version).await))
+            }
             RequestKind::Produce(r) => api::produce::handle(self, r, version).await,
             RequestKind::Fetch(r) => api::fetch::handle(self, r, version),
             RequestKind::ListOffsets(r) => {
@@ -73,12 +75,18 @@ impl Broker {
             RequestKind::CreatePartitions(r) => {
                 Reply::Now(Box::new(api::create_partitions::handle(self, r).await))
             }
-            RequestKind::DescribeConfigs(r) => Reply::Now(Box::new(api::describe_configs::handle(self, r))),
-            RequestKind::AlterConfigs(r) => Reply::Now(Box::new(api::alter_configs::handle(self, r).await)),
-            RequestKind::IncrementalAlterConfigs(r) => {
-                Reply::Now(Box::new(api::alter_configs::handle_incremental(self, r).await))
+            RequestKind::DescribeConfigs(r) => {
+                Reply::Now(Box::new(api::describe_configs::handle(self, r)))
             }
-            RequestKind::DescribeCluster(_) => Reply::Now(Box::new(api::describe_cluster::handle(self))),
+            RequestKind::AlterConfigs(r) => {
+                Reply::Now(Box::new(api::alter_configs::handle(self, r).await))
+            }
+            RequestKind::IncrementalAlterConfigs(r) => Reply::Now(Box::new(
+                api::alter_configs::handle_incremental(self, r).await,
+            )),
+            RequestKind::DescribeCluster(_) => {
+                Reply::Now(Box::new(api::describe_cluster::handle(self)))
+            }
             RequestKind::InitProducerId(r) => {
                 Reply::Now(Box::new(api::init_producer_id::handle(self, r).await))
             }

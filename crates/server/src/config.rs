@@ -158,8 +158,14 @@ mod tests {
             if long == "help" {
                 continue;
             }
-            assert!(doc.contains(&format!("`--{long}")), "docs/configuration.md lacks --{long}");
-            let env = arg.get_env().and_then(|e| e.to_str()).expect("every flag has an env var");
+            assert!(
+                doc.contains(&format!("`--{long}")),
+                "docs/configuration.md lacks --{long}"
+            );
+            let env = arg
+                .get_env()
+                .and_then(|e| e.to_str())
+                .expect("every flag has an env var");
             assert!(doc.contains(env), "docs/configuration.md lacks {env}");
         }
     }

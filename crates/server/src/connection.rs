@@ -92,9 +92,9 @@ pub async fn serve(broker: Broker, stream: TcpStream, max_frame: usize) {
                     api_key: ApiKey::ApiVersions,
                     version: 0,
                     correlation_id,
-                    reply: Reply::Now(Box::new(ResponseKind::ApiVersions(api::api_versions::response(
-                        ResponseError::UnsupportedVersion.code(),
-                    )))),
+                    reply: Reply::Now(Box::new(ResponseKind::ApiVersions(
+                        api::api_versions::response(ResponseError::UnsupportedVersion.code()),
+                    ))),
                 },
                 Err(e) => {
                     tracing::info!(%peer, error = %e, "closing connection");
