@@ -86,3 +86,33 @@ def test_idempotent(broker):
     vals = [int(m.value) for m in c]
     c.close()
     assert vals == list(range(2000))
+
+
+def test_fetch_session_follows_new_data(broker):
+    """kafka-python uses incremental fetch sessions (KIP-227): after the first full
+    fetch it sends only changes, and the broker answers only partitions with news."""
+    topic = unique("kp-session")
+    a = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    a.create_topics([NewTopic(topic, 3, 1)])
+    a.close()
+    p = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=0)
+    c = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False,
+                      fetch_max_wait_ms=200)
+    tps = [TopicPartition(topic, i) for i in range(3)]
+    c.assign(tps)
+    c.seek_to_beginning()
+    got = []
+    for round_ in range(5):
+        for i in range(3):
+            p.send(topic, value=b"%d-%d" % (round_, i), partition=i)
+        p.flush(10)
+        deadline = 20
+        while len(got) < 3 * (round_ + 1) and deadline:
+            for msgs in c.poll(timeout_ms=500).values():
+                got.extend(m.value for m in msgs)
+            deadline -= 1
+    sessions = c._fetcher._session_handlers
+    c.close()
+    p.close()
+    assert sorted(got) == sorted(b"%d-%d" % (r, i) for r in range(5) for i in range(3))
+    assert any(h.next_metadata.session_id > 0 for h in sessions.values()), "no session was created"

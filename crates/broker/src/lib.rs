@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod errors;
+pub mod fetch_session;
 
 use std::sync::Arc;
 
@@ -42,6 +43,7 @@ pub enum Reply {
 pub struct Broker {
     pub engine: Arc<Engine>,
     pub identity: Arc<BrokerIdentity>,
+    pub sessions: Arc<fetch_session::FetchSessions>,
 }
 
 impl Broker {
@@ -49,6 +51,7 @@ impl Broker {
         Self {
             engine,
             identity: Arc::new(identity),
+            sessions: Arc::default(),
         }
     }
 

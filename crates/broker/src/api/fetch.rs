@@ -1,137 +1,244 @@
-//! Fetch with long polling: waits for commits (not a timer) until `min_bytes` are
-//! available or `max_wait_ms` passes.
-//!
-//! Fetch sessions (KIP-227): the broker declines to create sessions by answering
-//! `session_id = 0`, which every client treats as "keep sending full fetches".
-//! An incremental fetch naming a session gets FETCH_SESSION_ID_NOT_FOUND.
+//! Fetch: long polling that wakes on commits (not a timer) until `min_bytes` are
+//! available or `max_wait_ms` passes, and fetch sessions (KIP-227, see
+//! [`crate::fetch_session`]).
 
 use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind, TopicName};
-use sluice_engine::{Engine, EngineError, Topic};
-use std::sync::Arc;
+use sluice_engine::{Engine, EngineError};
+use uuid::Uuid;
 
-use crate::{errors, has, Broker, Reply};
+use crate::fetch_session::{SessionError, SessionKey, SessionPartition, SessionView};
+use crate::{errors, has, str_bytes, Broker, Reply};
 
 /// Longest a fetch may wait, whatever the client asks.
 const MAX_WAIT: Duration = Duration::from_secs(30);
+/// Fetch versions before this one have no sessions.
+const SESSIONS_SINCE: i16 = 7;
 
 pub fn handle(broker: &Broker, req: FetchRequest, version: i16) -> Reply {
-    if req.session_id != 0 {
-        return Reply::Now(Box::new(ResponseKind::Fetch(
-            FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code()),
-        )));
-    }
-    let engine = broker.engine.clone();
+    let by_id = has(version, 13);
+    let key = |topic: &TopicName, topic_id: Uuid, partition: i32| SessionKey {
+        topic: if by_id {
+            String::new()
+        } else {
+            topic.to_string()
+        },
+        topic_id: if by_id { topic_id } else { Uuid::nil() },
+        partition,
+    };
+    let requested: Vec<(SessionKey, SessionPartition)> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(move |p| {
+                let part = SessionPartition {
+                    fetch_offset: p.fetch_offset,
+                    max_bytes: p.partition_max_bytes,
+                    sent: None,
+                };
+                (key(&t.topic, t.topic_id, p.partition), part)
+            })
+        })
+        .collect();
+    let sessions = &broker.sessions;
+    let full = |id: i32, partitions| SessionView {
+        id,
+        incremental: false,
+        partitions,
+    };
+    let view = match (req.session_id, req.session_epoch) {
+        (id, -1) => {
+            if id != 0 {
+                sessions.close(id);
+            }
+            full(0, requested)
+        }
+        (id, 0) => {
+            if id != 0 {
+                sessions.close(id);
+            }
+            if has(version, SESSIONS_SINCE) {
+                full(sessions.create(requested.clone()), requested)
+            } else {
+                full(0, requested)
+            }
+        }
+        (id, epoch) => {
+            let changed = requested
+                .into_iter()
+                .map(|(k, p)| (k, p.fetch_offset, p.max_bytes))
+                .collect();
+            let forgotten = req
+                .forgotten_topics_data
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| key(&t.topic, t.topic_id, *p)))
+                .collect();
+            match sessions.update(id, epoch, changed, forgotten) {
+                Ok(view) => view,
+                Err(e) => {
+                    let code = match e {
+                        SessionError::NotFound => ResponseError::FetchSessionIdNotFound,
+                        SessionError::InvalidEpoch => ResponseError::InvalidFetchSessionEpoch,
+                    };
+                    return Reply::Now(Box::new(ResponseKind::Fetch(
+                        FetchResponse::default().with_error_code(code.code()),
+                    )));
+                }
+            }
+        }
+    };
+
+    let broker = broker.clone();
     Reply::Later(Box::pin(async move {
+        let engine = &broker.engine;
         let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
         let deadline = tokio::time::Instant::now() + wait;
         let mut commits = engine.commits();
-        loop {
+        let results = loop {
             commits.borrow_and_update();
-            let (resp, bytes, errored) = read_all(&engine, &req, version).await;
+            let (results, bytes, errored) = read_all(engine, &view, req.max_bytes).await;
             if bytes >= req.min_bytes.max(1) as usize
                 || errored
                 || tokio::time::Instant::now() >= deadline
             {
-                return ResponseKind::Fetch(resp);
+                break results;
             }
             tokio::select! {
-                changed = commits.changed() => if changed.is_err() { return ResponseKind::Fetch(resp) },
+                changed = commits.changed() => if changed.is_err() { break results },
                 _ = tokio::time::sleep_until(deadline) => {}
             }
-        }
+        };
+        ResponseKind::Fetch(respond(&broker, &view, results, version))
     }))
 }
 
-/// One pass over the requested partitions.
+/// One partition's outcome in a pass.
+type PartitionResult = Result<sluice_engine::fetch::FetchedRecords, EngineError>;
+
+/// One pass over the session's (or request's) partitions.
 async fn read_all(
-    engine: &Arc<Engine>,
-    req: &FetchRequest,
-    version: i16,
-) -> (FetchResponse, usize, bool) {
-    let mut remaining = if req.max_bytes > 0 {
-        req.max_bytes as usize
+    engine: &Engine,
+    view: &SessionView,
+    max_bytes: i32,
+) -> (Vec<PartitionResult>, usize, bool) {
+    let mut remaining = if max_bytes > 0 {
+        max_bytes as usize
     } else {
         usize::MAX
     };
     let mut total = 0usize;
     let mut errored = false;
-    let mut topics = Vec::with_capacity(req.topics.len());
-    for t in &req.topics {
-        let topic: Option<Arc<Topic>> = if version >= 13 {
-            engine.topic_by_id(t.topic_id)
+    let mut results = Vec::with_capacity(view.partitions.len());
+    for (key, p) in &view.partitions {
+        let topic = if key.topic.is_empty() {
+            engine.topic_by_id(key.topic_id)
         } else {
-            engine.topic(t.topic.as_str())
+            engine.topic(&key.topic)
         };
-        let mut parts = Vec::with_capacity(t.partitions.len());
-        for p in &t.partitions {
-            let data = PartitionData::default().with_partition_index(p.partition);
-            let Some(topic) = &topic else {
-                errored = true;
-                let code = if version >= 13 {
-                    ResponseError::UnknownTopicId.code()
+        let partition = topic.as_ref().and_then(|t| t.partition(key.partition));
+        let result = match partition {
+            None => Err(EngineError::UnknownTopicOrPartition {
+                topic: if key.topic.is_empty() {
+                    key.topic_id.to_string()
                 } else {
-                    ResponseError::UnknownTopicOrPartition.code()
-                };
-                parts.push(data.with_error_code(code).with_high_watermark(-1));
-                continue;
-            };
-            let result = match topic.partition(p.partition) {
-                None => Err(EngineError::UnknownTopicOrPartition {
-                    topic: topic.record.name.clone(),
-                    partition: p.partition,
-                }),
-                Some(partition) => {
-                    let max = (p.partition_max_bytes.max(0) as usize).min(remaining);
-                    if max == 0 {
-                        // Response budget spent: report offsets, no records.
-                        let read = partition.read();
-                        Ok(sluice_engine::fetch::FetchedRecords {
-                            high_watermark: read.high_watermark,
-                            log_start_offset: read.log_start_offset,
-                            records: Default::default(),
-                        })
+                    key.topic.clone()
+                },
+                partition: key.partition,
+            }),
+            Some(partition) => {
+                let max = (p.max_bytes.max(0) as usize).min(remaining);
+                if max == 0 {
+                    // The response budget is spent: report offsets without records.
+                    let read = partition.read();
+                    Ok(sluice_engine::fetch::FetchedRecords {
+                        high_watermark: read.high_watermark,
+                        log_start_offset: read.log_start_offset,
+                        records: Default::default(),
+                    })
+                } else {
+                    engine.read(partition, p.fetch_offset, max).await
+                }
+            }
+        };
+        match &result {
+            Ok(r) => {
+                total += r.records.len();
+                remaining = remaining.saturating_sub(r.records.len());
+            }
+            Err(_) => errored = true,
+        }
+        results.push(result);
+    }
+    (results, total, errored)
+}
+
+/// Builds the response; an incremental one carries only partitions with news.
+fn respond(
+    broker: &Broker,
+    view: &SessionView,
+    results: Vec<PartitionResult>,
+    version: i16,
+) -> FetchResponse {
+    let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+    let mut sent = Vec::new();
+    for ((key, p), result) in view.partitions.iter().zip(results) {
+        let data = PartitionData::default().with_partition_index(key.partition);
+        let data = match result {
+            Ok(r) => {
+                let unchanged = p.sent == Some((r.high_watermark, r.log_start_offset));
+                if view.incremental && r.records.is_empty() && unchanged {
+                    continue;
+                }
+                sent.push((key.clone(), r.high_watermark, r.log_start_offset));
+                data.with_high_watermark(r.high_watermark)
+                    .with_last_stable_offset(r.high_watermark)
+                    .with_log_start_offset(if has(version, 5) {
+                        r.log_start_offset
                     } else {
-                        engine.read(partition, p.fetch_offset, max).await
+                        -1
+                    })
+                    .with_records(Some(r.records))
+            }
+            Err(e) => {
+                let code = match e {
+                    EngineError::UnknownTopicOrPartition { .. } if key.topic.is_empty() => {
+                        ResponseError::UnknownTopicId.code()
                     }
-                }
-            };
-            parts.push(match result {
-                Ok(r) => {
-                    let n = r.records.len();
-                    total += n;
-                    remaining = remaining.saturating_sub(n);
-                    data.with_high_watermark(r.high_watermark)
-                        .with_last_stable_offset(r.high_watermark)
-                        .with_log_start_offset(if has(version, 5) {
-                            r.log_start_offset
-                        } else {
-                            -1
-                        })
-                        .with_records(Some(r.records))
-                }
-                Err(e) => {
-                    errored = true;
-                    data.with_error_code(errors::code(&e))
-                        .with_high_watermark(-1)
-                }
+                    e => errors::code(&e),
+                };
+                data.with_error_code(code).with_high_watermark(-1)
+            }
+        };
+        let same_topic = topics.last().is_some_and(|t| {
+            if key.topic.is_empty() {
+                t.topic_id == key.topic_id
+            } else {
+                t.topic.as_str() == key.topic
+            }
+        });
+        if !same_topic {
+            topics.push(if key.topic.is_empty() {
+                FetchableTopicResponse::default().with_topic_id(key.topic_id)
+            } else {
+                FetchableTopicResponse::default()
+                    .with_topic(TopicName(str_bytes(key.topic.clone())))
             });
         }
-        topics.push(
-            if has(version, 13) {
-                FetchableTopicResponse::default().with_topic_id(t.topic_id)
-            } else {
-                FetchableTopicResponse::default().with_topic(TopicName(t.topic.0.clone()))
-            }
-            .with_partitions(parts),
-        );
+        if let Some(t) = topics.last_mut() {
+            t.partitions.push(data);
+        }
     }
-    (
-        FetchResponse::default().with_responses(topics),
-        total,
-        errored,
-    )
+    if view.id != 0 {
+        broker.sessions.record_sent(view.id, &sent);
+    }
+    FetchResponse::default()
+        .with_session_id(if has(version, SESSIONS_SINCE) {
+            view.id
+        } else {
+            0
+        })
+        .with_responses(topics)
 }
