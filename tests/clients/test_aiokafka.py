@@ -1,11 +1,12 @@
 """aiokafka, an asyncio client implementation."""
 
 import asyncio
+import time
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import InvalidTopicError, MessageSizeTooLargeError, TopicAlreadyExistsError
 
 from conftest import unique
 
@@ -25,11 +26,13 @@ def test_admin_duplicate(broker):
         resp = await a.create_topics([NewTopic(name, 2, 1)])
         codes = [t[1] for t in resp.topic_errors]
         assert codes == [TopicAlreadyExistsError.errno]
+        resp = await a.create_topics([NewTopic("no spaces", 1, 1)])
+        assert [t[1] for t in resp.topic_errors] == [InvalidTopicError.errno]
         await a.close()
     run(go())
 
 
-@pytest.mark.parametrize("codec", [None, "gzip", "lz4", "zstd"])
+@pytest.mark.parametrize("codec", [None, "gzip", "snappy", "lz4", "zstd"])
 def test_produce_consume(broker, codec):
     topic = unique(f"aio-{codec}")
 
@@ -80,4 +83,39 @@ def test_idempotent_and_offsets_for_times(broker):
         assert found[tp].offset == 250
         assert (await c.end_offsets([tp]))[tp] == 500
         await c.stop()
+    run(go())
+
+
+def test_max_message_bytes_and_long_poll(broker):
+    topic = unique("aio-limits")
+
+    async def go():
+        a = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        await a.start()
+        await a.create_topics([NewTopic(topic, 1, 1, topic_configs={"max.message.bytes": "2000"})])
+        await a.close()
+        p = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=0)
+        await p.start()
+        with pytest.raises(MessageSizeTooLargeError):
+            await (await p.send(topic, value=b"x" * 5000, partition=0))
+        assert (await p.send_and_wait(topic, value=b"small", partition=0)).offset == 0
+
+        c = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, fetch_max_wait_ms=5000,
+                             enable_auto_commit=False)
+        await c.start()
+        tp = TopicPartition(topic, 0)
+        c.assign([tp])
+        c.seek(tp, 1)
+        await c.getmany(timeout_ms=200)  # a long-polling fetch is now waiting
+        await p.send_and_wait(topic, value=b"wake", partition=0)
+        sent = time.time()
+        got = []
+        while not got and time.time() - sent < 10:
+            for msgs in (await c.getmany(timeout_ms=50)).values():
+                got.extend(m.value for m in msgs)
+        latency = time.time() - sent
+        await c.stop()
+        await p.stop()
+        assert got == [b"wake"]
+        assert latency < 1.0, f"long poll took {latency:.3f}s"
     run(go())

@@ -169,6 +169,7 @@ def test_long_poll_delivers_promptly(broker):
     c = Consumer({
         "bootstrap.servers": broker.bootstrap,
         "group.id": "unused",
+        "enable.auto.commit": False,  # no group coordinator yet: nothing to commit to
         "fetch.wait.max.ms": 5000,
     })
     c.assign([TopicPartition(topic, 0, 0)])

@@ -116,3 +116,36 @@ def test_fetch_session_follows_new_data(broker):
     p.close()
     assert sorted(got) == sorted(b"%d-%d" % (r, i) for r in range(5) for i in range(3))
     assert any(h.next_metadata.session_id > 0 for h in sessions.values()), "no session was created"
+
+
+def test_max_message_bytes_and_long_poll(broker):
+    import time
+
+    from kafka.errors import MessageSizeTooLargeError
+
+    topic = unique("kp-limits")
+    a = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    a.create_topics([NewTopic(topic, 1, 1, topic_configs={"max.message.bytes": "2000"})])
+    a.close()
+    p = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=0, retries=0)
+    with pytest.raises(MessageSizeTooLargeError):
+        p.send(topic, value=b"x" * 5000, partition=0).get(timeout=10)
+    assert p.send(topic, value=b"small", partition=0).get(timeout=10).offset == 0
+
+    c = KafkaConsumer(bootstrap_servers=broker.bootstrap, fetch_max_wait_ms=5000,
+                      enable_auto_commit=False)
+    tp = TopicPartition(topic, 0)
+    c.assign([tp])
+    c.seek(tp, 1)
+    c.poll(timeout_ms=200)  # a long-polling fetch is now waiting at the broker
+    p.send(topic, value=b"wake", partition=0).get(timeout=10)
+    sent = time.time()
+    got = []
+    while not got and time.time() - sent < 10:
+        for msgs in c.poll(timeout_ms=50).values():
+            got.extend(m.value for m in msgs)
+    latency = time.time() - sent
+    c.close()
+    p.close()
+    assert got == [b"wake"]
+    assert latency < 1.0, f"long poll took {latency:.3f}s"
