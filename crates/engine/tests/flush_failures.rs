@@ -1,0 +1,326 @@
+//! The flush/commit pipeline under failures: a failed PUT fails its producers and
+//! every later pending flush, offsets are reassigned from the high watermark, commits
+//! apply in order when PUTs finish out of order, and a newer process fences an older
+//! one. Uses an object store wrapper that fails or delays PUTs on demand.
+
+#![allow(clippy::unwrap_used)] // a test: panicking is how it fails
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::stream::BoxStream;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+use sluice_engine::produce::PartitionRecords;
+use sluice_engine::{Engine, EngineConfig, EngineError, Topic};
+use sluice_meta::EmbeddedStore;
+
+/// What the next PUTs do, in order; absent entries succeed at once.
+#[derive(Debug, Clone, Copy)]
+enum PutFate {
+    Fail,
+    Delay(Duration),
+    DelayThenFail(Duration),
+}
+
+#[derive(Debug)]
+struct Faulty {
+    inner: InMemory,
+    fates: Mutex<VecDeque<Option<PutFate>>>,
+}
+
+impl Faulty {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            inner: InMemory::new(),
+            fates: Mutex::default(),
+        })
+    }
+    fn plan(&self, fates: &[Option<PutFate>]) {
+        self.fates.lock().unwrap().extend(fates.iter().copied());
+    }
+
+    async fn wal_objects(&self) -> usize {
+        use futures::StreamExt;
+        self.inner.list(Some(&Path::from("wal"))).count().await
+    }
+}
+
+impl fmt::Display for Faulty {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Faulty")
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Faulty {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        let fate = self.fates.lock().unwrap().pop_front().flatten();
+        let (delay, fail) = match fate {
+            None => (Duration::ZERO, false),
+            Some(PutFate::Fail) => (Duration::ZERO, true),
+            Some(PutFate::Delay(d)) => (d, false),
+            Some(PutFate::DelayThenFail(d)) => (d, true),
+        };
+        tokio::time::sleep(delay).await;
+        if fail {
+            return Err(object_store::Error::Generic {
+                store: "Faulty",
+                source: "injected PUT failure".into(),
+            });
+        }
+        self.inner.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+fn batch(values: &[&str], producer: Option<(i64, i32)>) -> Bytes {
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: -1,
+            producer_id: producer.map_or(-1, |p| p.0),
+            producer_epoch: if producer.is_some() { 0 } else { -1 },
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: producer.map_or(-1, |p| p.1 + i as i32),
+            timestamp: 1_000,
+            key: None,
+            value: Some(Bytes::copy_from_slice(v.as_bytes())),
+            headers: Default::default(),
+            delete_horizon: false,
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
+
+async fn open(meta: &EmbeddedStore, store: Arc<Faulty>) -> (Arc<Engine>, Arc<Topic>) {
+    let engine = Engine::open(EngineConfig::default(), Arc::new(meta.clone()), store)
+        .await
+        .unwrap();
+    let topic = match engine.topic("t") {
+        Some(t) => t,
+        None => engine
+            .create_topic("t", 1, 1, BTreeMap::new(), false)
+            .await
+            .unwrap(),
+    };
+    (engine, topic)
+}
+
+async fn produce(engine: &Engine, topic: &Arc<Topic>, records: Bytes) -> Result<i64, EngineError> {
+    let pending = engine
+        .append(vec![PartitionRecords {
+            topic: topic.clone(),
+            partition: 0,
+            records,
+        }])
+        .await;
+    pending.durable().await.remove(0).map(|ack| ack.base_offset)
+}
+
+async fn values(engine: &Engine, topic: &Topic) -> Vec<(i64, String)> {
+    let fetched = engine
+        .read(topic.partition(0).unwrap(), 0, 1 << 20)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let mut bytes = fetched.records.clone();
+    for set in kafka_protocol::records::RecordBatchDecoder::decode_all(&mut bytes).unwrap() {
+        for r in set.records {
+            out.push((
+                r.offset,
+                String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+            ));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_failed_flush_fails_its_producers_and_offsets_are_reassigned() {
+    let store = Faulty::new();
+    let meta = EmbeddedStore::in_memory();
+    let (engine, topic) = open(&meta, store.clone()).await;
+
+    store.plan(&[Some(PutFate::Fail)]);
+    let err = produce(&engine, &topic, batch(&["lost-1", "lost-2"], Some((7, 0)))).await;
+    assert!(matches!(err, Err(EngineError::FlushFailed(_))), "{err:?}");
+    assert_eq!(topic.partition(0).unwrap().read().high_watermark, 0);
+
+    // The producer's retry of the same sequence is appended, at offset 0 again:
+    // nothing was acknowledged, so nothing is duplicated and no offset is skipped.
+    assert_eq!(
+        produce(&engine, &topic, batch(&["a", "b"], Some((7, 0))))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        produce(&engine, &topic, batch(&["c"], Some((7, 2))))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        values(&engine, &topic).await,
+        vec![(0, "a".into()), (1, "b".into()), (2, "c".into())]
+    );
+}
+
+#[tokio::test]
+async fn a_failure_also_fails_later_flushes_already_in_flight() {
+    let store = Faulty::new();
+    let meta = EmbeddedStore::in_memory();
+    let (engine, topic) = open(&meta, store.clone()).await;
+    // First flush fails late; the second PUT succeeds at once but must not commit,
+    // because its offsets assumed the first succeeded.
+    store.plan(&[
+        Some(PutFate::DelayThenFail(Duration::from_millis(200))),
+        None,
+    ]);
+    let first = {
+        let e = engine.clone();
+        let t = topic.clone();
+        tokio::spawn(async move { produce(&e, &t, batch(&["x"], None)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = produce(&engine, &topic, batch(&["y"], None)).await;
+    let first = first.await.unwrap();
+    assert!(first.is_err() && second.is_err(), "{first:?} {second:?}");
+    assert_eq!(
+        store.wal_objects().await,
+        1,
+        "the second flush wrote its own object, now an orphan"
+    );
+    assert_eq!(topic.partition(0).unwrap().read().high_watermark, 0);
+    assert_eq!(
+        produce(&engine, &topic, batch(&["z"], None)).await.unwrap(),
+        0
+    );
+    assert_eq!(values(&engine, &topic).await, vec![(0, "z".into())]);
+}
+
+#[tokio::test]
+async fn commits_apply_in_offset_order_when_puts_finish_out_of_order() {
+    let store = Faulty::new();
+    let meta = EmbeddedStore::in_memory();
+    let (engine, topic) = open(&meta, store.clone()).await;
+    store.plan(&[Some(PutFate::Delay(Duration::from_millis(300))), None]);
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let spawn = |v: &'static str| {
+        let (e, t, o) = (engine.clone(), topic.clone(), order.clone());
+        tokio::spawn(async move {
+            let r = produce(&e, &t, batch(&[v], None)).await.unwrap();
+            o.lock().unwrap().push(v);
+            r
+        })
+    };
+    let slow = spawn("slow");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let fast = spawn("fast");
+    assert_eq!((slow.await.unwrap(), fast.await.unwrap()), (0, 1));
+    assert_eq!(
+        *order.lock().unwrap(),
+        vec!["slow", "fast"],
+        "acks follow offset order"
+    );
+    assert_eq!(
+        values(&engine, &topic).await,
+        vec![(0, "slow".into()), (1, "fast".into())]
+    );
+}
+
+#[tokio::test]
+async fn a_newer_process_with_the_same_broker_id_fences_the_old_one() {
+    let store = Faulty::new();
+    let meta = EmbeddedStore::in_memory();
+    let (old, old_topic) = open(&meta, store.clone()).await;
+    assert_eq!(
+        produce(&old, &old_topic, batch(&["before"], None))
+            .await
+            .unwrap(),
+        0
+    );
+
+    let (new, new_topic) = open(&meta, store.clone()).await;
+    assert!(new.epoch() > old.epoch());
+    let fenced = produce(&old, &old_topic, batch(&["zombie"], None)).await;
+    assert!(
+        matches!(fenced, Err(EngineError::NotLeader { .. })),
+        "{fenced:?}"
+    );
+
+    assert_eq!(
+        produce(&new, &new_topic, batch(&["after"], None))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        values(&new, &new_topic).await,
+        vec![(0, "before".into()), (1, "after".into())]
+    );
+}
