@@ -9,7 +9,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Message, Timestamp, TopicPartitionList};
-use sluice_e2e::clients::{config, consume_all, create_topic, producer};
+use sluice_e2e::clients::{config, consume_all, create_topic, producer, u32_payloads};
 use sluice_e2e::Sluice;
 
 const CODECS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
@@ -202,18 +202,7 @@ async fn idempotent_producer_writes_each_record_once() -> anyhow::Result<()> {
     let bootstrap = sluice.bootstrap();
     let msgs =
         tokio::task::spawn_blocking(move || consume_all(&bootstrap, "idem", 3, 30_000)).await??;
-    let mut seen: Vec<u32> = msgs
-        .iter()
-        .map(|m| {
-            u32::from_be_bytes(
-                m.payload()
-                    .unwrap_or_default()
-                    .try_into()
-                    .unwrap_or_default(),
-            )
-        })
-        .collect();
-    seen.sort_unstable();
+    let seen = u32_payloads(&msgs);
     assert_eq!(seen, (0..30_000).collect::<Vec<_>>());
     Ok(())
 }

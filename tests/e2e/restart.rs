@@ -1,8 +1,7 @@
 //! Data survives restarts: a graceful SIGTERM, and a SIGKILL right after the acks.
 
 use rdkafka::producer::FutureRecord;
-use rdkafka::Message;
-use sluice_e2e::clients::{consume_all, create_topic, producer};
+use sluice_e2e::clients::{consume_all, create_topic, producer, u32_payloads};
 use sluice_e2e::Sluice;
 
 async fn produce(bootstrap: &str, from: u32, to: u32) -> anyhow::Result<()> {
@@ -31,19 +30,7 @@ async fn produce(bootstrap: &str, from: u32, to: u32) -> anyhow::Result<()> {
 async fn read_back(bootstrap: String, n: usize) -> anyhow::Result<Vec<u32>> {
     let msgs =
         tokio::task::spawn_blocking(move || consume_all(&bootstrap, "durable", 2, n)).await??;
-    let mut v: Vec<u32> = msgs
-        .iter()
-        .map(|m| {
-            u32::from_be_bytes(
-                m.payload()
-                    .unwrap_or_default()
-                    .try_into()
-                    .unwrap_or_default(),
-            )
-        })
-        .collect();
-    v.sort_unstable();
-    Ok(v)
+    Ok(u32_payloads(&msgs))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

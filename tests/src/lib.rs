@@ -244,6 +244,19 @@ pub mod clients {
         Ok(())
     }
 
+    /// Big-endian u32 payloads, sorted (tests write one counter value per record).
+    pub fn u32_payloads(msgs: &[OwnedMessage]) -> Vec<u32> {
+        let mut v: Vec<u32> = msgs
+            .iter()
+            .map(|m| {
+                let p = m.payload().unwrap_or_default();
+                u32::from_be_bytes(p.try_into().unwrap_or_default())
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Reads `expected` messages from the start of each partition (assign, no group).
     pub fn consume_all(
         bootstrap: &str,

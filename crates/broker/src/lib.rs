@@ -108,6 +108,15 @@ pub(crate) fn has(version: i16, since: i16) -> bool {
     version >= since
 }
 
+/// The configs a request sets, by name; entries without a value are ignored.
+pub(crate) fn config_map<'a>(
+    entries: impl Iterator<Item = (&'a StrBytes, &'a Option<StrBytes>)>,
+) -> std::collections::BTreeMap<String, String> {
+    entries
+        .filter_map(|(name, value)| value.as_ref().map(|v| (name.to_string(), v.to_string())))
+        .collect()
+}
+
 pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }

@@ -418,23 +418,21 @@ impl Engine {
         }
     }
 
-    /// Deletes a topic. Its objects stay until garbage collection removes them.
-    pub async fn delete_topic(&self, name: &str) -> Result<Uuid> {
-        let topic = self
-            .topic(name)
-            .ok_or(EngineError::UnknownTopicOrPartition {
-                topic: name.into(),
-                partition: -1,
-            })?;
+    /// A topic's metadata key and its stored value.
+    async fn stored_topic(&self, name: &str) -> Result<(String, sluice_meta::KeyValue)> {
         let key = self.keys.topic(name);
         let current = self
             .meta
             .get(&key)
             .await?
-            .ok_or(EngineError::UnknownTopicOrPartition {
-                topic: name.into(),
-                partition: -1,
-            })?;
+            .ok_or_else(|| unknown_topic(name))?;
+        Ok((key, current))
+    }
+
+    /// Deletes a topic. Its objects stay until garbage collection removes them.
+    pub async fn delete_topic(&self, name: &str) -> Result<Uuid> {
+        let topic = self.topic(name).ok_or_else(|| unknown_topic(name))?;
+        let (key, current) = self.stored_topic(name).await?;
         let txn = Txn::when(vec![Compare::ModRevision(
             key.clone(),
             current.mod_revision,
@@ -459,15 +457,7 @@ impl Engine {
         validate_only: bool,
         change: impl Fn(&mut TopicRecord) -> Result<()>,
     ) -> Result<Arc<Topic>> {
-        let key = self.keys.topic(name);
-        let current = self
-            .meta
-            .get(&key)
-            .await?
-            .ok_or(EngineError::UnknownTopicOrPartition {
-                topic: name.into(),
-                partition: -1,
-            })?;
+        let (key, current) = self.stored_topic(name).await?;
         let mut record: TopicRecord = serde_json::from_slice(&current.value)
             .map_err(|e| EngineError::Meta(format!("topic record key={key}: {e}")))?;
         change(&mut record)?;
@@ -508,6 +498,13 @@ impl Engine {
         let id = block.0;
         block.0 += 1;
         Ok(id)
+    }
+}
+
+fn unknown_topic(name: &str) -> EngineError {
+    EngineError::UnknownTopicOrPartition {
+        topic: name.into(),
+        partition: -1,
     }
 }
 

@@ -13,7 +13,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use sluice_engine::{EngineError, Result};
 
-use crate::{errors, str_bytes, Broker};
+use crate::{config_map, errors, str_bytes, Broker};
 
 const RESOURCE_TOPIC: i8 = 2;
 
@@ -46,15 +46,7 @@ async fn alter(
 pub async fn handle(broker: &Broker, req: AlterConfigsRequest) -> ResponseKind {
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
-        let configs: BTreeMap<String, String> = r
-            .configs
-            .iter()
-            .filter_map(|c| {
-                c.value
-                    .as_ref()
-                    .map(|v| (c.name.to_string(), v.to_string()))
-            })
-            .collect();
+        let configs = config_map(r.configs.iter().map(|c| (&c.name, &c.value)));
         let (code, message) = alter(
             broker,
             r.resource_type,

@@ -1,14 +1,12 @@
 //! CreateTopics, with configs and `validate_only`.
 
-use std::collections::BTreeMap;
-
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, ResponseKind};
 use sluice_engine::topics::CONFIGS;
 
-use crate::{errors, has, str_bytes, Broker};
+use crate::{config_map, errors, has, str_bytes, Broker};
 
 /// DescribeConfigs/CreateTopics config sources.
 pub(crate) const SOURCE_TOPIC: i8 = 1;
@@ -17,15 +15,7 @@ pub(crate) const SOURCE_DEFAULT: i8 = 5;
 pub async fn handle(broker: &Broker, req: CreateTopicsRequest, version: i16) -> ResponseKind {
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
-        let configs: BTreeMap<String, String> = t
-            .configs
-            .iter()
-            .filter_map(|c| {
-                c.value
-                    .as_ref()
-                    .map(|v| (c.name.to_string(), v.to_string()))
-            })
-            .collect();
+        let configs = config_map(t.configs.iter().map(|c| (&c.name, &c.value)));
         let result = CreatableTopicResult::default().with_name(t.name.clone());
         let outcome = broker
             .engine
