@@ -211,7 +211,6 @@ async fn run_committer(engine: Arc<Engine>, mut flights: mpsc::UnboundedReceiver
         let outcome = commit(&engine, &mut f).await;
         match &outcome {
             Ok(()) => {
-                let budget = engine.cfg.tail_bytes_per_partition;
                 for (partition, m, data) in &f.slices {
                     let entry = IndexEntry {
                         base_offset: m.base_offset,
@@ -222,7 +221,9 @@ async fn run_committer(engine: Arc<Engine>, mut flights: mpsc::UnboundedReceiver
                         len: m.len,
                         cached: Some(data.clone()),
                     };
-                    partition.read_mut().append(entry, &m.producers, budget);
+                    partition
+                        .read_mut()
+                        .append(entry, &m.producers, &engine.tail);
                 }
                 engine.commits.send_modify(|n| *n += 1);
             }

@@ -48,6 +48,8 @@ pub struct EngineConfig {
     pub max_pending_bytes: usize,
     /// Committed bytes per partition kept in memory for tailing consumers.
     pub tail_bytes_per_partition: usize,
+    /// Committed bytes kept in memory across all partitions.
+    pub tail_bytes_total: usize,
     pub auto_create_topics: bool,
     pub default_partitions: i32,
 }
@@ -62,6 +64,7 @@ impl Default for EngineConfig {
             max_inflight_flushes: 4,
             max_pending_bytes: 64 << 20,
             tail_bytes_per_partition: 8 << 20,
+            tail_bytes_total: 512 << 20,
             auto_create_topics: true,
             default_partitions: 1,
         }
@@ -198,6 +201,7 @@ pub struct Engine {
     /// Bumped after every commit; long-polling fetches wait on it.
     pub(crate) commits: watch::Sender<u64>,
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
+    pub(crate) tail: partition::TailBudget,
 }
 
 impl Engine {
@@ -210,6 +214,7 @@ impl Engine {
         store: Arc<dyn ObjectStore>,
     ) -> Result<Arc<Self>> {
         let keys = Keys::new(&cfg.cluster_id);
+        let tail = partition::TailBudget::new(cfg.tail_bytes_per_partition, cfg.tail_bytes_total);
         let epoch = claim_epoch(meta.as_ref(), &keys.broker_epoch(cfg.broker_id)).await?;
         let (commits, _) = watch::channel(0);
         let engine = Arc::new(Self {
@@ -224,6 +229,7 @@ impl Engine {
             space: Notify::new(),
             commits,
             producer_ids: tokio::sync::Mutex::new((0, 0)),
+            tail,
         });
         engine.recover().await?;
         flush::start(engine.clone());
@@ -292,7 +298,7 @@ impl Engine {
                             p.topic, p.index, read.high_watermark, entry.base_offset
                         )));
                     }
-                    read.append(entry, &producers, 0);
+                    read.append(entry, &producers, &self.tail);
                     recovered += 1;
                 }
                 drop(read);

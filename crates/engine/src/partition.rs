@@ -12,6 +12,7 @@
 //! flight; offsets in `[high_watermark, next_offset)` are assigned but not yet durable.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
@@ -123,6 +124,33 @@ pub struct WriteState {
     pub producers: HashMap<i64, ProducerState>,
 }
 
+/// Bounds the in-memory tail: per partition, and across the broker.
+///
+/// When the broker-wide total is exceeded, the partition being appended to gives up
+/// its own oldest bytes first (possibly the new entry too), so memory stays bounded
+/// whatever the number of partitions. Evicted data is read from objects instead.
+#[derive(Debug)]
+pub struct TailBudget {
+    pub per_partition: usize,
+    pub total: usize,
+    used: AtomicUsize,
+}
+
+impl TailBudget {
+    pub fn new(per_partition: usize, total: usize) -> Self {
+        Self {
+            per_partition,
+            total,
+            used: AtomicUsize::new(0),
+        }
+    }
+
+    /// Bytes held across all partitions.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
 /// Committed state.
 #[derive(Debug, Default)]
 pub struct ReadState {
@@ -136,17 +164,22 @@ pub struct ReadState {
 }
 
 impl ReadState {
-    /// Adds a committed entry, keeping at most `tail_budget` bytes cached.
-    pub fn append(&mut self, entry: IndexEntry, producers: &[ProducerBatch], tail_budget: usize) {
+    /// Adds a committed entry, keeping the cached tail within `budget`.
+    pub fn append(&mut self, entry: IndexEntry, producers: &[ProducerBatch], budget: &TailBudget) {
         self.high_watermark = entry.last_offset + 1;
-        self.cached_bytes += entry.cached.as_ref().map_or(0, Bytes::len);
+        let added = entry.cached.as_ref().map_or(0, Bytes::len);
+        self.cached_bytes += added;
+        budget.used.fetch_add(added, Ordering::Relaxed);
         self.index.push(entry);
         for b in producers {
             self.producers.entry(b.producer_id).or_default().record(*b);
         }
-        while self.cached_bytes > tail_budget && self.first_cached < self.index.len() {
+        while (self.cached_bytes > budget.per_partition || budget.used() > budget.total)
+            && self.first_cached < self.index.len()
+        {
             if let Some(bytes) = self.index[self.first_cached].cached.take() {
                 self.cached_bytes -= bytes.len();
+                budget.used.fetch_sub(bytes.len(), Ordering::Relaxed);
             }
             self.first_cached += 1;
         }
@@ -245,6 +278,7 @@ mod tests {
     #[test]
     fn tail_budget_evicts_oldest_and_find_locates_offsets() {
         let mut r = ReadState::default();
+        let budget = TailBudget::new(250, 1 << 20);
         let obj = Arc::new(Path::from("o"));
         for i in 0..4 {
             r.append(
@@ -258,9 +292,10 @@ mod tests {
                     cached: Some(Bytes::from(vec![0u8; 100])),
                 },
                 &[],
-                250,
+                &budget,
             );
         }
+        assert_eq!(budget.used(), 200);
         assert_eq!(r.high_watermark, 40);
         assert!(r.index[0].cached.is_none() && r.index[1].cached.is_none());
         assert!(r.index[2].cached.is_some() && r.index[3].cached.is_some());
@@ -268,5 +303,29 @@ mod tests {
         assert_eq!(r.find(19), Some(1));
         assert_eq!(r.find(35), Some(3));
         assert_eq!(r.find(40), None);
+    }
+
+    #[test]
+    fn broker_wide_budget_bounds_many_partitions() {
+        let budget = TailBudget::new(1000, 300);
+        let obj = Arc::new(Path::from("o"));
+        let mut parts: Vec<ReadState> = (0..10).map(|_| ReadState::default()).collect();
+        for (i, r) in parts.iter_mut().enumerate() {
+            let entry = IndexEntry {
+                base_offset: 0,
+                last_offset: 0,
+                max_timestamp: 0,
+                object: obj.clone(),
+                start: 0,
+                len: 100,
+                cached: Some(Bytes::from(vec![0u8; 100])),
+            };
+            r.append(entry, &[], &budget);
+            assert!(
+                budget.used() <= 300,
+                "after partition {i}: {}",
+                budget.used()
+            );
+        }
     }
 }

@@ -74,6 +74,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_TAIL_BYTES_PER_PARTITION", default_value_t = 8 << 20)]
     pub tail_bytes_per_partition: usize,
 
+    /// Recently committed bytes kept in memory across all partitions.
+    #[arg(long, env = "SLUICE_TAIL_BYTES_TOTAL", default_value_t = 512 << 20)]
+    pub tail_bytes_total: usize,
+
     /// Create topics named in Metadata requests that do not exist, as Kafka does by default.
     #[arg(long, env = "SLUICE_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_create_topics: bool,

@@ -77,6 +77,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_inflight_flushes: args.wal_max_inflight.max(1),
             max_pending_bytes: args.wal_max_pending_bytes,
             tail_bytes_per_partition: args.tail_bytes_per_partition,
+            tail_bytes_total: args.tail_bytes_total,
             auto_create_topics: args.auto_create_topics,
             default_partitions: args.default_partitions.max(1),
         },
