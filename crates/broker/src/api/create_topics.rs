@@ -21,7 +21,12 @@ pub async fn handle(broker: &Broker, req: CreateTopicsRequest, version: i16) -> 
             .engine
             .create_topic(
                 t.name.as_str(),
-                t.num_partitions,
+                // Manual assignments fix the partition count (Kafka sends -1 then).
+                if t.assignments.is_empty() {
+                    t.num_partitions
+                } else {
+                    t.assignments.len() as i32
+                },
                 t.replication_factor,
                 configs,
                 req.validate_only,

@@ -15,7 +15,12 @@ pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> Resp
     let engine = &broker.engine;
     // Before v4 every named topic is auto-created (if the broker allows it).
     let allow_create = version < 4 || req.allow_auto_topic_creation;
-    let topics = match req.topics {
+    // v0 cannot send null: there an empty list means every topic.
+    let all = match &req.topics {
+        None => true,
+        Some(t) => t.is_empty() && version == 0,
+    };
+    let topics = match req.topics.filter(|_| !all) {
         None => engine
             .topics()
             .iter()

@@ -3,6 +3,7 @@
 //! `acks` 0, 1 and all are equally durable when acknowledged: there are no
 //! followers, an acknowledgement means object written and manifest committed.
 
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use sluice_engine::produce::{PartitionRecords, ProduceAck};
@@ -12,6 +13,10 @@ use crate::{errors, has, Broker, Reply};
 
 pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Reply {
     let engine = &broker.engine;
+    if !matches!(req.acks, -1..=1) {
+        let code = ResponseError::InvalidRequiredAcks.code();
+        return Reply::Now(Box::new(ResponseKind::Produce(reject_all(req, code))));
+    }
     // (topic position, partition, Err if rejected before the engine)
     let mut slots: Vec<(usize, i32, Option<EngineError>)> = Vec::new();
     let mut appends = Vec::new();
@@ -76,4 +81,28 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Reply
         }
         ResponseKind::Produce(ProduceResponse::default().with_responses(topics))
     }))
+}
+
+/// Every partition of the request answered with `code`.
+fn reject_all(req: ProduceRequest, code: i16) -> ProduceResponse {
+    ProduceResponse::default().with_responses(
+        req.topic_data
+            .into_iter()
+            .map(|t| {
+                let parts = t
+                    .partition_data
+                    .iter()
+                    .map(|p| {
+                        PartitionProduceResponse::default()
+                            .with_index(p.index)
+                            .with_error_code(code)
+                            .with_base_offset(-1)
+                    })
+                    .collect();
+                TopicProduceResponse::default()
+                    .with_name(t.name)
+                    .with_partition_responses(parts)
+            })
+            .collect(),
+    )
 }

@@ -1,6 +1,7 @@
-//! Every API the broker advertises, at every advertised version, yields a response
-//! that encodes. kafka-protocol refuses to encode a field set in a version that lacks
-//! it, so this catches version gating mistakes before a client does.
+//! Handlers driven with decoded requests, no socket. Above all: every API the broker
+//! advertises, at every advertised version, yields a response that encodes
+//! (kafka-protocol refuses to encode a field set in a version that lacks it, so this
+//! catches version gating mistakes before a client does).
 
 #![allow(clippy::unwrap_used)] // a test: panicking is how it fails
 
@@ -8,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
@@ -174,8 +176,7 @@ fn request(api: ApiKey, topic_id: uuid::Uuid) -> RequestKind {
     }
 }
 
-#[tokio::test]
-async fn every_response_encodes_at_every_advertised_version() {
+async fn broker() -> (Broker, uuid::Uuid) {
     let engine = Engine::open(
         EngineConfig::default(),
         Arc::new(EmbeddedStore::in_memory()),
@@ -197,25 +198,95 @@ async fn every_response_encodes_at_every_advertised_version() {
             cluster_id: "test".into(),
         },
     );
+    (broker, topic.record.id)
+}
+
+async fn call(broker: &Broker, api: ApiKey, version: i16, body: RequestKind) -> ResponseKind {
+    let header = RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(1);
+    let req = Request {
+        header,
+        api_key: api,
+        body,
+    };
+    match broker.handle(req).await {
+        Reply::Now(r) => *r,
+        Reply::Later(f) => f.await,
+        Reply::None => panic!("{api:?} v{version} gave no reply"),
+    }
+}
+
+#[tokio::test]
+async fn every_response_encodes_at_every_advertised_version() {
+    let (broker, topic_id) = broker().await;
     for &(api, min, max) in SUPPORTED {
         for version in min..=max {
-            let header = RequestHeader::default()
-                .with_request_api_key(api as i16)
-                .with_request_api_version(version)
-                .with_correlation_id(1);
-            let req = Request {
-                header,
-                api_key: api,
-                body: request(api, topic.record.id),
-            };
-            let body = match broker.handle(req).await {
-                Reply::Now(r) => *r,
-                Reply::Later(f) => f.await,
-                Reply::None => panic!("{api:?} v{version} gave no reply"),
-            };
+            let body = call(&broker, api, version, request(api, topic_id)).await;
             if let Err(e) = encode_response(api, version, 1, &body, 0) {
                 panic!("{api:?} v{version}: {e}\n{body:?}");
             }
         }
     }
+}
+
+#[tokio::test]
+async fn metadata_v0_empty_list_means_every_topic() {
+    let (broker, _) = broker().await;
+    let all = RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![])));
+    let ResponseKind::Metadata(v0) = call(&broker, ApiKey::Metadata, 0, all.clone()).await else {
+        panic!("not metadata")
+    };
+    assert_eq!(v0.topics.len(), 1);
+    let ResponseKind::Metadata(v1) = call(&broker, ApiKey::Metadata, 1, all).await else {
+        panic!("not metadata")
+    };
+    assert!(
+        v1.topics.is_empty(),
+        "from v1 an empty list asks for no topics"
+    );
+}
+
+#[tokio::test]
+async fn produce_with_invalid_acks_is_refused() {
+    let (broker, id) = broker().await;
+    let RequestKind::Produce(req) = request(ApiKey::Produce, id) else {
+        panic!("not produce")
+    };
+    let body = RequestKind::Produce(req.with_acks(2));
+    let ResponseKind::Produce(resp) = call(&broker, ApiKey::Produce, 9, body).await else {
+        panic!("not produce")
+    };
+    for p in &resp.responses[0].partition_responses {
+        assert_eq!(p.error_code, ResponseError::InvalidRequiredAcks.code());
+    }
+    assert_eq!(
+        broker.engine.topic("every").unwrap().partitions[0]
+            .read()
+            .high_watermark,
+        0
+    );
+}
+
+#[tokio::test]
+async fn create_topics_takes_the_partition_count_from_assignments() {
+    let (broker, _) = broker().await;
+    let body = RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![
+        create_topics_request::CreatableTopic::default()
+            .with_name(topic_name("assigned"))
+            .with_num_partitions(-1)
+            .with_replication_factor(-1)
+            .with_assignments(
+                (0..3)
+                    .map(|i| {
+                        create_topics_request::CreatableReplicaAssignment::default()
+                            .with_partition_index(i)
+                            .with_broker_ids(vec![0.into()])
+                    })
+                    .collect(),
+            ),
+    ]));
+    call(&broker, ApiKey::CreateTopics, 7, body).await;
+    assert_eq!(broker.engine.topic("assigned").unwrap().partitions.len(), 3);
 }
