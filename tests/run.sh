@@ -4,9 +4,9 @@
 # librdkafka) and the client suites (confluent-kafka, kafka-python, aiokafka, kcat)
 # against the real binary. Each test starts and stops the brokers it uses.
 #
-# Services: the tests of this release need no external service (single node,
-# embedded metadata, local objects); etcd and the S3 server join here with the
-# tests that use them.
+# Object stores: the end-to-end and client suites run twice, once with objects in a
+# local directory and once in S3. For the S3 pass each broker gets its own S3 server
+# (moto, PyPI `moto[server]`), started and stopped by the test setup itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,8 +29,14 @@ python3 -m pip install -q --disable-pip-version-check -r tests/clients/requireme
 echo "==> building the broker (release)"
 cargo build --release -p sluice-server
 
-echo "==> Rust tests"
+echo "==> Rust tests (objects in a local directory)"
 cargo test --workspace --all-targets
 
-echo "==> client tests (confluent-kafka, kafka-python, aiokafka, kcat)"
+echo "==> end-to-end tests again, objects in S3"
+SLUICE_E2E_OBJECT_STORE=s3 cargo test -p sluice-e2e
+
+echo "==> client tests (confluent-kafka, kafka-python, aiokafka, kcat), local objects"
 python3 -m pytest tests/clients -q -p no:cacheprovider -W ignore::DeprecationWarning
+
+echo "==> client tests again, objects in S3"
+SLUICE_TEST_OBJECT_STORE=s3 python3 -m pytest tests/clients -q -p no:cacheprovider -W ignore::DeprecationWarning

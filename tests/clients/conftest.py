@@ -3,6 +3,9 @@
 Each test module gets a fresh broker on free loopback ports with its own data
 directory. The binary is $SLUICE_BIN, else target/release/sluice, else
 target/debug/sluice (the test command builds it first).
+
+With SLUICE_TEST_OBJECT_STORE=s3 each module's broker keeps its objects in S3: the
+fixture starts an S3 server (moto) for the module and stops it afterwards.
 """
 
 import os
@@ -37,6 +40,53 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+AWS_TEST_ENV = {
+    "AWS_ACCESS_KEY_ID": "sluice-test",
+    "AWS_SECRET_ACCESS_KEY": "sluice-test",
+    "AWS_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+class S3Server:
+    """moto's S3 server on a free loopback port, with one bucket."""
+
+    def __init__(self, bucket="sluice"):
+        self.port = free_port()
+        self.bucket = bucket
+        self.proc = subprocess.Popen(
+            ["moto_server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.time() + 30
+        while True:
+            try:
+                req = urllib.request.Request(f"{self.endpoint}/{bucket}", method="PUT")
+                with urllib.request.urlopen(req, timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if time.time() > deadline:
+                    self.stop()
+                    raise RuntimeError("moto_server did not start in 30s")
+                time.sleep(0.1)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def keys(self, prefix: str) -> list:
+        url = f"{self.endpoint}/{self.bucket}?list-type=2&prefix={prefix}"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            body = r.read().decode()
+        return [k.split("</Key>")[0] for k in body.split("<Key>")[1:]]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
 class Broker:
     def __init__(self, data_dir: str, extra_args=()):
         self.data_dir = data_dir
@@ -58,7 +108,8 @@ class Broker:
             "--http-listen", f"127.0.0.1:{self.http_port}",
             *self.extra_args,
         ]
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log)
+        env = {**os.environ, **AWS_TEST_ENV}
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log, env=env)
         deadline = time.time() + 30
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -82,10 +133,27 @@ class Broker:
         return self.start()
 
 
+def object_store_args(s3):
+    if s3 is None:
+        return []
+    return [f"--object-store=s3://{s3.bucket}/broker", f"--s3-endpoint={s3.endpoint}"]
+
+
 @pytest.fixture(scope="module")
-def broker():
+def s3():
+    mode = os.environ.get("SLUICE_TEST_OBJECT_STORE", "file")
+    if mode not in ("file", "s3"):
+        raise RuntimeError(f"SLUICE_TEST_OBJECT_STORE={mode}: expected s3 or file")
+    server = S3Server() if mode == "s3" else None
+    yield server
+    if server:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def broker(s3):
     data_dir = tempfile.mkdtemp(prefix="sluice-test-")
-    b = Broker(data_dir).start()
+    b = Broker(data_dir, object_store_args(s3)).start()
     yield b
     b.stop()
     shutil.rmtree(data_dir, ignore_errors=True)

@@ -40,6 +40,10 @@ async fn acknowledged_records_survive_sigterm_and_sigkill() -> anyhow::Result<()
     create_topic(&bootstrap, "durable", 2, &[]).await?;
 
     produce(&bootstrap, 0, 20_000).await?;
+    assert!(
+        sluice.wal_objects() > 0,
+        "objects are in the configured store"
+    );
     sluice.restart()?; // SIGTERM
     assert_eq!(
         read_back(bootstrap.clone(), 20_000).await?,

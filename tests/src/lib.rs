@@ -3,6 +3,10 @@
 //!
 //! The binary is `$SLUICE_BIN`, else `<target>/release/sluice`, else
 //! `<target>/debug/sluice`; the test command builds it first.
+//!
+//! With `SLUICE_E2E_OBJECT_STORE=s3` every broker keeps its objects in S3: each gets
+//! its own S3 server (moto, from PyPI's `moto[server]`), started here and stopped when
+//! the broker is dropped.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -37,6 +41,90 @@ pub fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
+/// Credentials every test process uses against the local S3 server; nothing may
+/// reach the EC2 metadata service.
+pub const AWS_TEST_ENV: &[(&str, &str)] = &[
+    ("AWS_ACCESS_KEY_ID", "sluice-test"),
+    ("AWS_SECRET_ACCESS_KEY", "sluice-test"),
+    ("AWS_REGION", "us-east-1"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+];
+
+/// A local S3-compatible server (moto) with one bucket, stopped on drop.
+pub struct S3Server {
+    pub port: u16,
+    pub bucket: String,
+    child: Child,
+}
+
+impl S3Server {
+    pub fn start() -> Result<Self> {
+        let port = free_port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting moto_server (pip install 'moto[server]')")?;
+        let mut s = Self {
+            port,
+            bucket: "sluice".into(),
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(resp) = s.request("PUT", &format!("/{}", s.bucket)) {
+                if resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200") {
+                    return Ok(s);
+                }
+            }
+            if Instant::now() > deadline {
+                let _ = s.child.kill();
+                bail!("moto_server did not answer on port {port} within 30s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A raw unsigned request (moto accepts them); returns the status line and body.
+    pub fn request(&self, method: &str, path: &str) -> Result<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    }
+
+    /// Keys under `prefix` in the bucket.
+    pub fn keys(&self, prefix: &str) -> Result<Vec<String>> {
+        let body = self.request(
+            "GET",
+            &format!("/{}?list-type=2&prefix={prefix}", self.bucket),
+        )?;
+        Ok(body
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split("</Key>").next())
+            .map(str::to_string)
+            .collect())
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A running (or stopped) broker process.
 pub struct Sluice {
     pub dir: tempfile::TempDir,
@@ -44,17 +132,36 @@ pub struct Sluice {
     pub http_port: u16,
     extra: Vec<String>,
     child: Option<Child>,
+    /// The S3 server of this broker, when it stores objects in S3.
+    pub s3: Option<S3Server>,
 }
 
 impl Sluice {
-    /// Starts a broker with a fresh data directory.
+    /// Starts a broker with a fresh data directory, on S3 when
+    /// `SLUICE_E2E_OBJECT_STORE=s3`.
     pub fn start(extra: &[&str]) -> Result<Self> {
+        let s3 = match std::env::var("SLUICE_E2E_OBJECT_STORE").as_deref() {
+            Ok("s3") => Some(S3Server::start()?),
+            Ok("") | Ok("file") | Err(_) => None,
+            Ok(other) => bail!("SLUICE_E2E_OBJECT_STORE={other}: expected s3 or file"),
+        };
+        Self::start_with(s3, extra)
+    }
+
+    /// Starts a broker whose objects live in `s3` (or a local directory if None).
+    pub fn start_with(s3: Option<S3Server>, extra: &[&str]) -> Result<Self> {
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if let Some(s3) = &s3 {
+            args.push(format!("--object-store=s3://{}/broker", s3.bucket));
+            args.push(format!("--s3-endpoint={}", s3.endpoint()));
+        }
         let mut s = Self {
             dir: tempfile::tempdir()?,
             port: free_port(),
             http_port: free_port(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra: args,
             child: None,
+            s3,
         };
         s.launch()?;
         Ok(s)
@@ -78,6 +185,7 @@ impl Sluice {
             .arg("--http-listen")
             .arg(format!("127.0.0.1:{}", self.http_port))
             .args(&self.extra)
+            .envs(AWS_TEST_ENV.iter().copied())
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .spawn()
@@ -170,9 +278,12 @@ impl Sluice {
         self.launch()
     }
 
-    /// Write-ahead objects under the local object directory.
+    /// Write-ahead objects the broker has written (local directory or S3 bucket).
     pub fn wal_objects(&self) -> usize {
-        count_files(&self.dir.path().join("objects").join("wal"))
+        match &self.s3 {
+            Some(s3) => s3.keys("broker/wal/").map_or(0, |k| k.len()),
+            None => count_files(&self.dir.path().join("objects").join("wal")),
+        }
     }
 }
 

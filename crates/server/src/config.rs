@@ -41,9 +41,35 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_HTTP_LISTEN", default_value = "127.0.0.1:9644")]
     pub http_listen: SocketAddr,
 
-    /// Where objects live: file:///dir or memory:// (default: file://<data-dir>/objects).
+    /// Where objects live: file:///dir, s3://bucket/prefix or memory://
+    /// (default: file://<data-dir>/objects).
     #[arg(long, env = "SLUICE_OBJECT_STORE")]
     pub object_store: Option<String>,
+
+    /// S3 endpoint for S3-compatible servers (MinIO, LocalStack); path-style addressing,
+    /// plain HTTP only for http:// (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, AWS).
+    #[arg(long, env = "SLUICE_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// S3 region (default: AWS_REGION or the AWS profile, then us-east-1).
+    #[arg(long, env = "SLUICE_S3_REGION")]
+    pub s3_region: Option<String>,
+
+    /// Time limit of one S3 request in milliseconds, retries not included.
+    #[arg(long, env = "SLUICE_S3_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub s3_request_timeout_ms: u64,
+
+    /// Retries of one S3 request on 5xx, throttling and connection errors.
+    #[arg(long, env = "SLUICE_S3_MAX_RETRIES", default_value_t = 10)]
+    pub s3_max_retries: usize,
+
+    /// Stop retrying one S3 request after this many milliseconds.
+    #[arg(long, env = "SLUICE_S3_RETRY_TIMEOUT_MS", default_value_t = 60_000)]
+    pub s3_retry_timeout_ms: u64,
+
+    /// S3 requests in flight at once.
+    #[arg(long, env = "SLUICE_S3_MAX_CONCURRENCY", default_value_t = 64)]
+    pub s3_max_concurrency: usize,
 
     /// This broker's node id.
     #[arg(long, env = "SLUICE_BROKER_ID", default_value_t = 0)]
@@ -116,6 +142,18 @@ impl ServeArgs {
             return Err(format!("--advertised-listener: empty host in {adv:?}"));
         }
         Ok((host.trim_matches(['[', ']']).to_string(), i32::from(port)))
+    }
+
+    pub fn s3_options(&self) -> sluice_storage::S3Options {
+        sluice_storage::S3Options {
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            request_timeout: std::time::Duration::from_millis(self.s3_request_timeout_ms),
+            connect_timeout: std::time::Duration::from_secs(5),
+            max_retries: self.s3_max_retries,
+            retry_timeout: std::time::Duration::from_millis(self.s3_retry_timeout_ms),
+            max_concurrency: self.s3_max_concurrency,
+        }
     }
 
     pub fn object_store_url(&self) -> String {

@@ -59,11 +59,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let url = args.object_store_url();
     let store_url =
         ObjectStoreUrl::parse(&url).map_err(|e| anyhow::anyhow!("--object-store: {e}"))?;
-    let store =
-        open_object_store(&store_url).map_err(|e| anyhow::anyhow!("--object-store: {e}"))?;
+    let store = open_object_store(&store_url, &args.s3_options())
+        .await
+        .map_err(|e| anyhow::anyhow!("--object-store: {e}"))?;
     let meta: Arc<dyn MetaStore> = match store_url {
         ObjectStoreUrl::Memory => Arc::new(EmbeddedStore::in_memory()),
-        ObjectStoreUrl::File(_) => {
+        ObjectStoreUrl::File(_) | ObjectStoreUrl::S3 { .. } => {
             let dir = args.data_dir.join("meta");
             Arc::new(EmbeddedStore::open(&dir).map_err(|e| anyhow::anyhow!("--data-dir: {e}"))?)
         }

@@ -10,11 +10,12 @@
 //!   keys never reused (every WAL key carries a fresh ULID).
 //! - Every key is built in [`paths`].
 
+pub mod credentials;
 pub mod paths;
 pub mod store;
 pub mod wal;
 
-pub use store::{open_object_store, ObjectStoreUrl};
+pub use store::{open_object_store, ObjectStoreUrl, S3Options};
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
