@@ -17,7 +17,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use object_store::{PutMode, PutOptions};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use sluice_meta::{Compare, Op, Txn};
 use sluice_storage::{paths, wal::WalObjectBuilder};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
@@ -67,7 +68,7 @@ pub(crate) struct WalBuffer {
 
 /// A flush between its PUT and its commit.
 struct Flight {
-    put: JoinHandle<object_store::Result<object_store::PutResult>>,
+    put: JoinHandle<object_store::Result<()>>,
     object: String,
     slices: Vec<(Arc<Partition>, ManifestSlice, Bytes)>,
     waiters: Vec<oneshot::Sender<FlushResult>>,
@@ -176,13 +177,7 @@ fn write_object(
         .collect();
     let store = engine.store.clone();
     let put_key = key.clone();
-    let put = tokio::spawn(async move {
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        store.put_opts(&put_key, payload, opts).await
-    });
+    let put = tokio::spawn(async move { put_create_only(store.as_ref(), &put_key, payload).await });
     Flight {
         put,
         object: key.to_string(),
@@ -192,6 +187,36 @@ fn write_object(
         bytes,
         seq,
         _permit: permit,
+    }
+}
+
+/// Writes a new object with `If-None-Match: *`.
+///
+/// A request that timed out may still have landed; the client's retry then finds the
+/// key taken. Keys carry a fresh ULID, so an existing object of our exact size is our
+/// own earlier attempt, not someone else's.
+async fn put_create_only(
+    store: &dyn ObjectStore,
+    key: &Path,
+    payload: PutPayload,
+) -> object_store::Result<()> {
+    let len = payload.content_length() as u64;
+    let opts = PutOptions {
+        mode: PutMode::Create,
+        ..Default::default()
+    };
+    match store.put_opts(key, payload, opts).await {
+        Ok(_) => Ok(()),
+        Err(object_store::Error::AlreadyExists { path, source }) => {
+            let existing = store.head(key).await?;
+            if existing.size == len {
+                tracing::info!(object = %key, "create found its own earlier attempt in place");
+                Ok(())
+            } else {
+                Err(object_store::Error::AlreadyExists { path, source })
+            }
+        }
+        Err(e) => Err(e),
     }
 }
 

@@ -32,6 +32,9 @@ enum PutFate {
     Fail,
     Delay(Duration),
     DelayThenFail(Duration),
+    /// The write lands but the caller hears "already exists", as when a timed-out
+    /// request completed and the client's retry found the key taken.
+    LandsButReportedTaken,
 }
 
 #[derive(Debug)]
@@ -72,8 +75,15 @@ impl ObjectStore for Faulty {
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
         let fate = self.fates.lock().unwrap().pop_front().flatten();
+        if let Some(PutFate::LandsButReportedTaken) = fate {
+            self.inner.put_opts(location, payload, opts).await?;
+            return Err(object_store::Error::AlreadyExists {
+                path: location.to_string(),
+                source: "injected: the retry found the first attempt".into(),
+            });
+        }
         let (delay, fail) = match fate {
-            None => (Duration::ZERO, false),
+            None | Some(PutFate::LandsButReportedTaken) => (Duration::ZERO, false),
             Some(PutFate::Fail) => (Duration::ZERO, true),
             Some(PutFate::Delay(d)) => (d, false),
             Some(PutFate::DelayThenFail(d)) => (d, true),
@@ -323,4 +333,19 @@ async fn a_newer_process_with_the_same_broker_id_fences_the_old_one() {
         values(&new, &new_topic).await,
         vec![(0, "before".into()), (1, "after".into())]
     );
+}
+
+#[tokio::test]
+async fn a_create_that_landed_before_its_retry_counts_as_written() {
+    let store = Faulty::new();
+    let meta = EmbeddedStore::in_memory();
+    let (engine, topic) = open(&meta, store.clone()).await;
+    store.plan(&[Some(PutFate::LandsButReportedTaken)]);
+    assert_eq!(
+        produce(&engine, &topic, batch(&["landed"], None))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(values(&engine, &topic).await, vec![(0, "landed".into())]);
 }
