@@ -239,6 +239,17 @@ impl Sluice {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
+    /// A counter from `/metrics`: the sum of every series named `name` whose labels
+    /// contain `label` (e.g. `kind="put"`).
+    pub fn metric(&self, name: &str, label: &str) -> Result<f64> {
+        let body = self.http_get("/metrics")?;
+        Ok(body
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child

@@ -8,7 +8,13 @@
 //!    the producer can; prints MB/s, msgs/s and object PUTs per GiB.
 //! 2. latency: a fixed `--rate` for `--rate-seconds` with a consumer tailing the
 //!    topic; prints produce (ack) latency and end-to-end latency percentiles.
-//! 3. catch-up: a fresh consumer reads everything from phase 1; prints MB/s.
+//! 3. catch-up: a fresh consumer reads everything from phase 1; prints MB/s and GETs
+//!    per GiB read.
+//! 4. PUT rate: the latency phase's byte rate over 1 and over 1,000 partitions
+//!    (`--put-rate-partitions`); prints PUTs per second for each.
+//!
+//! `--s3` keeps the broker's objects in a local S3 server (moto) instead of a
+//! directory. Request counts come from the broker's `/metrics`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,7 +28,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
-use sluice_e2e::Sluice;
+use sluice_e2e::{S3Server, Sluice};
 
 #[derive(Parser)]
 #[command(about = "Benchmark a Sluice broker with librdkafka")]
@@ -44,6 +50,22 @@ struct Args {
     rate: u64,
     #[arg(long, default_value_t = 10)]
     rate_seconds: u64,
+    /// Store objects in a local S3 server (moto) the benchmark starts.
+    #[arg(long)]
+    s3: bool,
+    /// Partition counts for the PUT-rate phase (same byte rate each); empty to skip.
+    #[arg(long, value_delimiter = ',', default_value = "1,1000")]
+    put_rate_partitions: Vec<i32>,
+}
+
+/// Object-store requests of `kind` the broker has made so far.
+fn requests(broker: Option<&Sluice>, kind: &str) -> Option<f64> {
+    broker?
+        .metric(
+            "sluice_object_store_requests_total",
+            &format!("kind=\"{kind}\""),
+        )
+        .ok()
 }
 
 /// Counts acknowledgements and records ack latency (when a send time is attached).
@@ -156,21 +178,23 @@ fn main() -> Result<()> {
     let extra: Vec<&str> = args.broker_arg.iter().map(String::as_str).collect();
     let own = match &args.bootstrap {
         Some(_) => None,
-        None => Some(Sluice::start(&extra)?),
+        None if args.s3 => Some(Sluice::start_with(Some(S3Server::start()?), &extra)?),
+        None => Some(Sluice::start_with(None, &extra)?),
     };
     let bootstrap = args
         .bootstrap
         .clone()
         .unwrap_or_else(|| own.as_ref().map(Sluice::bootstrap).unwrap_or_default());
     let mb = |bytes: f64| bytes / 1e6;
-    println!(
-        "broker: {}",
-        if own.is_some() {
-            "started by the benchmark (embedded metadata, local objects)"
-        } else {
-            "external"
-        }
-    );
+    let store = if args.s3 {
+        "objects in S3 (moto)"
+    } else {
+        "local objects"
+    };
+    match &own {
+        Some(_) => println!("broker: started by the benchmark (embedded metadata, {store})"),
+        None => println!("broker: external"),
+    }
     println!(
         "messages: {} x {} B over {} partitions, acks=all",
         args.messages, args.value_size, args.partitions
@@ -181,7 +205,7 @@ fn main() -> Result<()> {
     let value = vec![b'x'; args.value_size];
     let acks = Arc::new(Acks::default());
     let p = producer(&bootstrap, acks.clone(), "5")?;
-    let objects_before = own.as_ref().map_or(0, Sluice::wal_objects);
+    let puts_before = requests(own.as_ref(), "put");
     let start = Instant::now();
     for i in 0..args.messages {
         send(
@@ -203,13 +227,10 @@ fn main() -> Result<()> {
         "produce_throughput_msgs_s: {:.0}",
         args.messages as f64 / secs
     );
-    if let Some(s) = &own {
-        let puts = s.wal_objects() - objects_before;
-        println!("wal_objects: {puts}");
-        println!(
-            "puts_per_gib: {:.0}",
-            puts as f64 / (bytes / (1u64 << 30) as f64)
-        );
+    let gib = |b: f64| b / (1u64 << 30) as f64;
+    if let (Some(before), Some(after)) = (puts_before, requests(own.as_ref(), "put")) {
+        println!("object_puts: {}", after - before);
+        println!("puts_per_gib: {:.0}", (after - before) / gib(bytes));
     }
 
     // 2. Latency at a fixed rate, with a tailing consumer for end-to-end latency.
@@ -289,6 +310,7 @@ fn main() -> Result<()> {
         args.partitions,
         Offset::Beginning,
     )?;
+    let gets_before = requests(own.as_ref(), "get");
     let start = Instant::now();
     let mut n = 0u64;
     let mut read_bytes = 0usize;
@@ -305,5 +327,38 @@ fn main() -> Result<()> {
     }
     println!("catchup_consume_mb_s: {:.1}", mb(read_bytes as f64) / secs);
     println!("catchup_consume_msgs_s: {:.0}", n as f64 / secs);
+    if let (Some(before), Some(after)) = (gets_before, requests(own.as_ref(), "get")) {
+        println!("catchup_object_gets: {}", after - before);
+        println!(
+            "gets_per_gib_read: {:.0}",
+            (after - before) / gib(read_bytes as f64)
+        );
+    }
+    drop(c);
+
+    // 4. The same byte rate over few and many partitions costs the same PUTs.
+    for &partitions in &args.put_rate_partitions {
+        let topic = format!("bench-puts-{partitions}");
+        create_topic(&bootstrap, &topic, partitions)?;
+        let acks = Arc::new(Acks::default());
+        let p = producer(&bootstrap, acks.clone(), "0")?;
+        let before = requests(own.as_ref(), "put");
+        let start = Instant::now();
+        for i in 0..expected {
+            let due = start + interval * i as u32;
+            while Instant::now() < due {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            send(&p, &topic, (i % partitions as u64) as i32, &value, None)?;
+        }
+        p.flush(Duration::from_secs(60))?;
+        let secs = start.elapsed().as_secs_f64();
+        if let (Some(before), Some(after)) = (before, requests(own.as_ref(), "put")) {
+            println!(
+                "puts_per_s_{partitions}_partitions: {:.1}",
+                (after - before) / secs
+            );
+        }
+    }
     Ok(())
 }

@@ -37,7 +37,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_ADVERTISED_LISTENER")]
     pub advertised_listener: Option<String>,
 
-    /// Address of the HTTP endpoints (/healthz, /readyz).
+    /// Address of the HTTP endpoints (/healthz, /readyz, /metrics).
     #[arg(long, env = "SLUICE_HTTP_LISTEN", default_value = "127.0.0.1:9644")]
     pub http_listen: SocketAddr,
 

@@ -1,25 +1,44 @@
 //! HTTP endpoints: `/healthz` (the process is alive), `/readyz` (metadata store and
-//! object store answer).
+//! object store answer), `/metrics` (Prometheus text).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::routing::get;
 use axum::Router;
 use object_store::ObjectStoreExt;
 use sluice_engine::Engine;
+use sluice_storage::metered::StoreMetrics;
 
-pub fn router(engine: Arc<Engine>) -> Router {
+#[derive(Clone)]
+struct HttpState {
+    engine: Arc<Engine>,
+    store_metrics: Arc<StoreMetrics>,
+}
+
+pub fn router(engine: Arc<Engine>, store_metrics: Arc<StoreMetrics>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(engine)
+        .route("/metrics", get(metrics))
+        .with_state(HttpState {
+            engine,
+            store_metrics,
+        })
 }
 
-async fn readyz(State(engine): State<Arc<Engine>>) -> (StatusCode, String) {
-    match probe(&engine, Duration::from_secs(2)).await {
+async fn metrics(
+    State(state): State<HttpState>,
+) -> ([(header::HeaderName, &'static str); 1], String) {
+    let mut out = String::with_capacity(8192);
+    state.store_metrics.render(&mut out);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+async fn readyz(State(state): State<HttpState>) -> (StatusCode, String) {
+    match probe(&state.engine, Duration::from_secs(2)).await {
         Ok(()) => (StatusCode::OK, "ready\n".into()),
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -16,6 +16,7 @@ use clap::Parser;
 use sluice_broker::{Broker, BrokerIdentity};
 use sluice_engine::{Engine, EngineConfig};
 use sluice_meta::{EmbeddedStore, MetaStore};
+use sluice_storage::metered::{MeteredStore, StoreMetrics};
 use sluice_storage::{open_object_store, ObjectStoreUrl};
 use tokio::net::TcpListener;
 
@@ -62,6 +63,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = open_object_store(&store_url, &args.s3_options())
         .await
         .map_err(|e| anyhow::anyhow!("--object-store: {e}"))?;
+    let store_metrics = Arc::new(StoreMetrics::default());
+    let store: Arc<dyn object_store::ObjectStore> =
+        Arc::new(MeteredStore::new(store, store_metrics.clone()));
     let meta: Arc<dyn MetaStore> = match store_url {
         ObjectStoreUrl::Memory => Arc::new(EmbeddedStore::in_memory()),
         ObjectStoreUrl::File(_) | ObjectStoreUrl::S3 { .. } => {
@@ -114,7 +118,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
 
     let http_task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(http, http::router(engine.clone()).into_make_service()).await {
+        if let Err(e) = axum::serve(
+            http,
+            http::router(engine.clone(), store_metrics).into_make_service(),
+        )
+        .await
+        {
             tracing::error!(error = %e, "http server stopped");
         }
     });

@@ -11,6 +11,7 @@
 //! - Every key is built in [`paths`].
 
 pub mod credentials;
+pub mod metered;
 pub mod paths;
 pub mod store;
 pub mod wal;
