@@ -46,6 +46,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_OBJECT_STORE")]
     pub object_store: Option<String>,
 
+    /// Inject object-store faults, for tests and experiments, e.g.
+    /// "latency=50ms,jitter=20ms,error-rate=0.01,hang-rate=0.001,hang=30s,burst=5s/60s".
+    #[arg(long, env = "SLUICE_OBJECT_STORE_FAULTS")]
+    pub object_store_faults: Option<String>,
+
     /// S3 endpoint for S3-compatible servers (MinIO, LocalStack); path-style addressing,
     /// plain HTTP only for http:// (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, AWS).
     #[arg(long, env = "SLUICE_S3_ENDPOINT")]

@@ -16,6 +16,7 @@ use clap::Parser;
 use sluice_broker::{Broker, BrokerIdentity};
 use sluice_engine::{Engine, EngineConfig};
 use sluice_meta::{EmbeddedStore, MetaStore};
+use sluice_storage::faults::{FaultSpec, FaultyStore};
 use sluice_storage::metered::{MeteredStore, StoreMetrics};
 use sluice_storage::{open_object_store, ObjectStoreUrl};
 use tokio::net::TcpListener;
@@ -63,6 +64,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = open_object_store(&store_url, &args.s3_options())
         .await
         .map_err(|e| anyhow::anyhow!("--object-store: {e}"))?;
+    let store = match &args.object_store_faults {
+        None => store,
+        Some(spec) => {
+            let spec = FaultSpec::parse(spec)
+                .map_err(|e| anyhow::anyhow!("--object-store-faults: {e}"))?;
+            tracing::warn!(?spec, "injecting object-store faults");
+            Arc::new(FaultyStore::new(store, spec))
+        }
+    };
     let store_metrics = Arc::new(StoreMetrics::default());
     let store: Arc<dyn object_store::ObjectStore> =
         Arc::new(MeteredStore::new(store, store_metrics.clone()));

@@ -11,6 +11,7 @@
 //! - Every key is built in [`paths`].
 
 pub mod credentials;
+pub mod faults;
 pub mod metered;
 pub mod paths;
 pub mod store;
@@ -23,6 +24,8 @@ pub use store::{open_object_store, ObjectStoreUrl, S3Options};
 pub enum StorageError {
     #[error("invalid object store url: url={url}: {reason}")]
     InvalidUrl { url: String, reason: String },
+    #[error("invalid fault spec: spec={spec:?}: {reason}")]
+    InvalidFaultSpec { spec: String, reason: String },
     #[error("object store error: {0}")]
     ObjectStore(#[from] object_store::Error),
     #[error("wal object is corrupt: key={key}: {reason}")]
