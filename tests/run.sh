@@ -4,9 +4,11 @@
 # librdkafka) and the client suites (confluent-kafka, kafka-python, aiokafka, kcat)
 # against the real binary. Each test starts and stops the brokers it uses.
 #
-# Object stores: the end-to-end and client suites run twice, once with objects in a
-# local directory and once in S3. For the S3 pass each broker gets its own S3 server
-# (moto, PyPI `moto[server]`), started and stopped by the test setup itself.
+# Object stores: the end-to-end and client suites run with objects in a local
+# directory and again in S3. For the S3 pass each broker gets its own S3 server (moto,
+# PyPI `moto[server]`), started and stopped by the test setup itself. Where Python 3.13
+# exists, the client suites also run against LocalStack on this host
+# (localstack/run-host.sh installs and starts it, and stops it afterwards).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +16,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 need_apt=()
 command -v kcat >/dev/null || need_apt+=(kcat)
+command -v curl >/dev/null || need_apt+=(curl)
 command -v make >/dev/null || need_apt+=(make)
 command -v g++ >/dev/null || need_apt+=(g++)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
@@ -38,5 +41,19 @@ SLUICE_E2E_OBJECT_STORE=s3 cargo test -p sluice-e2e
 echo "==> client tests (confluent-kafka, kafka-python, aiokafka, kcat), local objects"
 python3 -m pytest tests/clients -q -p no:cacheprovider -W ignore::DeprecationWarning
 
-echo "==> client tests again, objects in S3"
+echo "==> client tests again, objects in S3 (moto)"
 SLUICE_TEST_OBJECT_STORE=s3 python3 -m pytest tests/clients -q -p no:cacheprovider -W ignore::DeprecationWarning
+
+# LocalStack needs Python 3.13; where it exists, the client suites run on it too.
+if [ -n "${LOCALSTACK_PYTHON:-}" ] || [ -x /root/.pyenv/versions/3.13.0/bin/python3 ] || command -v python3.13 >/dev/null; then
+  echo "==> client tests again, objects in LocalStack S3 (on this host)"
+  trap './localstack/run-host.sh stop' EXIT
+  ./localstack/run-host.sh start
+  SLUICE_TEST_OBJECT_STORE=s3 SLUICE_TEST_S3_ENDPOINT=http://127.0.0.1:4566 \
+    python3 -m pytest tests/clients -q -p no:cacheprovider -W ignore::DeprecationWarning \
+    --deselect tests/clients/test_s3_faults.py
+  ./localstack/run-host.sh stop
+  trap - EXIT
+else
+  echo "==> LocalStack pass not run: no Python 3.13 on this machine (set LOCALSTACK_PYTHON)"
+fi

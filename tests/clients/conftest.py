@@ -49,15 +49,20 @@ AWS_TEST_ENV = {
 
 
 class S3Server:
-    """moto's S3 server on a free loopback port, with one bucket."""
+    """An S3 server with one bucket: moto on a free loopback port, or, when
+    `endpoint` is given, an S3 server already running there (LocalStack)."""
 
-    def __init__(self, bucket="sluice"):
-        self.port = free_port()
+    def __init__(self, bucket="sluice", endpoint=None):
         self.bucket = bucket
-        self.proc = subprocess.Popen(
-            ["moto_server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        self.proc = None
+        if endpoint:
+            self.port = int(endpoint.rsplit(":", 1)[1])
+        else:
+            self.port = free_port()
+            self.proc = subprocess.Popen(
+                ["moto_server", "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
         deadline = time.time() + 30
         while True:
             try:
@@ -82,7 +87,7 @@ class S3Server:
         return [k.split("</Key>")[0] for k in body.split("<Key>")[1:]]
 
     def stop(self):
-        if self.proc.poll() is None:
+        if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(timeout=10)
 
@@ -144,7 +149,15 @@ def s3():
     mode = os.environ.get("SLUICE_TEST_OBJECT_STORE", "file")
     if mode not in ("file", "s3"):
         raise RuntimeError(f"SLUICE_TEST_OBJECT_STORE={mode}: expected s3 or file")
-    server = S3Server() if mode == "s3" else None
+    # SLUICE_TEST_S3_ENDPOINT points at a running S3 server (e.g. LocalStack); each
+    # module then gets its own bucket there. Otherwise each module starts moto.
+    external = os.environ.get("SLUICE_TEST_S3_ENDPOINT")
+    if mode != "s3":
+        server = None
+    elif external:
+        server = S3Server(bucket=unique("sluice").lower(), endpoint=external)
+    else:
+        server = S3Server()
     yield server
     if server:
         server.stop()
