@@ -1,136 +1,36 @@
 //! The flush/commit pipeline under failures: a failed PUT fails its producers and
 //! every later pending flush, offsets are reassigned from the high watermark, commits
 //! apply in order when PUTs finish out of order, and a newer process fences an older
-//! one. Uses an object store wrapper that fails or delays PUTs on demand.
+//! one. Uses the fault-injecting store with scripted PUT fates.
 
 #![allow(clippy::unwrap_used)] // a test: panicking is how it fails
 
-use std::collections::{BTreeMap, VecDeque};
-use std::fmt;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use futures::stream::BoxStream;
+use futures::StreamExt;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
+use object_store::ObjectStore;
 use sluice_engine::produce::PartitionRecords;
 use sluice_engine::{Engine, EngineConfig, EngineError, Topic};
 use sluice_meta::EmbeddedStore;
+use sluice_storage::faults::{FaultSpec, FaultyStore, PutFate};
 
-/// What the next PUTs do, in order; absent entries succeed at once.
-#[derive(Debug, Clone, Copy)]
-enum PutFate {
-    Fail,
-    Delay(Duration),
-    DelayThenFail(Duration),
-    /// The write lands but the caller hears "already exists", as when a timed-out
-    /// request completed and the client's retry found the key taken.
-    LandsButReportedTaken,
+fn faulty() -> Arc<FaultyStore> {
+    Arc::new(FaultyStore::new(
+        Arc::new(InMemory::new()),
+        FaultSpec::default(),
+    ))
 }
 
-#[derive(Debug)]
-struct Faulty {
-    inner: InMemory,
-    fates: Mutex<VecDeque<Option<PutFate>>>,
-}
-
-impl Faulty {
-    fn new() -> Arc<Self> {
-        Arc::new(Self {
-            inner: InMemory::new(),
-            fates: Mutex::default(),
-        })
-    }
-    fn plan(&self, fates: &[Option<PutFate>]) {
-        self.fates.lock().unwrap().extend(fates.iter().copied());
-    }
-
-    async fn wal_objects(&self) -> usize {
-        use futures::StreamExt;
-        self.inner.list(Some(&Path::from("wal"))).count().await
-    }
-}
-
-impl fmt::Display for Faulty {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Faulty")
-    }
-}
-
-#[async_trait]
-impl ObjectStore for Faulty {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        let fate = self.fates.lock().unwrap().pop_front().flatten();
-        if let Some(PutFate::LandsButReportedTaken) = fate {
-            self.inner.put_opts(location, payload, opts).await?;
-            return Err(object_store::Error::AlreadyExists {
-                path: location.to_string(),
-                source: "injected: the retry found the first attempt".into(),
-            });
-        }
-        let (delay, fail) = match fate {
-            None | Some(PutFate::LandsButReportedTaken) => (Duration::ZERO, false),
-            Some(PutFate::Fail) => (Duration::ZERO, true),
-            Some(PutFate::Delay(d)) => (d, false),
-            Some(PutFate::DelayThenFail(d)) => (d, true),
-        };
-        tokio::time::sleep(delay).await;
-        if fail {
-            return Err(object_store::Error::Generic {
-                store: "Faulty",
-                source: "injected PUT failure".into(),
-            });
-        }
-        self.inner.put_opts(location, payload, opts).await
-    }
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
+async fn wal_objects(store: &FaultyStore) -> usize {
+    store.list(Some(&Path::from("wal"))).count().await
 }
 
 fn batch(values: &[&str], producer: Option<(i64, i32)>) -> Bytes {
@@ -166,7 +66,7 @@ fn batch(values: &[&str], producer: Option<(i64, i32)>) -> Bytes {
     buf.freeze()
 }
 
-async fn open(meta: &EmbeddedStore, store: Arc<Faulty>) -> (Arc<Engine>, Arc<Topic>) {
+async fn open(meta: &EmbeddedStore, store: Arc<FaultyStore>) -> (Arc<Engine>, Arc<Topic>) {
     let engine = Engine::open(EngineConfig::default(), Arc::new(meta.clone()), store)
         .await
         .unwrap();
@@ -211,11 +111,11 @@ async fn values(engine: &Engine, topic: &Topic) -> Vec<(i64, String)> {
 
 #[tokio::test]
 async fn a_failed_flush_fails_its_producers_and_offsets_are_reassigned() {
-    let store = Faulty::new();
+    let store = faulty();
     let meta = EmbeddedStore::in_memory();
     let (engine, topic) = open(&meta, store.clone()).await;
 
-    store.plan(&[Some(PutFate::Fail)]);
+    store.script_puts([PutFate::Fail]);
     let err = produce(&engine, &topic, batch(&["lost-1", "lost-2"], Some((7, 0)))).await;
     assert!(matches!(err, Err(EngineError::FlushFailed(_))), "{err:?}");
     assert_eq!(topic.partition(0).unwrap().read().high_watermark, 0);
@@ -242,14 +142,14 @@ async fn a_failed_flush_fails_its_producers_and_offsets_are_reassigned() {
 
 #[tokio::test]
 async fn a_failure_also_fails_later_flushes_already_in_flight() {
-    let store = Faulty::new();
+    let store = faulty();
     let meta = EmbeddedStore::in_memory();
     let (engine, topic) = open(&meta, store.clone()).await;
     // First flush fails late; the second PUT succeeds at once but must not commit,
     // because its offsets assumed the first succeeded.
-    store.plan(&[
-        Some(PutFate::DelayThenFail(Duration::from_millis(200))),
-        None,
+    store.script_puts([
+        PutFate::DelayThenFail(Duration::from_millis(200)),
+        PutFate::Succeed,
     ]);
     let first = {
         let e = engine.clone();
@@ -261,7 +161,7 @@ async fn a_failure_also_fails_later_flushes_already_in_flight() {
     let first = first.await.unwrap();
     assert!(first.is_err() && second.is_err(), "{first:?} {second:?}");
     assert_eq!(
-        store.wal_objects().await,
+        wal_objects(&store).await,
         1,
         "the second flush wrote its own object, now an orphan"
     );
@@ -275,10 +175,10 @@ async fn a_failure_also_fails_later_flushes_already_in_flight() {
 
 #[tokio::test]
 async fn commits_apply_in_offset_order_when_puts_finish_out_of_order() {
-    let store = Faulty::new();
+    let store = faulty();
     let meta = EmbeddedStore::in_memory();
     let (engine, topic) = open(&meta, store.clone()).await;
-    store.plan(&[Some(PutFate::Delay(Duration::from_millis(300))), None]);
+    store.script_puts([PutFate::Delay(Duration::from_millis(300)), PutFate::Succeed]);
     let order = Arc::new(Mutex::new(Vec::new()));
     let spawn = |v: &'static str| {
         let (e, t, o) = (engine.clone(), topic.clone(), order.clone());
@@ -305,7 +205,7 @@ async fn commits_apply_in_offset_order_when_puts_finish_out_of_order() {
 
 #[tokio::test]
 async fn a_newer_process_with_the_same_broker_id_fences_the_old_one() {
-    let store = Faulty::new();
+    let store = faulty();
     let meta = EmbeddedStore::in_memory();
     let (old, old_topic) = open(&meta, store.clone()).await;
     assert_eq!(
@@ -337,10 +237,10 @@ async fn a_newer_process_with_the_same_broker_id_fences_the_old_one() {
 
 #[tokio::test]
 async fn a_create_that_landed_before_its_retry_counts_as_written() {
-    let store = Faulty::new();
+    let store = faulty();
     let meta = EmbeddedStore::in_memory();
     let (engine, topic) = open(&meta, store.clone()).await;
-    store.plan(&[Some(PutFate::LandsButReportedTaken)]);
+    store.script_puts([PutFate::LandsButReportedTaken]);
     assert_eq!(
         produce(&engine, &topic, batch(&["landed"], None))
             .await

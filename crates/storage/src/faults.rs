@@ -12,11 +12,13 @@
 //! - `burst=ON/PERIOD`: every request fails during the first `ON` of each `PERIOD`
 //!   (counted from start), like an S3 SlowDown storm.
 //!
-//! The broker uses it when started with `--object-store-faults SPEC`.
+//! The broker uses it when started with `--object-store-faults SPEC`. Tests can also
+//! script the exact fate of the next PUTs ([`FaultyStore::script_puts`]).
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -106,12 +108,26 @@ impl FaultSpec {
     }
 }
 
+/// A scripted outcome for one PUT (tests that need exact sequences of failures).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutFate {
+    /// Succeeds without any injected fault.
+    Succeed,
+    Fail,
+    Delay(Duration),
+    DelayThenFail(Duration),
+    /// The write lands but the caller hears "already exists", as when a timed-out
+    /// request completed and the client's retry found the key taken.
+    LandsButReportedTaken,
+}
+
 /// The fault-injecting wrapper.
 #[derive(Debug)]
 pub struct FaultyStore {
     inner: Arc<dyn ObjectStore>,
     spec: FaultSpec,
     started: Instant,
+    scripted_puts: Mutex<VecDeque<PutFate>>,
 }
 
 impl FaultyStore {
@@ -120,7 +136,23 @@ impl FaultyStore {
             inner,
             spec,
             started: Instant::now(),
+            scripted_puts: Mutex::default(),
         }
+    }
+
+    /// The next PUTs meet these fates, in order; afterwards the spec applies again.
+    pub fn script_puts(&self, fates: impl IntoIterator<Item = PutFate>) {
+        self.scripted_puts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(fates);
+    }
+
+    fn next_scripted_put(&self) -> Option<PutFate> {
+        self.scripted_puts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()
     }
 
     /// Waits and decides whether this request fails.
@@ -169,7 +201,27 @@ impl ObjectStore for FaultyStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        self.before("put").await?;
+        let (delay, fail) = match self.next_scripted_put() {
+            None => {
+                self.before("put").await?;
+                return self.inner.put_opts(location, payload, opts).await;
+            }
+            Some(PutFate::LandsButReportedTaken) => {
+                self.inner.put_opts(location, payload, opts).await?;
+                return Err(object_store::Error::AlreadyExists {
+                    path: location.to_string(),
+                    source: "injected: the retry found the first attempt".into(),
+                });
+            }
+            Some(PutFate::Succeed) => (Duration::ZERO, false),
+            Some(PutFate::Fail) => (Duration::ZERO, true),
+            Some(PutFate::Delay(d)) => (d, false),
+            Some(PutFate::DelayThenFail(d)) => (d, true),
+        };
+        tokio::time::sleep(delay).await;
+        if fail {
+            return Err(injected("put", "scripted failure"));
+        }
         self.inner.put_opts(location, payload, opts).await
     }
 
