@@ -131,6 +131,8 @@ pub struct Sluice {
     pub port: u16,
     pub http_port: u16,
     extra: Vec<String>,
+    /// Environment changes after AWS_TEST_ENV: `None` removes the variable.
+    env: Vec<(String, Option<String>)>,
     child: Option<Child>,
     /// The S3 server of this broker, when it stores objects in S3.
     pub s3: Option<S3Server>,
@@ -150,6 +152,26 @@ impl Sluice {
 
     /// Starts a broker whose objects live in `s3` (or a local directory if None).
     pub fn start_with(s3: Option<S3Server>, extra: &[&str]) -> Result<Self> {
+        Self::start_with_env(s3, extra, &[])
+    }
+
+    /// Like [`Sluice::start_with`], with environment changes on top of the test
+    /// credentials (`None` removes a variable).
+    pub fn start_with_env(
+        s3: Option<S3Server>,
+        extra: &[&str],
+        env: &[(&str, Option<&str>)],
+    ) -> Result<Self> {
+        Self::start_within(s3, extra, env, Duration::from_secs(30))
+    }
+
+    /// Starts a broker and waits at most `ready_within` for `/readyz`.
+    pub fn start_within(
+        s3: Option<S3Server>,
+        extra: &[&str],
+        env: &[(&str, Option<&str>)],
+        ready_within: Duration,
+    ) -> Result<Self> {
         let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         if let Some(s3) = &s3 {
             args.push(format!("--object-store=s3://{}/broker", s3.bucket));
@@ -160,10 +182,14 @@ impl Sluice {
             port: free_port(),
             http_port: free_port(),
             extra: args,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+                .collect(),
             child: None,
             s3,
         };
-        s.launch()?;
+        s.launch_within(ready_within)?;
         Ok(s)
     }
 
@@ -172,11 +198,23 @@ impl Sluice {
     }
 
     fn launch(&mut self) -> Result<()> {
+        self.launch_within(Duration::from_secs(30))
+    }
+
+    fn launch_within(&mut self, ready_within: Duration) -> Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("broker.log"))?;
-        let child = Command::new(sluice_bin()?)
+        let mut cmd = Command::new(sluice_bin()?);
+        cmd.envs(AWS_TEST_ENV.iter().copied());
+        for (k, v) in &self.env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        let child = cmd
             .arg("serve")
             .arg("--data-dir")
             .arg(self.dir.path())
@@ -185,13 +223,12 @@ impl Sluice {
             .arg("--http-listen")
             .arg(format!("127.0.0.1:{}", self.http_port))
             .args(&self.extra)
-            .envs(AWS_TEST_ENV.iter().copied())
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .spawn()
             .context("spawning sluice")?;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + ready_within;
         while Instant::now() < deadline {
             if let Some(status) = self
                 .child
@@ -208,7 +245,12 @@ impl Sluice {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!("sluice not ready after 30s; log:\n{}", self.log())
+        let readyz = self.http_get("/readyz").unwrap_or_default();
+        bail!(
+            "sluice not ready after {ready_within:?}: {}\nlog:\n{}",
+            readyz.lines().last().unwrap_or_default(),
+            self.log()
+        )
     }
 
     /// The broker's log so far.
