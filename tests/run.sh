@@ -12,22 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-
-need_apt=()
-command -v kcat >/dev/null || need_apt+=(kcat)
-command -v curl >/dev/null || need_apt+=(curl)
-command -v make >/dev/null || need_apt+=(make)
-command -v g++ >/dev/null || need_apt+=(g++)
-command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "==> installing Debian packages: ${need_apt[*]}"
-  as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${need_apt[@]}"
-fi
-
-echo "==> installing Python client libraries"
-python3 -m pip install -q --disable-pip-version-check -r tests/clients/requirements.txt
+./tests/install-deps.sh
 
 echo "==> building the broker (release)"
 cargo build --release -p sluice-server
@@ -35,14 +20,14 @@ cargo build --release -p sluice-server
 echo "==> Rust tests (objects in a local directory)"
 cargo test --workspace --all-targets
 
+echo "==> etcd metadata store: conformance against a real etcd (started by the test)"
+cargo test -p sluice-meta --features etcd
+
 echo "==> end-to-end tests again, objects in S3"
 SLUICE_E2E_OBJECT_STORE=s3 cargo test -p sluice-e2e
 
 echo "==> client tests (confluent-kafka, kafka-python, aiokafka, kcat), local objects"
 python3 -m pytest tests/clients -q -p no:cacheprovider -W ignore::DeprecationWarning
-
-echo "==> client tests again, objects in S3 (moto)"
-SLUICE_TEST_OBJECT_STORE=s3 python3 -m pytest tests/clients -q -p no:cacheprovider -W ignore::DeprecationWarning
 
 # LocalStack needs Python 3.13; where it exists, the client suites run on it too.
 if [ -n "${LOCALSTACK_PYTHON:-}" ] || [ -x /root/.pyenv/versions/3.13.0/bin/python3 ] || command -v python3.13 >/dev/null; then
@@ -57,3 +42,7 @@ if [ -n "${LOCALSTACK_PYTHON:-}" ] || [ -x /root/.pyenv/versions/3.13.0/bin/pyth
 else
   echo "==> LocalStack pass not run: no Python 3.13 on this machine (set LOCALSTACK_PYTHON)"
 fi
+
+# Last, so the run closes on a test summary whatever ran before.
+echo "==> client tests again, objects in S3 (moto)"
+SLUICE_TEST_OBJECT_STORE=s3 python3 -m pytest tests/clients -q -p no:cacheprovider -W ignore::DeprecationWarning

@@ -14,6 +14,8 @@
 
 pub mod conformance;
 pub mod embedded;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 
 use std::time::Duration;
 

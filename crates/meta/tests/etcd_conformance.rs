@@ -1,0 +1,126 @@
+//! The etcd backend passes the same conformance suite as the embedded store, against
+//! a real etcd (Debian's etcd-server) that this test starts on loopback and stops.
+
+#![cfg(feature = "etcd")]
+#![allow(clippy::unwrap_used)] // a test: panicking is how it fails
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sluice_meta::etcd::{EtcdOptions, EtcdStore};
+use sluice_meta::{MetaStore, Op, Txn};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A single-member etcd on loopback, stopped on drop.
+struct Etcd {
+    child: Child,
+    client_url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (client, peer) = (free_port(), free_port());
+        let client_url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = Command::new("etcd")
+            .args(["--name", "conformance", "--data-dir"])
+            .arg(dir.path())
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("conformance={peer_url}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting etcd (Debian package etcd-server)");
+        Self {
+            child,
+            client_url,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn connect(etcd: &Etcd) -> EtcdStore {
+    let opts = EtcdOptions {
+        endpoints: vec![etcd.client_url.clone()],
+        ..Default::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match EtcdStore::connect(&opts).await {
+            Ok(s) => return s,
+            Err(e) if Instant::now() > deadline => panic!("etcd did not come up: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_passes_conformance() {
+    let etcd = Etcd::start();
+    let store = connect(&etcd).await;
+    sluice_meta::conformance::run_all(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_page_through_thousands_of_keys() {
+    let etcd = Etcd::start();
+    let store = connect(&etcd).await;
+    // 1,500 keys: two pages of 1,000. Transactions of 100 ops stay under etcd's
+    // default --max-txn-ops of 128.
+    for chunk in 0..15 {
+        let ops = (0..100)
+            .map(|i| Op::put(format!("many/{:05}", chunk * 100 + i), "v"))
+            .collect();
+        store.txn(Txn::when(vec![]).then(ops)).await.unwrap();
+    }
+    store
+        .txn(Txn::when(vec![]).then(vec![Op::put("many0", "outside")]))
+        .await
+        .unwrap();
+    let keys: Vec<String> = store
+        .range("many/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|kv| kv.key)
+        .collect();
+    assert_eq!(keys.len(), 1500, "every page read, nothing past the prefix");
+    assert!(
+        keys.windows(2).all(|w| w[0] < w[1]),
+        "in key order, no repeats"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_etcd_is_an_error_not_a_hang() {
+    let opts = EtcdOptions {
+        endpoints: vec![format!("http://127.0.0.1:{}", free_port())],
+        connect_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(10), EtcdStore::connect(&opts)).await;
+    assert!(matches!(result, Ok(Err(_))), "connect must fail, not hang");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what the tests and the lints need on a fresh Debian machine: Debian packages
+# (kcat, curl, etcd, protoc, a C/C++ toolchain for librdkafka) and the Python client
+# libraries. Already-present tools are skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+need_apt=()
+command -v kcat >/dev/null || need_apt+=(kcat)
+command -v curl >/dev/null || need_apt+=(curl)
+command -v etcd >/dev/null || need_apt+=(etcd-server)
+command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
+command -v make >/dev/null || need_apt+=(make)
+command -v g++ >/dev/null || need_apt+=(g++)
+command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "==> installing Debian packages: ${need_apt[*]}"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${need_apt[@]}"
+fi
+
+echo "==> installing Python client libraries"
+python3 -m pip install -q --disable-pip-version-check -r tests/clients/requirements.txt
