@@ -14,8 +14,8 @@ cd "$(dirname "$0")/.."
 
 ./tests/install-deps.sh
 
-echo "==> building the broker (release)"
-cargo build --release -p sluice-server
+echo "==> building the broker (release, with etcd support)"
+cargo build --release -p sluice-server --features etcd
 
 echo "==> Rust tests (objects in a local directory)"
 cargo test --workspace --all-targets
@@ -25,6 +25,9 @@ cargo test -p sluice-meta --features etcd
 
 echo "==> end-to-end tests again, objects in S3"
 SLUICE_E2E_OBJECT_STORE=s3 cargo test -p sluice-e2e
+
+echo "==> end-to-end tests again, objects in S3 and metadata in etcd"
+SLUICE_E2E_OBJECT_STORE=s3 SLUICE_E2E_META=etcd cargo test -p sluice-e2e
 
 echo "==> client tests (confluent-kafka, kafka-python, aiokafka, kcat), local objects"
 python3 -m pytest tests/clients -q -p no:cacheprovider -W ignore::DeprecationWarning

@@ -6,15 +6,17 @@
 //!
 //! With `SLUICE_E2E_OBJECT_STORE=s3` every broker keeps its objects in S3: each gets
 //! its own S3 server (moto, from PyPI's `moto[server]`), started here and stopped when
-//! the broker is dropped.
+//! the broker is dropped. With `SLUICE_E2E_META=etcd` its metadata lives in its own
+//! etcd (the binary must be built with `--features etcd`).
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+pub use sluice_testkit::{free_port, Etcd, S3Server, AWS_TEST_ENV};
 
 /// The sluice binary under test.
 pub fn sluice_bin() -> Result<PathBuf> {
@@ -34,97 +36,6 @@ pub fn sluice_bin() -> Result<PathBuf> {
     bail!("sluice binary not found under {}: run `cargo build --release -p sluice-server` or set SLUICE_BIN", target.display())
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
-}
-
-/// Credentials every test process uses against the local S3 server; nothing may
-/// reach the EC2 metadata service.
-pub const AWS_TEST_ENV: &[(&str, &str)] = &[
-    ("AWS_ACCESS_KEY_ID", "sluice-test"),
-    ("AWS_SECRET_ACCESS_KEY", "sluice-test"),
-    ("AWS_REGION", "us-east-1"),
-    ("AWS_EC2_METADATA_DISABLED", "true"),
-];
-
-/// A local S3-compatible server (moto) with one bucket, stopped on drop.
-pub struct S3Server {
-    pub port: u16,
-    pub bucket: String,
-    child: Child,
-}
-
-impl S3Server {
-    pub fn start() -> Result<Self> {
-        let port = free_port();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting moto_server (pip install 'moto[server]')")?;
-        let mut s = Self {
-            port,
-            bucket: "sluice".into(),
-            child,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(resp) = s.request("PUT", &format!("/{}", s.bucket)) {
-                if resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200") {
-                    return Ok(s);
-                }
-            }
-            if Instant::now() > deadline {
-                let _ = s.child.kill();
-                bail!("moto_server did not answer on port {port} within 30s");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// A raw unsigned request (moto accepts them); returns the status line and body.
-    pub fn request(&self, method: &str, path: &str) -> Result<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out)
-    }
-
-    /// Keys under `prefix` in the bucket.
-    pub fn keys(&self, prefix: &str) -> Result<Vec<String>> {
-        let body = self.request(
-            "GET",
-            &format!("/{}?list-type=2&prefix={prefix}", self.bucket),
-        )?;
-        Ok(body
-            .split("<Key>")
-            .skip(1)
-            .filter_map(|s| s.split("</Key>").next())
-            .map(str::to_string)
-            .collect())
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A running (or stopped) broker process.
 pub struct Sluice {
     pub dir: tempfile::TempDir,
@@ -136,6 +47,8 @@ pub struct Sluice {
     child: Option<Child>,
     /// The S3 server of this broker, when it stores objects in S3.
     pub s3: Option<S3Server>,
+    /// The etcd of this broker, when its metadata is in etcd.
+    pub etcd: Option<Etcd>,
 }
 
 impl Sluice {
@@ -173,6 +86,14 @@ impl Sluice {
         ready_within: Duration,
     ) -> Result<Self> {
         let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let etcd = match std::env::var("SLUICE_E2E_META").as_deref() {
+            Ok("etcd") => Some(Etcd::start()?),
+            Ok("") | Ok("embedded") | Err(_) => None,
+            Ok(other) => bail!("SLUICE_E2E_META={other}: expected etcd or embedded"),
+        };
+        if let Some(etcd) = &etcd {
+            args.push(format!("--etcd={}", etcd.client_url()));
+        }
         if let Some(s3) = &s3 {
             args.push(format!("--object-store=s3://{}/broker", s3.bucket));
             args.push(format!("--s3-endpoint={}", s3.endpoint()));
@@ -188,6 +109,7 @@ impl Sluice {
                 .collect(),
             child: None,
             s3,
+            etcd,
         };
         s.launch_within(ready_within)?;
         Ok(s)

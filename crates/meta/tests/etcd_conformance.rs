@@ -4,64 +4,15 @@
 #![cfg(feature = "etcd")]
 #![allow(clippy::unwrap_used)] // a test: panicking is how it fails
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sluice_meta::etcd::{EtcdOptions, EtcdStore};
 use sluice_meta::{MetaStore, Op, Txn};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A single-member etcd on loopback, stopped on drop.
-struct Etcd {
-    child: Child,
-    client_url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Etcd {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let (client, peer) = (free_port(), free_port());
-        let client_url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let child = Command::new("etcd")
-            .args(["--name", "conformance", "--data-dir"])
-            .arg(dir.path())
-            .args(["--listen-client-urls", &client_url])
-            .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("conformance={peer_url}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting etcd (Debian package etcd-server)");
-        Self {
-            child,
-            client_url,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use sluice_testkit::{free_port, Etcd};
 
 async fn connect(etcd: &Etcd) -> EtcdStore {
     let opts = EtcdOptions {
-        endpoints: vec![etcd.client_url.clone()],
+        endpoints: vec![etcd.client_url().to_string()],
         ..Default::default()
     };
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -76,14 +27,14 @@ async fn connect(etcd: &Etcd) -> EtcdStore {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_passes_conformance() {
-    let etcd = Etcd::start();
+    let etcd = Etcd::start().unwrap();
     let store = connect(&etcd).await;
     sluice_meta::conformance::run_all(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ranges_page_through_thousands_of_keys() {
-    let etcd = Etcd::start();
+    let etcd = Etcd::start().unwrap();
     let store = connect(&etcd).await;
     // 1,500 keys: two pages of 1,000. Transactions of 100 ops stay under etcd's
     // default --max-txn-ops of 128.

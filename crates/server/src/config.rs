@@ -76,6 +76,24 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_S3_MAX_CONCURRENCY", default_value_t = 64)]
     pub s3_max_concurrency: usize,
 
+    /// etcd endpoints (comma-separated URLs) for the metadata store; without it the
+    /// embedded store under --data-dir is used. Needs a build with the `etcd` feature.
+    #[arg(long, env = "SLUICE_ETCD", value_delimiter = ',')]
+    pub etcd: Vec<String>,
+
+    /// etcd user name, when etcd has authentication enabled.
+    #[arg(long, env = "SLUICE_ETCD_USER", requires = "etcd_password")]
+    pub etcd_user: Option<String>,
+
+    /// etcd password.
+    #[arg(
+        long,
+        env = "SLUICE_ETCD_PASSWORD",
+        requires = "etcd_user",
+        hide_env_values = true
+    )]
+    pub etcd_password: Option<String>,
+
     /// This broker's node id.
     #[arg(long, env = "SLUICE_BROKER_ID", default_value_t = 0)]
     pub broker_id: i32,

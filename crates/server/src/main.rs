@@ -77,6 +77,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store: Arc<dyn object_store::ObjectStore> =
         Arc::new(MeteredStore::new(store, store_metrics.clone()));
     let meta: Arc<dyn MetaStore> = match store_url {
+        _ if !args.etcd.is_empty() => connect_etcd(&args).await?,
         ObjectStoreUrl::Memory => Arc::new(EmbeddedStore::in_memory()),
         ObjectStoreUrl::File(_) | ObjectStoreUrl::S3 { .. } => {
             let dir = args.data_dir.join("meta");
@@ -165,6 +166,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     http_task.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(feature = "etcd")]
+async fn connect_etcd(args: &ServeArgs) -> anyhow::Result<Arc<dyn MetaStore>> {
+    let opts = sluice_meta::etcd::EtcdOptions {
+        endpoints: args.etcd.clone(),
+        user: args.etcd_user.clone().zip(args.etcd_password.clone()),
+        ..Default::default()
+    };
+    let store = sluice_meta::etcd::EtcdStore::connect(&opts)
+        .await
+        .map_err(|e| anyhow::anyhow!("--etcd {}: {e}", args.etcd.join(",")))?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "etcd"))]
+async fn connect_etcd(_: &ServeArgs) -> anyhow::Result<Arc<dyn MetaStore>> {
+    anyhow::bail!("--etcd: this sluice was built without etcd support; rebuild with `--features etcd` (needs protoc)")
 }
 
 async fn shutdown_signal() {

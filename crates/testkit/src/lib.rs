@@ -1,0 +1,169 @@
+//! Real services for tests, started on loopback and stopped on drop: etcd (Debian's
+//! `etcd-server`) and an S3 server (moto, PyPI `moto[server]`). Tests that need them
+//! start them here; nothing is skipped when a component is missing: starting fails.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// A single-member etcd on loopback with its own data directory.
+pub struct Etcd {
+    child: Child,
+    client_url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    /// Starts etcd and waits until it answers.
+    pub fn start() -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let (client, peer) = (free_port(), free_port());
+        let client_url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = Command::new("etcd")
+            .args(["--name", "test", "--data-dir"])
+            .arg(dir.path())
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("test={peer_url}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting etcd (Debian package etcd-server)")?;
+        let mut etcd = Self {
+            child,
+            client_url,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !etcd.healthy() {
+            if Instant::now() > deadline {
+                let _ = etcd.child.kill();
+                bail!(
+                    "etcd did not become healthy at {} within 30s",
+                    etcd.client_url
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(etcd)
+    }
+
+    pub fn client_url(&self) -> &str {
+        &self.client_url
+    }
+
+    fn healthy(&self) -> bool {
+        let port = self.client_url.rsplit(':').next().unwrap_or_default();
+        http("127.0.0.1", port, "GET", "/health").is_ok_and(|r| r.contains("\"health\":\"true\""))
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 request; returns status line, headers and body.
+pub fn http(host: &str, port: &str, method: &str, path: &str) -> Result<String> {
+    let mut s = TcpStream::connect(format!("{host}:{port}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+/// Credentials every test process uses against the local S3 server; nothing may
+/// reach the EC2 metadata service.
+pub const AWS_TEST_ENV: &[(&str, &str)] = &[
+    ("AWS_ACCESS_KEY_ID", "sluice-test"),
+    ("AWS_SECRET_ACCESS_KEY", "sluice-test"),
+    ("AWS_REGION", "us-east-1"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+];
+
+/// A local S3-compatible server (moto) with one bucket, stopped on drop.
+pub struct S3Server {
+    pub port: u16,
+    pub bucket: String,
+    child: Child,
+}
+
+impl S3Server {
+    pub fn start() -> Result<Self> {
+        let port = free_port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting moto_server (pip install 'moto[server]')")?;
+        let mut s = Self {
+            port,
+            bucket: "sluice".into(),
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(resp) = s.request("PUT", &format!("/{}", s.bucket)) {
+                if resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200") {
+                    return Ok(s);
+                }
+            }
+            if Instant::now() > deadline {
+                let _ = s.child.kill();
+                bail!("moto_server did not answer on port {port} within 30s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A raw unsigned request (moto accepts them); returns the status line and body.
+    pub fn request(&self, method: &str, path: &str) -> Result<String> {
+        http("127.0.0.1", &self.port.to_string(), method, path)
+    }
+
+    /// Keys under `prefix` in the bucket.
+    pub fn keys(&self, prefix: &str) -> Result<Vec<String>> {
+        let body = self.request(
+            "GET",
+            &format!("/{}?list-type=2&prefix={prefix}", self.bucket),
+        )?;
+        Ok(body
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split("</Key>").next())
+            .map(str::to_string)
+            .collect())
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
