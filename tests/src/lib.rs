@@ -9,8 +9,6 @@
 //! the broker is dropped. With `SLUICE_E2E_META=etcd` its metadata lives in its own
 //! etcd (the binary must be built with `--features etcd`).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -182,15 +180,7 @@ impl Sluice {
 
     /// A raw HTTP GET on the broker's HTTP port.
     pub fn http_get(&self, path: &str) -> Result<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.http_port))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out)
+        sluice_testkit::http("127.0.0.1", &self.http_port.to_string(), "GET", path)
     }
 
     /// Peak resident memory of the broker process in KiB (Linux `VmHWM`).
