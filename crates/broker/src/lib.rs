@@ -10,6 +10,7 @@
 //! [`errors`] is the one place engine errors become Kafka error codes.
 
 pub mod api;
+pub mod controller;
 pub mod errors;
 pub mod fetch_session;
 
