@@ -39,13 +39,7 @@ mod tests {
 
     #[test]
     fn codes_match_kafka() {
-        assert_eq!(
-            code(&EngineError::UnknownTopicOrPartition {
-                topic: "t".into(),
-                partition: 0
-            }),
-            3
-        );
+        assert_eq!(code(&EngineError::unknown_partition("t", 0)), 3);
         assert_eq!(
             code(&EngineError::TopicAlreadyExists { name: "t".into() }),
             36

@@ -114,6 +114,21 @@ pub enum EngineError {
     ShuttingDown,
 }
 
+impl EngineError {
+    /// The topic does not exist (partition -1 in messages).
+    pub fn unknown_topic(topic: &str) -> Self {
+        Self::unknown_partition(topic, -1)
+    }
+
+    /// The topic or this partition of it does not exist.
+    pub fn unknown_partition(topic: &str, partition: i32) -> Self {
+        EngineError::UnknownTopicOrPartition {
+            topic: topic.to_string(),
+            partition,
+        }
+    }
+}
+
 impl From<MetaError> for EngineError {
     fn from(e: MetaError) -> Self {
         EngineError::Meta(e.to_string())
@@ -404,22 +419,15 @@ impl Engine {
             return Ok(t);
         }
         if !self.cfg.auto_create_topics {
-            return Err(EngineError::UnknownTopicOrPartition {
-                topic: name.into(),
-                partition: -1,
-            });
+            return Err(EngineError::unknown_topic(name));
         }
         match self
             .create_topic(name, -1, -1, BTreeMap::new(), false)
             .await
         {
-            Err(EngineError::TopicAlreadyExists { .. }) => {
-                self.topic(name)
-                    .ok_or(EngineError::UnknownTopicOrPartition {
-                        topic: name.into(),
-                        partition: -1,
-                    })
-            }
+            Err(EngineError::TopicAlreadyExists { .. }) => self
+                .topic(name)
+                .ok_or_else(|| EngineError::unknown_topic(name)),
             other => other,
         }
     }
@@ -431,13 +439,15 @@ impl Engine {
             .meta
             .get(&key)
             .await?
-            .ok_or_else(|| unknown_topic(name))?;
+            .ok_or_else(|| EngineError::unknown_topic(name))?;
         Ok((key, current))
     }
 
     /// Deletes a topic. Its objects stay until garbage collection removes them.
     pub async fn delete_topic(&self, name: &str) -> Result<Uuid> {
-        let topic = self.topic(name).ok_or_else(|| unknown_topic(name))?;
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| EngineError::unknown_topic(name))?;
         let (key, current) = self.stored_topic(name).await?;
         let txn = Txn::when(vec![Compare::ModRevision(
             key.clone(),
@@ -504,13 +514,6 @@ impl Engine {
         let id = block.0;
         block.0 += 1;
         Ok(id)
-    }
-}
-
-fn unknown_topic(name: &str) -> EngineError {
-    EngineError::UnknownTopicOrPartition {
-        topic: name.into(),
-        partition: -1,
     }
 }
 

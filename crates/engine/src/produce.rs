@@ -75,10 +75,10 @@ struct Prepared {
 
 fn prepare(req: PartitionRecords) -> Result<Prepared> {
     if req.topic.partition(req.partition).is_none() {
-        return Err(EngineError::UnknownTopicOrPartition {
-            topic: req.topic.record.name.clone(),
-            partition: req.partition,
-        });
+        return Err(EngineError::unknown_partition(
+            &req.topic.record.name,
+            req.partition,
+        ));
     }
     let max = req.topic.record.max_message_bytes();
     let batches = batch::validate_record_set(&req.records)
@@ -166,12 +166,11 @@ impl Engine {
     /// Assigns offsets to one partition's batches and buffers them. Returns the ack
     /// and whether it waits for a flush (false only for an already-durable retry).
     fn assign(&self, wal: &mut crate::flush::WalBuffer, p: Prepared) -> Result<(ProduceAck, bool)> {
-        let partition = p.topic.partition(p.partition).cloned().ok_or_else(|| {
-            EngineError::UnknownTopicOrPartition {
-                topic: p.topic.record.name.clone(),
-                partition: p.partition,
-            }
-        })?;
+        let partition = p
+            .topic
+            .partition(p.partition)
+            .cloned()
+            .ok_or_else(|| EngineError::unknown_partition(&p.topic.record.name, p.partition))?;
         let mut write = partition.write();
         // Check every batch's sequence before assigning anything.
         let mut scratch: HashMap<i64, ProducerState> = HashMap::new();

@@ -25,10 +25,7 @@ pub async fn handle(broker: &Broker, req: DeleteTopicsRequest, version: i16) -> 
         let name = name.or_else(|| engine.topic_by_id(id).map(|t| t.record.name.clone()));
         let outcome = match &name {
             Some(n) => engine.delete_topic(n).await,
-            None => Err(EngineError::UnknownTopicOrPartition {
-                topic: id.to_string(),
-                partition: -1,
-            }),
+            None => Err(EngineError::unknown_topic(&id.to_string())),
         };
         let result =
             DeletableTopicResult::default().with_name(name.map(|n| TopicName(str_bytes(n))));

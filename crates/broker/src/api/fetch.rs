@@ -140,13 +140,10 @@ async fn read_all(
         };
         let partition = topic.as_ref().and_then(|t| t.partition(key.partition));
         let result = match partition {
-            None => Err(EngineError::UnknownTopicOrPartition {
-                topic: if key.topic.is_empty() {
-                    key.topic_id.to_string()
-                } else {
-                    key.topic.clone()
-                },
-                partition: key.partition,
+            None => Err(if key.topic.is_empty() {
+                EngineError::unknown_partition(&key.topic_id.to_string(), key.partition)
+            } else {
+                EngineError::unknown_partition(&key.topic, key.partition)
             }),
             Some(partition) => {
                 let max = (p.max_bytes.max(0) as usize).min(remaining);

@@ -21,10 +21,10 @@ pub async fn handle(broker: &Broker, req: ListOffsetsRequest, version: i16) -> R
                 .with_offset(-1);
             let partition = topic.as_ref().and_then(|t| t.partition(p.partition_index));
             let result = match partition {
-                None => Err(EngineError::UnknownTopicOrPartition {
-                    topic: t.name.to_string(),
-                    partition: p.partition_index,
-                }),
+                None => Err(EngineError::unknown_partition(
+                    t.name.as_str(),
+                    p.partition_index,
+                )),
                 Some(partition) => engine.list_offset(partition, p.timestamp).await,
             };
             parts.push(match result {

@@ -33,10 +33,10 @@ pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> Resp
                     Some(name) if allow_create => engine.topic_or_auto_create(name.as_str()).await,
                     Some(name) => engine
                         .topic(name.as_str())
-                        .ok_or_else(|| unknown(name.as_str())),
+                        .ok_or_else(|| EngineError::unknown_topic(name.as_str())),
                     None => engine
                         .topic_by_id(t.topic_id)
-                        .ok_or_else(|| unknown(&t.topic_id.to_string())),
+                        .ok_or_else(|| EngineError::unknown_topic(&t.topic_id.to_string())),
                 };
                 out.push(match found {
                     Ok(topic) => describe(broker, &topic, version),
@@ -65,13 +65,6 @@ pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> Resp
             .with_controller_id(if has(version, 1) { id.node_id } else { -1 }.into())
             .with_topics(topics),
     )
-}
-
-fn unknown(name: &str) -> EngineError {
-    EngineError::UnknownTopicOrPartition {
-        topic: name.into(),
-        partition: -1,
-    }
 }
 
 fn describe(broker: &Broker, topic: &Arc<Topic>, version: i16) -> MetadataResponseTopic {

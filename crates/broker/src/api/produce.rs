@@ -26,10 +26,7 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Reply
         names.push(t.name);
         for p in t.partition_data {
             let rejected = match (&topic, p.records) {
-                (None, _) => Some(EngineError::UnknownTopicOrPartition {
-                    topic: names[ti].to_string(),
-                    partition: p.index,
-                }),
+                (None, _) => Some(EngineError::unknown_partition(names[ti].as_str(), p.index)),
                 (Some(_), None) => Some(EngineError::CorruptMessage("no records".into())),
                 (Some(topic), Some(records)) => {
                     appends.push(PartitionRecords {
