@@ -8,11 +8,12 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::records::{RecordBatchDecoder, TimestampType};
 use object_store::ObjectStoreExt;
 use sluice_protocol::batch;
 
+use crate::flush::concat;
 use crate::partition::{IndexEntry, Partition};
 use crate::{Engine, EngineError, Result};
 
@@ -69,37 +70,40 @@ impl Engine {
             }
             (hwm, log_start, plan)
         };
-        let mut out = BytesMut::new();
-        let mut single: Option<Bytes> = None;
+        let mut parts = Vec::with_capacity(plan.len());
         let mut total = 0usize;
-        'entries: for entry in plan {
+        for entry in plan {
             let data = self.entry_bytes(partition, &entry).await?;
+            // The batches kept from one entry are contiguous: take them as one slice.
+            let (mut kept, mut pos, mut full) = (None, 0usize, false);
             for b in batch::iter_batches(&data) {
-                let (h, bytes) = b.map_err(|e| {
+                let (h, _) = b.map_err(|e| {
                     EngineError::Storage(format!(
                         "stored batch unreadable: object={}: {e}",
                         entry.object
                     ))
                 })?;
+                let start = pos;
+                pos += h.size;
                 if h.last_offset() < offset {
                     continue;
                 }
-                if total > 0 && total + bytes.len() > max_bytes {
-                    break 'entries;
+                if total > 0 && total + h.size > max_bytes {
+                    full = true;
+                    break;
                 }
-                total += bytes.len();
-                // Zero-copy for the common single-run case; copy when joining runs.
-                match single.take() {
-                    None if out.is_empty() => single = Some(bytes),
-                    None => out.extend_from_slice(&bytes),
-                    Some(prev) => {
-                        out.extend_from_slice(&prev);
-                        out.extend_from_slice(&bytes);
-                    }
-                }
+                total += h.size;
+                kept = Some((kept.map_or(start, |(from, _)| from), pos));
+            }
+            if let Some((from, to)) = kept {
+                parts.push(data.slice(from..to));
+            }
+            if full {
+                break;
             }
         }
-        let records = single.unwrap_or_else(|| out.freeze());
+        // One entry (the common case) is returned without copying.
+        let records = concat(parts);
         Ok(FetchedRecords {
             high_watermark: hwm,
             log_start_offset: log_start,

@@ -220,7 +220,8 @@ async fn put_create_only(
     }
 }
 
-fn concat(mut batches: Vec<Bytes>) -> Bytes {
+/// Joins byte runs; a single run is returned as it is, without copying.
+pub(crate) fn concat(mut batches: Vec<Bytes>) -> Bytes {
     if batches.len() == 1 {
         return batches.pop().unwrap_or_default();
     }
