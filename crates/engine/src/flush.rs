@@ -69,7 +69,7 @@ pub(crate) struct WalBuffer {
 /// A flush between its PUT and its commit.
 struct Flight {
     put: JoinHandle<object_store::Result<()>>,
-    object: String,
+    object: Arc<Path>,
     slices: Vec<(Arc<Partition>, ManifestSlice, Bytes)>,
     waiters: Vec<oneshot::Sender<FlushResult>>,
     generation: u64,
@@ -180,7 +180,7 @@ fn write_object(
     let put = tokio::spawn(async move { put_create_only(store.as_ref(), &put_key, payload).await });
     Flight {
         put,
-        object: key.to_string(),
+        object: Arc::new(key),
         slices,
         waiters,
         generation,
@@ -242,7 +242,7 @@ async fn run_committer(engine: Arc<Engine>, mut flights: mpsc::UnboundedReceiver
                         base_offset: m.base_offset,
                         last_offset: m.last_offset,
                         max_timestamp: m.max_timestamp,
-                        object: Arc::new(object_store::path::Path::from(f.object.as_str())),
+                        object: f.object.clone(),
                         start: m.start,
                         len: m.len,
                         cached: Some(data.clone()),
@@ -278,7 +278,7 @@ async fn commit(engine: &Engine, f: &mut Flight) -> Result<()> {
         ));
     }
     let manifest = Manifest {
-        object: f.object.clone(),
+        object: f.object.to_string(),
         slices: f.slices.iter().map(|(_, m, _)| m.clone()).collect(),
     };
     let epoch_key = engine.keys.broker_epoch(engine.cfg.broker_id);
