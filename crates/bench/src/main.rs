@@ -53,8 +53,9 @@ struct Args {
     /// Store objects in a local S3 server (moto) the benchmark starts.
     #[arg(long)]
     s3: bool,
-    /// Partition counts for the PUT-rate phase (same byte rate each); empty to skip.
-    #[arg(long, value_delimiter = ',', default_value = "1,1000")]
+    /// Partition counts for the PUT-rate phase (same byte rate each); the flag with no
+    /// value skips the phase.
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "1,1000")]
     put_rate_partitions: Vec<i32>,
 }
 
