@@ -21,7 +21,11 @@ pub fn code(e: &EngineError) -> i16 {
         E::OutOfOrderSequence { .. } => R::OutOfOrderSequenceNumber,
         E::InvalidProducerEpoch { .. } => R::InvalidProducerEpoch,
         // Retriable: the client refreshes metadata and tries again.
-        E::NotLeader { .. } | E::ShuttingDown => R::NotLeaderOrFollower,
+        E::NotLeader { .. } | E::NotLeaderForPartition { .. } | E::ShuttingDown => {
+            R::NotLeaderOrFollower
+        }
+        E::LeaderNotAvailable { .. } => R::LeaderNotAvailable,
+        E::TimedOut => R::RequestTimedOut,
         E::FlushFailed(_) | E::Storage(_) => R::KafkaStorageError,
         E::Meta(_) => R::RequestTimedOut,
     };

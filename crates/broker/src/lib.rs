@@ -13,6 +13,7 @@ pub mod api;
 pub mod controller;
 pub mod errors;
 pub mod fetch_session;
+pub mod membership;
 
 use std::sync::Arc;
 
@@ -116,6 +117,26 @@ pub(crate) fn config_map<'a>(
     entries
         .filter_map(|(name, value)| value.as_ref().map(|v| (name.to_string(), v.to_string())))
         .collect()
+}
+
+impl Broker {
+    /// Live brokers as the cluster view has them; this broker alone before the first
+    /// sync has seen its own registration.
+    pub fn live_brokers(&self) -> Vec<sluice_engine::cluster::BrokerRecord> {
+        let view = self.engine.view();
+        let id = &self.identity;
+        let mut out: Vec<_> = view.brokers.values().cloned().collect();
+        if !view.brokers.contains_key(&id.node_id) {
+            out.push(sluice_engine::cluster::BrokerRecord {
+                id: id.node_id,
+                host: id.host.clone(),
+                port: id.port,
+                rack: id.rack.clone(),
+                leaving: false,
+            });
+        }
+        out
+    }
 }
 
 pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {

@@ -47,6 +47,7 @@ impl Engine {
         offset: i64,
         max_bytes: usize,
     ) -> Result<FetchedRecords> {
+        partition.ensure_leader()?;
         let (hwm, log_start, plan) = {
             let read = partition.read();
             let (hwm, log_start) = (read.high_watermark, read.log_start_offset);
@@ -131,6 +132,7 @@ impl Engine {
         partition: &Partition,
         timestamp: i64,
     ) -> Result<Option<OffsetAndTimestamp>> {
+        partition.ensure_leader()?;
         let (hwm, log_start, candidates) = {
             let read = partition.read();
             let c: Vec<IndexEntry> = match timestamp {

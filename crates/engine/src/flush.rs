@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use object_store::path::Path;
@@ -25,6 +26,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::cluster::Generation;
 use crate::manifest::{Manifest, ManifestSlice};
 use crate::partition::{IndexEntry, Partition, ProducerBatch};
 use crate::{Engine, EngineError, Result};
@@ -62,17 +64,29 @@ pub(crate) struct WalBuffer {
     pub waiters: Vec<oneshot::Sender<FlushResult>>,
     /// Bytes taken by flushes not yet committed.
     pub inflight_bytes: usize,
-    /// Bumped by every rollback; flushes taken before it are abandoned.
-    pub generation: u64,
+    /// Bumped whenever buffered data is abandoned; flushes taken before are failed.
+    pub rollbacks: u64,
+    /// Why buffered data was last abandoned (what those flushes answer).
+    pub abandoned_because: Option<EngineError>,
+    /// The broker generation new flushes are written and committed under.
+    pub broker_generation: u64,
+    /// A newer process owns this broker id.
+    pub fenced: bool,
+    /// The broker is handing its partitions off: no new appends.
+    pub closing: bool,
 }
 
 /// A flush between its PUT and its commit.
+///
+/// A flight without slices only carries waiters (retries of batches still in
+/// flight): they are answered once every earlier flight is committed.
 struct Flight {
-    put: JoinHandle<object_store::Result<()>>,
+    put: Option<JoinHandle<object_store::Result<()>>>,
     object: Arc<Path>,
     slices: Vec<(Arc<Partition>, ManifestSlice, Bytes)>,
     waiters: Vec<oneshot::Sender<FlushResult>>,
-    generation: u64,
+    rollbacks: u64,
+    broker_generation: u64,
     bytes: usize,
     seq: u64,
     _permit: OwnedSemaphorePermit,
@@ -90,7 +104,11 @@ async fn run_flusher(engine: Arc<Engine>, commits: mpsc::UnboundedSender<Flight>
     loop {
         loop {
             let wake = engine.flush_wake.notified();
-            if !engine.wal().slices.is_empty() {
+            let ready = {
+                let wal = engine.wal();
+                !wal.slices.is_empty() || !wal.waiters.is_empty()
+            };
+            if ready {
                 break;
             }
             wake.await;
@@ -101,24 +119,24 @@ async fn run_flusher(engine: Arc<Engine>, commits: mpsc::UnboundedSender<Flight>
         if !engine.cfg.flush_linger.is_zero() && engine.wal().bytes < engine.cfg.flush_bytes {
             tokio::time::sleep(engine.cfg.flush_linger).await;
         }
-        let (slices, waiters, generation, bytes) = {
+        let (slices, waiters, stamp, bytes) = {
             let mut wal = engine.wal();
             let bytes = std::mem::take(&mut wal.bytes);
             wal.inflight_bytes += bytes;
             (
                 std::mem::take(&mut wal.slices),
                 std::mem::take(&mut wal.waiters),
-                wal.generation,
+                (wal.rollbacks, wal.broker_generation),
                 bytes,
             )
         };
         // Producers waiting for a full buffer to be taken may go on.
         engine.space.notify_waiters();
-        if slices.is_empty() {
+        if slices.is_empty() && waiters.is_empty() {
             continue;
         }
         seq += 1;
-        let flight = write_object(&engine, slices, waiters, generation, bytes, seq, permit);
+        let flight = write_object(&engine, slices, waiters, stamp, bytes, seq, permit);
         if commits.send(flight).is_err() {
             return;
         }
@@ -130,7 +148,7 @@ fn write_object(
     engine: &Arc<Engine>,
     slices: BTreeMap<(Uuid, i32), PendingSlice>,
     waiters: Vec<oneshot::Sender<FlushResult>>,
-    generation: u64,
+    (rollbacks, broker_generation): (u64, u64),
     bytes: usize,
     seq: u64,
     permit: OwnedSemaphorePermit,
@@ -156,9 +174,9 @@ fn write_object(
             data,
         ));
     }
-    let key = paths::wal_object(engine.cfg.broker_id, engine.epoch, ulid::Ulid::new());
+    let key = paths::wal_object(engine.cfg.broker_id, broker_generation, ulid::Ulid::new());
     let (payload, wal_slices, _) = builder.finish();
-    let slices = parts
+    let slices: Vec<(Arc<Partition>, ManifestSlice, Bytes)> = parts
         .into_iter()
         .zip(wal_slices)
         .map(|((partition, base, last, max_ts, producers, data), w)| {
@@ -175,15 +193,18 @@ fn write_object(
             (partition, m, data)
         })
         .collect();
-    let store = engine.store.clone();
-    let put_key = key.clone();
-    let put = tokio::spawn(async move { put_create_only(store.as_ref(), &put_key, payload).await });
+    let put = (!slices.is_empty()).then(|| {
+        let store = engine.store.clone();
+        let put_key = key.clone();
+        tokio::spawn(async move { put_create_only(store.as_ref(), &put_key, payload).await })
+    });
     Flight {
         put,
         object: Arc::new(key),
         slices,
         waiters,
-        generation,
+        rollbacks,
+        broker_generation,
         bytes,
         seq,
         _permit: permit,
@@ -254,8 +275,12 @@ async fn run_committer(engine: Arc<Engine>, mut flights: mpsc::UnboundedReceiver
                 engine.commits.send_modify(|n| *n += 1);
             }
             Err(e) => {
-                tracing::warn!(object = %f.object, error = %e, "flush failed; failing every pending produce");
-                rollback(&engine, e);
+                let mut wal = engine.wal();
+                // A flight taken before an earlier rollback is already abandoned.
+                if wal.rollbacks == f.rollbacks {
+                    tracing::warn!(object = %f.object, error = %e, "flush failed; failing every pending produce");
+                    abandon_buffered(&engine, &mut wal, e);
+                }
             }
         }
         for w in f.waiters {
@@ -266,47 +291,86 @@ async fn run_committer(engine: Arc<Engine>, mut flights: mpsc::UnboundedReceiver
     }
 }
 
-/// Waits for the flight's object, then commits its manifest under this broker's epoch.
+/// Waits for the flight's object, then commits its manifest under the generation its
+/// data was appended in.
+///
+/// A commit whose outcome is unknown (the metadata store did not answer) may still
+/// apply, so its offsets cannot be given out again: it is retried until the store
+/// answers. Re-applying it is harmless (same key, same value). If the generation
+/// moved meanwhile, the manifest key tells whether an earlier attempt landed first.
 async fn commit(engine: &Engine, f: &mut Flight) -> Result<()> {
-    let put = (&mut f.put)
-        .await
-        .map_err(|e| EngineError::FlushFailed(format!("put task: object={}: {e}", f.object)))?;
-    put.map_err(|e| EngineError::FlushFailed(format!("put: object={}: {e}", f.object)))?;
-    if engine.wal().generation != f.generation {
-        return Err(EngineError::FlushFailed(
-            "an earlier flush failed; offsets were reassigned".into(),
-        ));
+    if let Some(put) = &mut f.put {
+        let put = put
+            .await
+            .map_err(|e| EngineError::FlushFailed(format!("put task: object={}: {e}", f.object)))?;
+        put.map_err(|e| EngineError::FlushFailed(format!("put: object={}: {e}", f.object)))?;
+    }
+    {
+        let wal = engine.wal();
+        if wal.rollbacks != f.rollbacks {
+            return Err(wal.abandoned_because.clone().unwrap_or_else(|| {
+                EngineError::FlushFailed("an earlier flush failed; offsets were reassigned".into())
+            }));
+        }
+    }
+    if f.slices.is_empty() {
+        return Ok(());
     }
     let manifest = Manifest {
         object: f.object.to_string(),
         slices: f.slices.iter().map(|(_, m, _)| m.clone()).collect(),
     };
-    let epoch_key = engine.keys.broker_epoch(engine.cfg.broker_id);
+    let generation = Generation {
+        number: f.broker_generation,
+        owner: engine.owner,
+    };
     let key = engine
         .keys
-        .manifest(engine.cfg.broker_id, engine.epoch, f.seq);
+        .manifest(engine.cfg.broker_id, f.broker_generation, f.seq);
     let txn = Txn::when(vec![Compare::ValueEquals(
-        epoch_key,
-        Bytes::from(engine.epoch.to_string()),
+        engine.keys.generation(engine.cfg.broker_id),
+        generation.encode(),
     )])
-    .then(vec![Op::put(key, manifest.encode())]);
-    let committed = engine
-        .meta
-        .txn(txn)
-        .await
-        .map_err(|e| EngineError::FlushFailed(format!("commit: object={}: {e}", f.object)))?;
-    if !committed.succeeded {
-        return Err(EngineError::NotLeader {
-            epoch: engine.epoch,
-        });
+    .then(vec![Op::put(key.clone(), manifest.encode())]);
+    let mut backoff = Duration::from_millis(50);
+    let mut unknown_outcome = false;
+    loop {
+        match engine.meta.txn(txn.clone()).await {
+            Ok(r) if r.succeeded => return Ok(()),
+            Ok(_) => {
+                if unknown_outcome {
+                    match engine.meta.get(&key).await {
+                        Ok(Some(_)) => return Ok(()),
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(object = %f.object, error = %e, "cannot check an earlier commit attempt; retrying");
+                            tokio::time::sleep(backoff).await;
+                            continue;
+                        }
+                    }
+                }
+                engine.request_sync();
+                return Err(EngineError::NotLeader {
+                    epoch: f.broker_generation,
+                });
+            }
+            Err(e) => {
+                if !unknown_outcome {
+                    tracing::warn!(object = %f.object, error = %e, "commit outcome unknown; retrying until the metadata store answers");
+                }
+                unknown_outcome = true;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
     }
-    Ok(())
 }
 
-/// Fails everything taken or buffered after a failed flush and resets partitions.
-fn rollback(engine: &Engine, cause: &EngineError) {
-    let mut wal = engine.wal();
-    wal.generation += 1;
+/// Fails everything buffered and every flush already taken (their offsets assume
+/// each other), and resets every partition's write state to its committed state.
+pub(crate) fn abandon_buffered(engine: &Engine, wal: &mut WalBuffer, cause: &EngineError) {
+    wal.rollbacks += 1;
+    wal.abandoned_because = Some(cause.clone());
     for w in wal.waiters.drain(..) {
         let _ = w.send(Err(cause.clone()));
     }

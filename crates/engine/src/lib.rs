@@ -11,6 +11,7 @@
 //!   instance (another process bumped the epoch) can never commit again.
 //! - Fetch never returns data at or past the high watermark.
 
+pub mod cluster;
 pub mod fetch;
 pub mod flush;
 pub mod manifest;
@@ -25,11 +26,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use object_store::ObjectStore;
 use sluice_meta::{Compare, MetaError, MetaStore, Op, Txn};
+use tokio::sync::Mutex as AsyncMutex;
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
+use crate::cluster::ClusterView;
+pub use crate::cluster::Keys;
 use crate::flush::WalBuffer;
-use crate::manifest::Manifest;
 use crate::partition::{IndexEntry, Partition};
 pub use crate::topics::TopicRecord;
 
@@ -102,8 +105,14 @@ pub enum EngineError {
     OutOfOrderSequence { producer_id: i64 },
     #[error("producer fenced by a newer epoch: producer_id={producer_id}")]
     InvalidProducerEpoch { producer_id: i64 },
-    #[error("no longer leader: broker epoch {epoch} was superseded")]
+    #[error("no longer leader: broker generation {epoch} was superseded")]
     NotLeader { epoch: u64 },
+    #[error("not the leader: topic={topic} partition={partition}")]
+    NotLeaderForPartition { topic: String, partition: i32 },
+    #[error("no leader yet: topic={topic}")]
+    LeaderNotAvailable { topic: String },
+    #[error("timed out waiting for the flush")]
+    TimedOut,
     #[error("flush failed: {0}")]
     FlushFailed(String),
     #[error("metadata store: {0}")]
@@ -164,39 +173,10 @@ struct Catalog {
     by_id: HashMap<Uuid, String>,
 }
 
-/// Metadata keys, all under `/sluice/<cluster>/`.
-#[derive(Debug, Clone)]
-pub(crate) struct Keys {
-    root: String,
-}
-
-impl Keys {
-    fn new(cluster: &str) -> Self {
-        Self {
-            root: format!("/sluice/{cluster}/"),
-        }
-    }
-    fn topics(&self) -> String {
-        format!("{}topics/", self.root)
-    }
-    fn topic(&self, name: &str) -> String {
-        format!("{}topics/{name}", self.root)
-    }
-    fn manifests(&self) -> String {
-        format!("{}manifests/", self.root)
-    }
-    fn manifest(&self, broker: i32, epoch: u64, seq: u64) -> String {
-        format!("{}manifests/{broker:010}/{epoch:010}/{seq:016}", self.root)
-    }
-    fn broker_epoch(&self, broker: i32) -> String {
-        format!("{}brokers/{broker}/epoch", self.root)
-    }
-    fn producer_ids(&self) -> String {
-        format!("{}producer_ids/next", self.root)
-    }
-}
-
 const PRODUCER_ID_BLOCK: i64 = 1000;
+
+/// How long topic creation waits for the controller to assign leaders.
+const ASSIGNMENT_WAIT: Duration = Duration::from_secs(10);
 
 /// A committed slice read back from a manifest, with its producer batches.
 type RecoveredSlice = (IndexEntry, Vec<partition::ProducerBatch>);
@@ -207,8 +187,8 @@ pub struct Engine {
     pub(crate) meta: Arc<dyn MetaStore>,
     pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) keys: Keys,
-    /// This process's broker epoch; every commit is conditional on it.
-    pub(crate) epoch: u64,
+    /// This process's identity in its generation key (see [`Generation`]).
+    pub(crate) owner: Uuid,
     catalog: RwLock<Catalog>,
     pub(crate) wal: std::sync::Mutex<WalBuffer>,
     pub(crate) flush_wake: Notify,
@@ -217,12 +197,17 @@ pub struct Engine {
     pub(crate) commits: watch::Sender<u64>,
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
     pub(crate) tail: partition::TailBudget,
+    /// Wakes the cluster follower.
+    pub(crate) resync: Arc<Notify>,
+    pub(crate) sync_lock: AsyncMutex<()>,
+    pub(crate) view: RwLock<Arc<ClusterView>>,
 }
 
 impl Engine {
-    /// Opens the data path: claims a new broker epoch (fencing any older process with
-    /// this broker id), loads topics, rebuilds every partition from the manifests and
-    /// starts the flusher.
+    /// Opens the data path: claims a new generation for this broker id (fencing any
+    /// older process with it), loads topics, takes over the partitions assigned to
+    /// this broker (rebuilding them from the manifests), and starts the flusher and
+    /// the cluster follower.
     pub async fn open(
         cfg: EngineConfig,
         meta: Arc<dyn MetaStore>,
@@ -230,24 +215,40 @@ impl Engine {
     ) -> Result<Arc<Self>> {
         let keys = Keys::new(&cfg.cluster_id);
         let tail = partition::TailBudget::new(cfg.tail_bytes_per_partition, cfg.tail_bytes_total);
-        let epoch = claim_epoch(meta.as_ref(), &keys.broker_epoch(cfg.broker_id)).await?;
+        let owner = Uuid::new_v4();
+        let generation =
+            cluster::claim_generation(meta.as_ref(), &keys.generation(cfg.broker_id), owner)
+                .await?;
         let (commits, _) = watch::channel(0);
         let engine = Arc::new(Self {
             cfg,
             meta,
             store,
             keys,
-            epoch,
+            owner,
             catalog: RwLock::default(),
-            wal: std::sync::Mutex::new(WalBuffer::default()),
+            wal: std::sync::Mutex::new(WalBuffer {
+                broker_generation: generation,
+                ..Default::default()
+            }),
             flush_wake: Notify::new(),
             space: Notify::new(),
             commits,
             producer_ids: tokio::sync::Mutex::new((0, 0)),
             tail,
+            resync: Arc::new(Notify::new()),
+            sync_lock: AsyncMutex::new(()),
+            view: RwLock::default(),
         });
-        engine.recover().await?;
+        engine.sync_cluster().await?;
+        tracing::info!(
+            broker = engine.cfg.broker_id,
+            generation,
+            topics = engine.catalog_read().by_name.len(),
+            "opened the data path"
+        );
         flush::start(engine.clone());
+        engine.start_follower();
         Ok(engine)
     }
 
@@ -255,8 +256,9 @@ impl Engine {
         &self.cfg
     }
 
-    pub fn epoch(&self) -> u64 {
-        self.epoch
+    /// The generation this broker's commits are currently made under.
+    pub fn generation(&self) -> u64 {
+        self.wal().broker_generation
     }
 
     pub fn meta(&self) -> &Arc<dyn MetaStore> {
@@ -267,67 +269,26 @@ impl Engine {
         &self.store
     }
 
-    async fn recover(&self) -> Result<()> {
-        let mut catalog = Catalog::default();
-        for kv in self.meta.range(&self.keys.topics()).await? {
-            let record: TopicRecord = serde_json::from_slice(&kv.value)
-                .map_err(|e| EngineError::Meta(format!("topic record key={}: {e}", kv.key)))?;
-            catalog.by_id.insert(record.id, record.name.clone());
-            let topic = new_topic(record, &[]);
-            catalog
+    /// Makes the catalog match the stored topic records: new topics appear, changed
+    /// ones keep their partitions' state, deleted ones go.
+    pub(crate) fn reconcile_topics(&self, records: Vec<TopicRecord>) {
+        let mut c = self.catalog.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = Catalog::default();
+        for record in records {
+            let existing: Vec<Arc<Partition>> = c
                 .by_name
-                .insert(topic.record.name.clone(), Arc::new(topic));
+                .get(&record.name)
+                .filter(|t| t.record.id == record.id)
+                .map(|t| t.partitions.clone())
+                .unwrap_or_default();
+            next.by_id.insert(record.id, record.name.clone());
+            let topic = match c.by_name.get(&record.name) {
+                Some(t) if t.record == record => t.clone(),
+                _ => Arc::new(new_topic(record, &existing)),
+            };
+            next.by_name.insert(topic.record.name.clone(), topic);
         }
-        let mut slices: HashMap<(Uuid, i32), Vec<RecoveredSlice>> = HashMap::new();
-        for kv in self.meta.range(&self.keys.manifests()).await? {
-            let m = Manifest::decode(&kv.value)
-                .map_err(|e| EngineError::Meta(format!("manifest key={}: {e}", kv.key)))?;
-            let object = Arc::new(object_store::path::Path::from(m.object.as_str()));
-            for s in m.slices {
-                slices.entry((s.topic_id, s.partition)).or_default().push((
-                    IndexEntry {
-                        base_offset: s.base_offset,
-                        last_offset: s.last_offset,
-                        max_timestamp: s.max_timestamp,
-                        object: object.clone(),
-                        start: s.start,
-                        len: s.len,
-                        cached: None,
-                    },
-                    s.producers,
-                ));
-            }
-        }
-        let mut recovered = 0usize;
-        for topic in catalog.by_name.values() {
-            for p in &topic.partitions {
-                let Some(mut entries) = slices.remove(&(p.topic_id, p.index)) else {
-                    continue;
-                };
-                entries.sort_by_key(|(e, _)| e.base_offset);
-                let mut read = p.read_mut();
-                for (entry, producers) in entries {
-                    if entry.base_offset != read.high_watermark {
-                        return Err(EngineError::Meta(format!(
-                            "gap in committed offsets: topic={} partition={} expected={} found={}",
-                            p.topic, p.index, read.high_watermark, entry.base_offset
-                        )));
-                    }
-                    read.append(entry, &producers, &self.tail);
-                    recovered += 1;
-                }
-                drop(read);
-                p.reset_write_to_committed();
-            }
-        }
-        tracing::info!(
-            topics = catalog.by_name.len(),
-            slices = recovered,
-            epoch = self.epoch,
-            "recovered partition state from metadata"
-        );
-        *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = catalog;
-        Ok(())
+        *c = next;
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
@@ -410,7 +371,16 @@ impl Engine {
             return Err(EngineError::TopicAlreadyExists { name: name.into() });
         }
         tracing::info!(topic = name, partitions, "created topic");
-        Ok(self.install(record))
+        let id = record.id;
+        let topic = self.install(record);
+        // Answer once leaders exist, as Kafka does, so clients can produce at once.
+        if !self.wait_for_assignment(id, ASSIGNMENT_WAIT).await {
+            tracing::warn!(
+                topic = name,
+                "no leaders assigned yet; is a controller running?"
+            );
+        }
+        Ok(topic)
     }
 
     /// The topic, created with defaults when auto-creation is on.
@@ -453,7 +423,10 @@ impl Engine {
             key.clone(),
             current.mod_revision,
         )])
-        .then(vec![Op::Delete(key)]);
+        .then(vec![
+            Op::Delete(key),
+            Op::Delete(self.keys.assignment(topic.record.id)),
+        ]);
         if !self.meta.txn(txn).await?.succeeded {
             return Err(EngineError::Meta(format!(
                 "topic {name} changed concurrently"
@@ -529,11 +502,6 @@ fn new_topic(record: TopicRecord, existing: &[Arc<Partition>]) -> Topic {
     Topic { record, partitions }
 }
 
-/// Increments this broker id's epoch; commits made under an older one now fail.
-async fn claim_epoch(meta: &dyn MetaStore, key: &str) -> Result<u64> {
-    Ok(advance_counter(meta, key, 1).await? as u64 + 1)
-}
-
 /// Atomically adds `step` to the integer at `key` (0 when missing); returns the old value.
 async fn advance_counter(meta: &dyn MetaStore, key: &str, step: i64) -> Result<i64> {
     loop {
@@ -564,6 +532,11 @@ impl Engine {
 }
 
 impl Engine {
+    /// Refuses new appends (retriably) from now on; used before a graceful handoff.
+    pub fn stop_producing(&self) {
+        self.wal().closing = true;
+    }
+
     /// Waits until everything appended so far is committed or has failed.
     pub async fn drain(&self) {
         loop {

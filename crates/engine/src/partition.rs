@@ -12,7 +12,7 @@
 //! flight; offsets in `[high_watermark, next_offset)` are assigned but not yet durable.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
@@ -185,6 +185,12 @@ impl ReadState {
         }
     }
 
+    /// Forgets everything, returning cached bytes to the budget.
+    pub fn clear(&mut self, budget: &TailBudget) {
+        budget.used.fetch_sub(self.cached_bytes, Ordering::Relaxed);
+        *self = ReadState::default();
+    }
+
     /// Index position of the entry holding `offset`, if committed.
     pub fn find(&self, offset: i64) -> Option<usize> {
         let i = self.index.partition_point(|e| e.last_offset < offset);
@@ -192,12 +198,14 @@ impl ReadState {
     }
 }
 
-/// A partition led by this broker.
+/// A partition of a topic; its state is live only while this broker leads it.
 #[derive(Debug)]
 pub struct Partition {
     pub topic_id: Uuid,
     pub topic: String,
     pub index: i32,
+    /// The leader epoch while this broker leads the partition, else -1.
+    leader_epoch: AtomicI32,
     write: Mutex<WriteState>,
     read: RwLock<ReadState>,
     /// The last object range read for a fetch (read-ahead for sequential consumers).
@@ -210,9 +218,32 @@ impl Partition {
             topic_id,
             topic,
             index,
+            leader_epoch: AtomicI32::new(-1),
             write: Mutex::default(),
             read: RwLock::default(),
             last_read: Mutex::default(),
+        }
+    }
+
+    /// The leader epoch if this broker leads the partition.
+    pub fn leader_epoch(&self) -> Option<i32> {
+        let e = self.leader_epoch.load(Ordering::Acquire);
+        (e >= 0).then_some(e)
+    }
+
+    pub(crate) fn set_leader_epoch(&self, epoch: Option<i32>) {
+        self.leader_epoch
+            .store(epoch.unwrap_or(-1), Ordering::Release);
+    }
+
+    /// `NotLeader` unless this broker leads the partition.
+    pub fn ensure_leader(&self) -> crate::Result<()> {
+        match self.leader_epoch() {
+            Some(_) => Ok(()),
+            None => Err(crate::EngineError::NotLeaderForPartition {
+                topic: self.topic.clone(),
+                partition: self.index,
+            }),
         }
     }
 

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -44,10 +45,22 @@ pub struct PendingProduce {
 impl PendingProduce {
     /// Waits until every appended batch is durable (or its flush failed).
     pub async fn durable(self) -> Vec<Result<ProduceAck>> {
+        self.durable_within(None).await
+    }
+
+    /// Like [`PendingProduce::durable`], but answers `TimedOut` for whatever is not
+    /// durable after `limit` (the data may still commit later, as in Kafka).
+    pub async fn durable_within(self, limit: Option<Duration>) -> Vec<Result<ProduceAck>> {
         let Some(rx) = self.flush else {
             return self.results;
         };
-        let outcome = rx.await.unwrap_or(Err(EngineError::ShuttingDown));
+        let outcome = match limit {
+            None => rx.await.unwrap_or(Err(EngineError::ShuttingDown)),
+            Some(limit) => match tokio::time::timeout(limit, rx).await {
+                Ok(r) => r.unwrap_or(Err(EngineError::ShuttingDown)),
+                Err(_) => Err(EngineError::TimedOut),
+            },
+        };
         match outcome {
             Ok(()) => self.results,
             Err(e) => self
@@ -171,6 +184,11 @@ impl Engine {
             .partition(p.partition)
             .cloned()
             .ok_or_else(|| EngineError::unknown_partition(&p.topic.record.name, p.partition))?;
+        // Leadership changes under the WAL buffer lock, which is held here.
+        partition.ensure_leader()?;
+        if wal.closing {
+            return Err(EngineError::ShuttingDown);
+        }
         let mut write = partition.write();
         // Check every batch's sequence before assigning anything.
         let mut scratch: HashMap<i64, ProducerState> = HashMap::new();

@@ -17,9 +17,10 @@ use kafka_protocol::records::{
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::ObjectStore;
+use sluice_engine::cluster::{AssignmentRecord, Leader};
 use sluice_engine::produce::PartitionRecords;
-use sluice_engine::{Engine, EngineConfig, EngineError, Topic};
-use sluice_meta::EmbeddedStore;
+use sluice_engine::{Engine, EngineConfig, EngineError, Topic, TopicRecord};
+use sluice_meta::{EmbeddedStore, MetaStore, Op, Txn};
 use sluice_storage::faults::{FaultSpec, FaultyStore, PutFate};
 
 fn faulty() -> Arc<FaultyStore> {
@@ -66,17 +67,37 @@ fn batch(values: &[&str], producer: Option<(i64, i32)>) -> Bytes {
     buf.freeze()
 }
 
+/// Opens an engine for broker 0 leading topic `t` (one partition). The topic and its
+/// assignment are written as the controller would write them.
 async fn open(meta: &EmbeddedStore, store: Arc<FaultyStore>) -> (Arc<Engine>, Arc<Topic>) {
     let engine = Engine::open(EngineConfig::default(), Arc::new(meta.clone()), store)
         .await
         .unwrap();
-    let topic = match engine.topic("t") {
-        Some(t) => t,
-        None => engine
-            .create_topic("t", 1, 1, BTreeMap::new(), false)
-            .await
-            .unwrap(),
-    };
+    if engine.topic("t").is_none() {
+        let record = TopicRecord {
+            id: uuid::Uuid::new_v4(),
+            name: "t".into(),
+            partitions: 1,
+            configs: BTreeMap::new(),
+        };
+        let assignment = AssignmentRecord {
+            leaders: vec![Leader {
+                broker: 0,
+                epoch: 0,
+            }],
+        };
+        let keys = engine.keys();
+        let txn = Txn::when(vec![]).then(vec![
+            Op::put(keys.topic("t"), serde_json::to_vec(&record).unwrap()),
+            Op::put(
+                keys.assignment(record.id),
+                serde_json::to_vec(&assignment).unwrap(),
+            ),
+        ]);
+        meta.txn(txn).await.unwrap();
+    }
+    engine.sync_cluster().await.unwrap();
+    let topic = engine.topic("t").unwrap();
     (engine, topic)
 }
 
@@ -216,10 +237,13 @@ async fn a_newer_process_with_the_same_broker_id_fences_the_old_one() {
     );
 
     let (new, new_topic) = open(&meta, store.clone()).await;
-    assert!(new.epoch() > old.epoch());
+    assert!(new.generation() > old.generation());
     let fenced = produce(&old, &old_topic, batch(&["zombie"], None)).await;
     assert!(
-        matches!(fenced, Err(EngineError::NotLeader { .. })),
+        matches!(
+            fenced,
+            Err(EngineError::NotLeader { .. } | EngineError::NotLeaderForPartition { .. })
+        ),
         "{fenced:?}"
     );
 

@@ -98,6 +98,17 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_BROKER_ID", default_value_t = 0)]
     pub broker_id: i32,
 
+    /// This broker's rack or availability zone; the controller spreads each topic's
+    /// leaders across racks.
+    #[arg(long, env = "SLUICE_RACK")]
+    pub rack: Option<String>,
+
+    /// Seconds a broker's registration outlives its last keep-alive. After a crash,
+    /// its partitions move to other brokers within this time.
+    #[arg(long, env = "SLUICE_LEASE_TTL_SECS", default_value_t = 6,
+          value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub lease_ttl_secs: u64,
+
     /// Cluster id; namespaces all metadata.
     #[arg(long, env = "SLUICE_CLUSTER_ID", default_value = "sluice")]
     pub cluster_id: String,

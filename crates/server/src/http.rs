@@ -1,5 +1,5 @@
-//! HTTP endpoints: `/healthz` (the process is alive), `/readyz` (metadata store and
-//! object store answer), `/metrics` (Prometheus text).
+//! HTTP endpoints: `/healthz` (the process is alive), `/readyz` (registered in the
+//! cluster, metadata store and object store answer), `/metrics` (Prometheus text).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +49,13 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, String) {
 
 /// Checks both stores answer within `timeout`.
 async fn probe(engine: &Engine, timeout: Duration) -> Result<(), String> {
+    if !engine
+        .view()
+        .brokers
+        .contains_key(&engine.config().broker_id)
+    {
+        return Err("not registered in the cluster yet".into());
+    }
     let meta = tokio::time::timeout(timeout, engine.meta().get("/sluice/readyz"))
         .await
         .map_err(|_| "metadata store timed out".to_string())?;

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use sluice_broker::{Broker, BrokerIdentity};
+use sluice_broker::membership::Membership;
+use sluice_broker::{controller, Broker, BrokerIdentity};
+use sluice_engine::cluster::BrokerRecord;
 use sluice_engine::{Engine, EngineConfig};
 use sluice_meta::{EmbeddedStore, MetaStore};
 use sluice_storage::faults::{FaultSpec, FaultyStore};
@@ -25,6 +27,9 @@ use crate::config::{Cli, Command, ServeArgs};
 
 /// How long shutdown waits for in-flight flushes.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long shutdown waits for the controller to move this broker's partitions.
+const HANDOFF_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() {
     let cli = Cli::parse();
@@ -115,10 +120,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             node_id: args.broker_id,
             host: host.clone(),
             port,
-            rack: None,
+            rack: args.rack.clone(),
             cluster_id: args.cluster_id.clone(),
         },
     );
+    let membership = Membership::start(
+        engine.clone(),
+        BrokerRecord {
+            id: args.broker_id,
+            host: host.clone(),
+            port,
+            rack: args.rack.clone(),
+            leaving: false,
+        },
+        Duration::from_secs(args.lease_ttl_secs),
+    );
+    tokio::spawn(controller::run(engine.clone(), membership.lease()));
     tracing::info!(
         kafka = %args.kafka_listen,
         advertised = %format!("{host}:{port}"),
@@ -156,13 +173,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         _ = accept => {}
         _ = shutdown_signal() => {}
     }
+    // New connections go to other brokers.
+    drop(kafka);
+    // Graceful handoff: refuse new produces (retriably), commit what was appended,
+    // then let the controller move every partition before the lease ends.
     tracing::info!("shutting down: flushing pending produces");
+    broker.engine.stop_producing();
     if tokio::time::timeout(DRAIN_TIMEOUT, broker.engine.drain())
         .await
         .is_err()
     {
         tracing::warn!("pending flushes did not finish in time; unacknowledged produces will be retried by clients");
     }
+    tracing::info!("handing partitions off");
+    membership.leave(HANDOFF_TIMEOUT).await;
     http_task.abort();
     tracing::info!("stopped");
     Ok(())

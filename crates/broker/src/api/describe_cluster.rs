@@ -1,4 +1,4 @@
-//! DescribeCluster: this broker is the whole cluster (and its controller).
+//! DescribeCluster: the live brokers and the controller, from the cluster view.
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{DescribeClusterResponse, ResponseKind};
@@ -6,16 +6,24 @@ use kafka_protocol::messages::{DescribeClusterResponse, ResponseKind};
 use crate::{str_bytes, Broker};
 
 pub fn handle(broker: &Broker) -> ResponseKind {
-    let id = &broker.identity;
+    let controller = broker.engine.view().controller.unwrap_or(-1);
     ResponseKind::DescribeCluster(
         DescribeClusterResponse::default()
-            .with_cluster_id(str_bytes(id.cluster_id.clone()))
-            .with_controller_id(id.node_id.into())
+            .with_cluster_id(str_bytes(broker.identity.cluster_id.clone()))
+            .with_controller_id(controller.into())
             .with_cluster_authorized_operations(i32::MIN)
-            .with_brokers(vec![DescribeClusterBroker::default()
-                .with_broker_id(id.node_id.into())
-                .with_host(str_bytes(id.host.clone()))
-                .with_port(id.port)
-                .with_rack(id.rack.clone().map(str_bytes))]),
+            .with_brokers(
+                broker
+                    .live_brokers()
+                    .into_iter()
+                    .map(|b| {
+                        DescribeClusterBroker::default()
+                            .with_broker_id(b.id.into())
+                            .with_host(str_bytes(b.host))
+                            .with_port(b.port)
+                            .with_rack(b.rack.map(str_bytes))
+                    })
+                    .collect(),
+            ),
     )
 }

@@ -1,11 +1,15 @@
-//! Metadata: brokers, topics with ids, and partition leaders (this broker).
+//! Metadata: live brokers, topics with ids, and partition leaders from the cluster
+//! view. A partition whose leader is not live answers LEADER_NOT_AVAILABLE; clients
+//! retry until the controller has moved it.
 
 use std::sync::Arc;
 
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{MetadataRequest, MetadataResponse, ResponseKind, TopicName};
+use sluice_engine::cluster::ClusterView;
 use sluice_engine::{EngineError, Topic};
 use uuid::Uuid;
 
@@ -20,11 +24,12 @@ pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> Resp
         None => true,
         Some(t) => t.is_empty() && version == 0,
     };
+    let view = engine.view();
     let topics = match req.topics.filter(|_| !all) {
         None => engine
             .topics()
             .iter()
-            .map(|t| describe(broker, t, version))
+            .map(|t| describe(&view, t, version))
             .collect(),
         Some(requested) => {
             let mut out = Vec::with_capacity(requested.len());
@@ -39,7 +44,7 @@ pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> Resp
                         .ok_or_else(|| EngineError::unknown_topic(&t.topic_id.to_string())),
                 };
                 out.push(match found {
-                    Ok(topic) => describe(broker, &topic, version),
+                    Ok(topic) => describe(&engine.view(), &topic, version),
                     Err(e) => MetadataResponseTopic::default()
                         .with_name(t.name.clone())
                         .with_topic_id(if t.name.is_some() || !has(version, 10) {
@@ -53,22 +58,32 @@ pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> Resp
             out
         }
     };
-    let id = &broker.identity;
+    let brokers = broker
+        .live_brokers()
+        .into_iter()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(b.id.into())
+                .with_host(str_bytes(b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.map(str_bytes))
+        })
+        .collect();
+    let controller = if has(version, 1) {
+        view.controller.unwrap_or(-1)
+    } else {
+        -1
+    };
     ResponseKind::Metadata(
         MetadataResponse::default()
-            .with_brokers(vec![MetadataResponseBroker::default()
-                .with_node_id(id.node_id.into())
-                .with_host(str_bytes(id.host.clone()))
-                .with_port(id.port)
-                .with_rack(id.rack.clone().map(str_bytes))])
-            .with_cluster_id(has(version, 2).then(|| str_bytes(id.cluster_id.clone())))
-            .with_controller_id(if has(version, 1) { id.node_id } else { -1 }.into())
+            .with_brokers(brokers)
+            .with_cluster_id(has(version, 2).then(|| str_bytes(broker.identity.cluster_id.clone())))
+            .with_controller_id(controller.into())
             .with_topics(topics),
     )
 }
 
-fn describe(broker: &Broker, topic: &Arc<Topic>, version: i16) -> MetadataResponseTopic {
-    let node = broker.identity.node_id;
+fn describe(view: &ClusterView, topic: &Arc<Topic>, version: i16) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(str_bytes(topic.record.name.clone()))))
         .with_topic_id(if has(version, 10) {
@@ -81,12 +96,18 @@ fn describe(broker: &Broker, topic: &Arc<Topic>, version: i16) -> MetadataRespon
                 .partitions
                 .iter()
                 .map(|p| {
-                    MetadataResponsePartition::default()
-                        .with_partition_index(p.index)
-                        .with_leader_id(node.into())
-                        .with_leader_epoch(if has(version, 7) { 0 } else { -1 })
-                        .with_replica_nodes(vec![node.into()])
-                        .with_isr_nodes(vec![node.into()])
+                    let r = MetadataResponsePartition::default().with_partition_index(p.index);
+                    match view.leader(topic.record.id, p.index) {
+                        Some(l) => r
+                            .with_leader_id(l.broker.into())
+                            .with_leader_epoch(if has(version, 7) { l.epoch } else { -1 })
+                            .with_replica_nodes(vec![l.broker.into()])
+                            .with_isr_nodes(vec![l.broker.into()]),
+                        None => r
+                            .with_error_code(ResponseError::LeaderNotAvailable.code())
+                            .with_leader_id((-1).into())
+                            .with_leader_epoch(-1),
+                    }
                 })
                 .collect(),
         )

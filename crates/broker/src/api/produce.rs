@@ -3,6 +3,8 @@
 //! `acks` 0, 1 and all are equally durable when acknowledged: there are no
 //! followers, an acknowledgement means object written and manifest committed.
 
+use std::time::Duration;
+
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
@@ -41,13 +43,15 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Reply
         }
     }
     let pending = engine.append(appends).await;
+    // Kafka's produce timeout; a zero or tiny one still gets a moment to commit.
+    let limit = Duration::from_millis(u64::try_from(req.timeout_ms).unwrap_or(0).max(1000));
     if req.acks == 0 {
         // Nothing is sent back; errors surface to the client as missing data, as in Kafka.
         tokio::spawn(pending.durable());
         return Reply::None;
     }
     Reply::Later(Box::pin(async move {
-        let mut acks = pending.durable().await.into_iter();
+        let mut acks = pending.durable_within(Some(limit)).await.into_iter();
         let mut topics: Vec<TopicProduceResponse> = names
             .into_iter()
             .map(|name| TopicProduceResponse::default().with_name(name))

@@ -1,3 +1,333 @@
-//! The controller: decides which broker leads each partition (RFC 0004).
+//! The controller: one broker, elected through the metadata store, decides which
+//! broker leads each partition (RFC 0004).
+//!
+//! Election: create-if-missing on `controller`, bound to the candidate's membership
+//! lease, so the key vanishes with the controller. Every write the controller makes is
+//! guarded by that key still holding its record, so a deposed controller writes
+//! nothing.
+//!
+//! Each round reads topics, brokers and assignments, computes leaders with
+//! [`assignment::assign`], and writes each changed topic's `assignment/<topic-id>`
+//! in the same transaction as a generation bump of every broker that loses a
+//! partition in it: that broker's uncommitted flushes can then never commit. A
+//! transaction holds at most [`MAX_TXN_OPS`] compares and as many writes, under
+//! etcd's default `--max-txn-ops` of 128.
 
 pub mod assignment;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_engine::cluster::{
+    parse_brokers, AssignmentRecord, ControllerRecord, Generation, Leader,
+};
+use sluice_engine::{Engine, TopicRecord};
+use sluice_meta::{Compare, LeaseId, MetaError, Op, Txn};
+use tokio::sync::{watch, Notify};
+use uuid::Uuid;
+
+use self::assignment::{assign, LiveBroker, PartitionKey};
+
+/// Compares or writes per transaction.
+pub const MAX_TXN_OPS: usize = 100;
+
+/// How often a controller recomputes leaders without being woken.
+const ROUND_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Campaigns whenever this broker has a lease, and leads while it holds the key.
+pub async fn run(engine: Arc<Engine>, mut lease: watch::Receiver<Option<LeaseId>>) {
+    loop {
+        let current = *lease.borrow_and_update();
+        let Some(lease_id) = current else {
+            if lease.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        match campaign(&engine, lease_id).await {
+            Ok(true) => {
+                tracing::info!(broker = engine.config().broker_id, "elected controller");
+                lead(&engine, &mut lease).await;
+                tracing::info!(broker = engine.config().broker_id, "no longer controller");
+            }
+            Ok(false) => {}
+            Err(e) => tracing::debug!(error = %e, "campaign failed"),
+        }
+        // Campaign again when the controller key goes away, the lease changes, or
+        // after a while regardless.
+        let gone = controller_gone(&engine);
+        tokio::select! {
+            _ = gone => {}
+            _ = lease.changed() => {}
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}
+
+fn record(engine: &Engine) -> Vec<u8> {
+    serde_json::to_vec(&ControllerRecord {
+        broker: engine.config().broker_id,
+        owner: engine.owner(),
+    })
+    .unwrap_or_default()
+}
+
+async fn campaign(engine: &Engine, lease: LeaseId) -> Result<bool, MetaError> {
+    let key = engine.keys().controller();
+    let txn = Txn::when(vec![Compare::Missing(key.clone())]).then(vec![Op::Put {
+        key,
+        value: record(engine).into(),
+        lease: Some(lease),
+    }]);
+    Ok(engine.meta().txn(txn).await?.succeeded)
+}
+
+async fn controller_gone(engine: &Engine) {
+    let key = engine.keys().controller();
+    let Ok(mut events) = engine.meta().watch(&key).await else {
+        return std::future::pending().await;
+    };
+    loop {
+        if matches!(engine.meta().get(&key).await, Ok(None)) {
+            return;
+        }
+        if events.recv().await.is_none() {
+            return;
+        }
+    }
+}
+
+/// Runs rounds until this broker is no longer the controller.
+async fn lead(engine: &Arc<Engine>, lease: &mut watch::Receiver<Option<LeaseId>>) {
+    let wake = Arc::new(Notify::new());
+    let mut watchers = Vec::new();
+    for prefix in [engine.keys().brokers(), engine.keys().topics()] {
+        let meta = engine.meta().clone();
+        let wake = wake.clone();
+        watchers.push(tokio::spawn(async move {
+            loop {
+                if let Ok(mut rx) = meta.watch(&prefix).await {
+                    wake.notify_one();
+                    while rx.recv().await.is_some() {
+                        wake.notify_one();
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }));
+    }
+    loop {
+        match round(engine).await {
+            Ok(Round::Settled) => {}
+            Ok(Round::Again) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+            Ok(Round::Deposed) => break,
+            Err(e) => tracing::warn!(error = %e, "controller round failed"),
+        }
+        tokio::select! {
+            _ = wake.notified() => {
+                // Let a burst of changes (a topic with its first produce) settle.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            _ = tokio::time::sleep(ROUND_INTERVAL) => {}
+            changed = lease.changed() => {
+                if changed.is_err() || lease.borrow().is_none() {
+                    break;
+                }
+            }
+        }
+    }
+    for w in watchers {
+        w.abort();
+    }
+}
+
+/// How a round ended.
+enum Round {
+    /// Leaders match the live brokers.
+    Settled,
+    /// Part was written or a race was lost: run another round now.
+    Again,
+    /// This broker is not the controller any more.
+    Deposed,
+}
+
+/// One round: recompute leaders and write what changed.
+async fn round(engine: &Engine) -> Result<Round, MetaError> {
+    let meta = engine.meta();
+    let keys = engine.keys();
+    let ctrl_key = keys.controller();
+    let ours = record(engine);
+    match meta.get(&ctrl_key).await? {
+        Some(kv) if kv.value == ours => {}
+        _ => return Ok(Round::Deposed),
+    }
+    let topics: Vec<TopicRecord> = meta
+        .range(&keys.topics())
+        .await?
+        .iter()
+        .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+        .collect();
+    let (live, generations) = parse_brokers(keys, &meta.range(&keys.brokers()).await?);
+    let prefix = keys.assignments();
+    let mut stored: HashMap<Uuid, (AssignmentRecord, i64)> = HashMap::new();
+    let mut orphaned = Vec::new();
+    for kv in meta.range(&prefix).await? {
+        let Some(id) = kv
+            .key
+            .strip_prefix(&prefix)
+            .and_then(|s| s.parse::<Uuid>().ok())
+        else {
+            continue;
+        };
+        match serde_json::from_slice::<AssignmentRecord>(&kv.value) {
+            Ok(a) => {
+                stored.insert(id, (a, kv.mod_revision));
+            }
+            Err(_) => orphaned.push(kv.key.clone()),
+        }
+    }
+    let known: BTreeSet<Uuid> = topics.iter().map(|t| t.id).collect();
+    orphaned.extend(
+        stored
+            .keys()
+            .filter(|id| !known.contains(id))
+            .map(|id| keys.assignment(*id)),
+    );
+
+    let brokers: Vec<LiveBroker> = live
+        .values()
+        .filter(|b| !b.leaving)
+        .map(|b| LiveBroker {
+            id: b.id,
+            rack: b.rack.clone(),
+        })
+        .collect();
+    let mut partitions: Vec<PartitionKey> = Vec::new();
+    let mut current: HashMap<PartitionKey, i32> = HashMap::new();
+    for t in &topics {
+        let old = stored.get(&t.id).map(|(a, _)| a);
+        for p in 0..t.partitions {
+            let key = (t.id.to_string(), p);
+            if let Some(l) = old.and_then(|a| a.leaders.get(p as usize)) {
+                current.insert(key.clone(), l.broker);
+            }
+            partitions.push(key);
+        }
+    }
+    let placed = if brokers.is_empty() {
+        BTreeMap::new()
+    } else {
+        assign(&partitions, &brokers, &current)
+    };
+
+    // Changed topics, each with the brokers that lose a partition in it.
+    let mut changes: Vec<(Uuid, AssignmentRecord, i64, BTreeSet<i32>)> = Vec::new();
+    for t in &topics {
+        let (old, rev) = match stored.get(&t.id) {
+            Some((a, rev)) => (Some(a), *rev),
+            None => (None, 0),
+        };
+        let mut next = AssignmentRecord::default();
+        let mut losers = BTreeSet::new();
+        for p in 0..t.partitions {
+            let prev = old.and_then(|a| a.leaders.get(p as usize)).copied();
+            let Some(&broker) = placed.get(&(t.id.to_string(), p)) else {
+                // No live broker: keep what is stored (or nothing) until one joins.
+                next.leaders.push(prev.unwrap_or(Leader {
+                    broker: -1,
+                    epoch: -1,
+                }));
+                continue;
+            };
+            next.leaders.push(match prev {
+                Some(l) if l.broker == broker => l,
+                Some(l) => {
+                    if l.broker >= 0 {
+                        losers.insert(l.broker);
+                    }
+                    Leader {
+                        broker,
+                        epoch: l.epoch + 1,
+                    }
+                }
+                None => Leader { broker, epoch: 0 },
+            });
+        }
+        if old != Some(&next) {
+            changes.push((t.id, next, rev, losers));
+        }
+    }
+
+    // Pack changes into transactions that each fence the losers of their topics.
+    let mut i = 0;
+    while i < changes.len() {
+        let mut compares = vec![Compare::ValueEquals(ctrl_key.clone(), ours.clone().into())];
+        let mut ops = Vec::new();
+        let mut bumped: BTreeSet<i32> = BTreeSet::new();
+        while i < changes.len() {
+            let (id, next, rev, losers) = &changes[i];
+            let new_losers: Vec<i32> = losers
+                .iter()
+                .copied()
+                .filter(|b| !bumped.contains(b) && generations.contains_key(b))
+                .collect();
+            let cost = 1 + new_losers.len();
+            if !ops.is_empty()
+                && (ops.len() + cost > MAX_TXN_OPS || compares.len() + cost > MAX_TXN_OPS)
+            {
+                break;
+            }
+            let key = keys.assignment(*id);
+            compares.push(Compare::ModRevision(key.clone(), *rev));
+            ops.push(Op::put(key, serde_json::to_vec(next).unwrap_or_default()));
+            for b in new_losers {
+                let (g, g_rev) = generations[&b];
+                let gen_key = keys.generation(b);
+                compares.push(Compare::ModRevision(gen_key.clone(), g_rev));
+                ops.push(Op::put(
+                    gen_key,
+                    Generation {
+                        number: g.number + 1,
+                        owner: g.owner,
+                    }
+                    .encode(),
+                ));
+                bumped.insert(b);
+            }
+            i += 1;
+        }
+        if !meta.txn(Txn::when(compares).then(ops)).await?.succeeded {
+            // Something moved underneath (a broker restarted, a topic changed): the
+            // next round starts from fresh reads.
+            tracing::debug!("assignment write lost a race; recomputing");
+            return Ok(Round::Again);
+        }
+        // Generations written: later transactions must compare the new revisions,
+        // so take a fresh round for any remaining changes.
+        if !bumped.is_empty() && i < changes.len() {
+            return Ok(Round::Again);
+        }
+    }
+    let moved = changes.len();
+    for chunk in orphaned.chunks(MAX_TXN_OPS - 1) {
+        let ops = chunk.iter().cloned().map(Op::Delete).collect();
+        let txn = Txn::when(vec![Compare::ValueEquals(
+            ctrl_key.clone(),
+            ours.clone().into(),
+        )])
+        .then(ops);
+        meta.txn(txn).await?;
+    }
+    if moved > 0 {
+        tracing::info!(
+            topics_changed = moved,
+            brokers = brokers.len(),
+            "assigned partition leaders"
+        );
+    }
+    Ok(Round::Settled)
+}

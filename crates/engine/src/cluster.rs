@@ -1,0 +1,530 @@
+//! This broker's place in the cluster: its generation, which partitions it leads, and
+//! the view of brokers and leaders that Metadata answers from (RFC 0004).
+//!
+//! The controller publishes `assignment/<topic-id>` (leader and leader epoch of every
+//! partition) and, in the same transaction, bumps the generation of every broker that
+//! loses a partition. [`Engine::sync_cluster`] follows it:
+//!
+//! 1. read this broker's generation; an owner other than this process means a newer
+//!    process took the broker id, and this one is fenced for good;
+//! 2. read topics, live brokers and assignments (all after step 1);
+//! 3. rebuild every gained partition from the manifests (read after step 2, so they
+//!    include every commit of the previous leader, whose generation was bumped when
+//!    the partition moved);
+//! 4. under the WAL buffer lock: on a new generation, fail everything buffered (its
+//!    flushes carry the old generation and cannot commit), drop lost partitions,
+//!    install gained ones, adopt the generation.
+//!
+//! Invariant: a partition is led (accepts produces) only between a sync that saw it
+//! assigned here and the next sync that does not; every commit carries the
+//! generation its data was appended under, so data appended for a partition before
+//! it moved away can never commit after the move.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use sluice_meta::{Compare, MetaStore, Op, Txn};
+use uuid::Uuid;
+
+use crate::manifest::Manifest;
+use crate::partition::{IndexEntry, Partition, ReadState};
+use crate::{Engine, EngineError, RecoveredSlice, Result, TopicRecord};
+
+/// `assignment/<topic-id>`: each partition's leader, by partition index.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignmentRecord {
+    pub leaders: Vec<Leader>,
+}
+
+/// One partition's leader and its leader epoch (bumped on every move). Stored as a
+/// two-element array so a topic of 100,000 partitions stays well under etcd's value
+/// size limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "(i32, i32)", into = "(i32, i32)")]
+pub struct Leader {
+    pub broker: i32,
+    pub epoch: i32,
+}
+
+impl From<(i32, i32)> for Leader {
+    fn from((broker, epoch): (i32, i32)) -> Self {
+        Self { broker, epoch }
+    }
+}
+
+impl From<Leader> for (i32, i32) {
+    fn from(l: Leader) -> Self {
+        (l.broker, l.epoch)
+    }
+}
+
+/// `brokers/<id>/live`: a registered broker, bound to its lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRecord {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+    #[serde(default)]
+    pub rack: Option<String>,
+    /// Set while the broker hands its partitions off before exiting.
+    #[serde(default)]
+    pub leaving: bool,
+}
+
+/// `brokers/<id>/epoch`: the broker's generation and the process that owns it.
+///
+/// A process claims a new number when it starts; the controller bumps the number
+/// (keeping the owner) when it takes partitions away. Commits compare the whole value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Generation {
+    pub number: u64,
+    pub owner: Uuid,
+}
+
+impl Generation {
+    pub fn encode(&self) -> Bytes {
+        Bytes::from(format!("{} {}", self.number, self.owner))
+    }
+
+    /// Parses `"<number> <owner>"`; a bare number (older data) has no owner.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let s = std::str::from_utf8(bytes).ok()?;
+        let (n, owner) = s.split_once(' ').unwrap_or((s, ""));
+        Some(Self {
+            number: n.trim().parse().ok()?,
+            owner: if owner.is_empty() {
+                Uuid::nil()
+            } else {
+                owner.parse().ok()?
+            },
+        })
+    }
+}
+
+/// What this broker knows about the cluster, for Metadata and DescribeCluster.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    /// Live brokers by id.
+    pub brokers: BTreeMap<i32, BrokerRecord>,
+    /// Leaders by topic id.
+    pub leaders: HashMap<Uuid, Arc<AssignmentRecord>>,
+    pub controller: Option<i32>,
+    /// Whether this broker has seen an assignment at least once.
+    pub loaded: bool,
+}
+
+impl ClusterView {
+    /// The live leader of a partition, if it has one.
+    pub fn leader(&self, topic: Uuid, partition: i32) -> Option<Leader> {
+        let l = *self.leaders.get(&topic)?.leaders.get(partition as usize)?;
+        self.brokers
+            .get(&l.broker)
+            .filter(|b| !b.leaving)
+            .map(|_| l)
+    }
+}
+
+/// The controller's record at `controller`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerRecord {
+    pub broker: i32,
+    pub owner: Uuid,
+}
+
+/// Metadata keys, all under `/sluice/<cluster>/`.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    root: String,
+}
+
+impl Keys {
+    pub fn new(cluster: &str) -> Self {
+        Self {
+            root: format!("/sluice/{cluster}/"),
+        }
+    }
+    pub fn topics(&self) -> String {
+        format!("{}topics/", self.root)
+    }
+    pub fn topic(&self, name: &str) -> String {
+        format!("{}topics/{name}", self.root)
+    }
+    pub fn manifests(&self) -> String {
+        format!("{}manifests/", self.root)
+    }
+    pub fn manifest(&self, broker: i32, generation: u64, seq: u64) -> String {
+        format!(
+            "{}manifests/{broker:010}/{generation:010}/{seq:016}",
+            self.root
+        )
+    }
+    pub fn brokers(&self) -> String {
+        format!("{}brokers/", self.root)
+    }
+    pub fn generation(&self, broker: i32) -> String {
+        format!("{}brokers/{broker}/epoch", self.root)
+    }
+    pub fn live(&self, broker: i32) -> String {
+        format!("{}brokers/{broker}/live", self.root)
+    }
+    pub fn assignments(&self) -> String {
+        format!("{}assignment/", self.root)
+    }
+    pub fn assignment(&self, topic: Uuid) -> String {
+        format!("{}assignment/{topic}", self.root)
+    }
+    pub fn controller(&self) -> String {
+        format!("{}controller", self.root)
+    }
+    pub fn producer_ids(&self) -> String {
+        format!("{}producer_ids/next", self.root)
+    }
+}
+
+/// Splits `brokers/` keys into live records and generations by broker id.
+pub fn parse_brokers(
+    keys: &Keys,
+    kvs: &[sluice_meta::KeyValue],
+) -> (
+    BTreeMap<i32, BrokerRecord>,
+    BTreeMap<i32, (Generation, i64)>,
+) {
+    let prefix = keys.brokers();
+    let mut live = BTreeMap::new();
+    let mut generations = BTreeMap::new();
+    for kv in kvs {
+        let Some(rest) = kv.key.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some((id, kind)) = rest.split_once('/') else {
+            continue;
+        };
+        let Ok(id) = id.parse::<i32>() else { continue };
+        match kind {
+            "live" => {
+                if let Ok(r) = serde_json::from_slice::<BrokerRecord>(&kv.value) {
+                    live.insert(id, r);
+                }
+            }
+            "epoch" => {
+                if let Some(g) = Generation::decode(&kv.value) {
+                    generations.insert(id, (g, kv.mod_revision));
+                }
+            }
+            _ => {}
+        }
+    }
+    (live, generations)
+}
+
+/// Claims a new generation for this process, fencing any older process with the
+/// same broker id.
+pub(crate) async fn claim_generation(meta: &dyn MetaStore, key: &str, owner: Uuid) -> Result<u64> {
+    loop {
+        let current = meta.get(key).await?;
+        let (number, rev) = match &current {
+            Some(kv) => (
+                Generation::decode(&kv.value)
+                    .ok_or_else(|| EngineError::Meta(format!("not a generation: key={key}")))?
+                    .number,
+                kv.mod_revision,
+            ),
+            None => (0, 0),
+        };
+        let next = Generation {
+            number: number + 1,
+            owner,
+        };
+        let txn = Txn::when(vec![Compare::ModRevision(key.to_string(), rev)])
+            .then(vec![Op::put(key, next.encode())]);
+        if meta.txn(txn).await?.succeeded {
+            return Ok(next.number);
+        }
+    }
+}
+
+/// How often the follower re-reads everything even without watch events.
+const RESYNC_INTERVAL: Duration = Duration::from_secs(5);
+
+impl Engine {
+    /// Follows the controller: one sync now, then on every change of topics,
+    /// brokers, assignments or the controller, and every few seconds.
+    pub(crate) fn start_follower(self: &Arc<Self>) {
+        let prefixes = [
+            self.keys.topics(),
+            self.keys.brokers(),
+            self.keys.assignments(),
+            self.keys.controller(),
+        ];
+        for prefix in prefixes {
+            let engine = Arc::downgrade(self);
+            let meta = self.meta.clone();
+            tokio::spawn(async move {
+                loop {
+                    match meta.watch(&prefix).await {
+                        Ok(mut rx) => {
+                            // A new watch may have missed changes: sync once.
+                            let mut event = Some(());
+                            while event.is_some() {
+                                match engine.upgrade() {
+                                    Some(e) => e.request_sync(),
+                                    None => return,
+                                }
+                                event = rx.recv().await.map(|_| ());
+                            }
+                        }
+                        Err(e) => tracing::debug!(%prefix, error = %e, "watch failed; retrying"),
+                    }
+                    if engine.strong_count() == 0 {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            });
+        }
+        let engine = Arc::downgrade(self);
+        let wake = self.resync.clone();
+        tokio::spawn(async move {
+            loop {
+                let _ = tokio::time::timeout(RESYNC_INTERVAL, wake.notified()).await;
+                let Some(engine) = engine.upgrade() else {
+                    return;
+                };
+                if let Err(e) = engine.sync_cluster().await {
+                    tracing::warn!(error = %e, "cluster sync failed; retrying");
+                    drop(engine);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    wake.notify_one();
+                }
+            }
+        });
+    }
+
+    /// Asks the follower to sync soon (e.g. after a commit found the generation moved).
+    pub fn request_sync(&self) {
+        self.resync.notify_one();
+    }
+
+    /// The cluster as last synced.
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.view.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// This process's identity in the generation key.
+    pub fn owner(&self) -> Uuid {
+        self.owner
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Brings leadership, topics and the cluster view up to date with the metadata
+    /// store (see the module docs for the order of reads and why).
+    pub async fn sync_cluster(&self) -> Result<()> {
+        let _one_at_a_time = self.sync_lock.lock().await;
+        let gen_key = self.keys.generation(self.cfg.broker_id);
+        let generation = self
+            .meta
+            .get(&gen_key)
+            .await?
+            .and_then(|kv| Generation::decode(&kv.value))
+            .ok_or_else(|| EngineError::Meta(format!("generation missing: key={gen_key}")))?;
+        if generation.owner != self.owner {
+            self.fence_forever();
+            return Err(EngineError::NotLeader {
+                epoch: generation.number,
+            });
+        }
+        let topics = self.meta.range(&self.keys.topics()).await?;
+        let brokers = self.meta.range(&self.keys.brokers()).await?;
+        let assignments = self.meta.range(&self.keys.assignments()).await?;
+        let controller = self.meta.get(&self.keys.controller()).await?;
+
+        let mut records = Vec::with_capacity(topics.len());
+        for kv in &topics {
+            records.push(
+                serde_json::from_slice::<TopicRecord>(&kv.value)
+                    .map_err(|e| EngineError::Meta(format!("topic record key={}: {e}", kv.key)))?,
+            );
+        }
+        self.reconcile_topics(records);
+
+        let mut leaders: HashMap<Uuid, Arc<AssignmentRecord>> = HashMap::new();
+        let prefix = self.keys.assignments();
+        for kv in &assignments {
+            let Some(id) = kv
+                .key
+                .strip_prefix(&prefix)
+                .and_then(|s| s.parse::<Uuid>().ok())
+            else {
+                continue;
+            };
+            if let Ok(a) = serde_json::from_slice::<AssignmentRecord>(&kv.value) {
+                leaders.insert(id, Arc::new(a));
+            }
+        }
+
+        // What this broker should lead, and what changes.
+        let me = self.cfg.broker_id;
+        let mut gained: Vec<(Arc<Partition>, i32)> = Vec::new();
+        let mut lost: Vec<Arc<Partition>> = Vec::new();
+        for topic in self.topics() {
+            let assigned = leaders.get(&topic.record.id);
+            for p in &topic.partitions {
+                let want = assigned
+                    .and_then(|a| a.leaders.get(p.index as usize))
+                    .filter(|l| l.broker == me)
+                    .map(|l| l.epoch);
+                match (want, p.leader_epoch()) {
+                    (Some(e), Some(cur)) if e == cur => {}
+                    (Some(e), _) => gained.push((p.clone(), e)),
+                    (None, Some(_)) => lost.push(p.clone()),
+                    (None, None) => {}
+                }
+            }
+        }
+        let rebuilt = if gained.is_empty() {
+            Vec::new()
+        } else {
+            self.rebuild(&gained).await?
+        };
+
+        {
+            let mut wal = self.wal();
+            if wal.broker_generation != generation.number || !lost.is_empty() {
+                let cause = EngineError::NotLeader {
+                    epoch: wal.broker_generation,
+                };
+                crate::flush::abandon_buffered(self, &mut wal, &cause);
+                wal.broker_generation = generation.number;
+            }
+            for p in &lost {
+                p.set_leader_epoch(None);
+                p.read_mut().clear(&self.tail);
+                p.reset_write_to_committed();
+            }
+            for ((p, epoch), state) in gained.iter().zip(rebuilt) {
+                {
+                    let mut read = p.read_mut();
+                    read.clear(&self.tail);
+                    *read = state;
+                }
+                p.reset_write_to_committed();
+                p.set_leader_epoch(Some(*epoch));
+            }
+        }
+        if !gained.is_empty() || !lost.is_empty() {
+            tracing::info!(
+                generation = generation.number,
+                gained = gained.len(),
+                lost = lost.len(),
+                "leadership changed"
+            );
+        }
+
+        let (live, _) = parse_brokers(&self.keys, &brokers);
+        let controller = controller
+            .and_then(|kv| serde_json::from_slice::<ControllerRecord>(&kv.value).ok())
+            .map(|c| c.broker);
+        let view = ClusterView {
+            brokers: live,
+            leaders,
+            controller,
+            loaded: true,
+        };
+        *self.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(view);
+        // Wake long polls and waiters for assignments.
+        self.commits.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    /// Rebuilds the committed state of `gained` partitions from the live manifests.
+    async fn rebuild(&self, gained: &[(Arc<Partition>, i32)]) -> Result<Vec<ReadState>> {
+        let wanted: HashSet<(Uuid, i32)> =
+            gained.iter().map(|(p, _)| (p.topic_id, p.index)).collect();
+        let mut slices: HashMap<(Uuid, i32), Vec<RecoveredSlice>> = HashMap::new();
+        for kv in self.meta.range(&self.keys.manifests()).await? {
+            let m = Manifest::decode(&kv.value)
+                .map_err(|e| EngineError::Meta(format!("manifest key={}: {e}", kv.key)))?;
+            let object = Arc::new(object_store::path::Path::from(m.object.as_str()));
+            for s in m.slices {
+                if !wanted.contains(&(s.topic_id, s.partition)) {
+                    continue;
+                }
+                slices.entry((s.topic_id, s.partition)).or_default().push((
+                    IndexEntry {
+                        base_offset: s.base_offset,
+                        last_offset: s.last_offset,
+                        max_timestamp: s.max_timestamp,
+                        object: object.clone(),
+                        start: s.start,
+                        len: s.len,
+                        cached: None,
+                    },
+                    s.producers,
+                ));
+            }
+        }
+        let mut out = Vec::with_capacity(gained.len());
+        for (p, _) in gained {
+            let mut state = ReadState::default();
+            let mut entries = slices.remove(&(p.topic_id, p.index)).unwrap_or_default();
+            entries.sort_by_key(|(e, _)| e.base_offset);
+            for (entry, producers) in entries {
+                if entry.base_offset != state.high_watermark {
+                    return Err(EngineError::Meta(format!(
+                        "gap in committed offsets: topic={} partition={} expected={} found={}",
+                        p.topic, p.index, state.high_watermark, entry.base_offset
+                    )));
+                }
+                state.append(entry, &producers, &self.tail);
+            }
+            out.push(state);
+        }
+        Ok(out)
+    }
+
+    /// A newer process owns this broker id: lead nothing, commit nothing, ever.
+    fn fence_forever(&self) {
+        let mut wal = self.wal();
+        if !wal.fenced {
+            tracing::error!(
+                broker = self.cfg.broker_id,
+                "another process claimed this broker id; this one leads nothing from now on"
+            );
+        }
+        wal.fenced = true;
+        let cause = EngineError::NotLeader {
+            epoch: wal.broker_generation,
+        };
+        crate::flush::abandon_buffered(self, &mut wal, &cause);
+        drop(wal);
+        for t in self.topics() {
+            for p in &t.partitions {
+                p.set_leader_epoch(None);
+            }
+        }
+    }
+
+    /// Waits until this broker's view has an assignment for `topic` (bounded).
+    pub async fn wait_for_assignment(&self, topic: Uuid, within: Duration) -> bool {
+        self.request_sync();
+        let mut commits = self.commits();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if self.view().leaders.contains_key(&topic) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, commits.changed())
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+    }
+}
