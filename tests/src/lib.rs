@@ -96,7 +96,15 @@ impl Sluice {
             args.push(format!("--object-store=s3://{}/broker", s3.bucket));
             args.push(format!("--s3-endpoint={}", s3.endpoint()));
         }
-        let mut s = Self {
+        let mut s = Self::unstarted(args, env)?;
+        s.s3 = s3;
+        s.etcd = etcd;
+        s.launch_within(ready_within)?;
+        Ok(s)
+    }
+
+    fn unstarted(args: Vec<String>, env: &[(&str, Option<&str>)]) -> Result<Self> {
+        Ok(Self {
             dir: tempfile::tempdir()?,
             port: free_port(),
             http_port: free_port(),
@@ -106,11 +114,32 @@ impl Sluice {
                 .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
                 .collect(),
             child: None,
-            s3,
-            etcd,
-        };
-        s.launch_within(ready_within)?;
-        Ok(s)
+            s3: None,
+            etcd: None,
+        })
+    }
+
+    /// Removes the flags starting with `prefix` for the next start.
+    pub fn drop_args(&mut self, prefix: &str) {
+        self.extra.retain(|a| !a.starts_with(prefix));
+    }
+
+    /// Process id while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`, …) to the running process.
+    pub fn signal(&self, name: &str) -> Result<()> {
+        let pid = self.pid().context("broker not running")?;
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()?;
+        if !status.success() {
+            bail!("kill -{name} {pid} failed");
+        }
+        Ok(())
     }
 
     pub fn bootstrap(&self) -> String {
@@ -272,6 +301,59 @@ fn count_files(dir: &Path) -> usize {
 impl Drop for Sluice {
     fn drop(&mut self) {
         let _ = self.kill();
+    }
+}
+
+/// Brokers sharing one etcd and one S3 server, as in production.
+pub struct Cluster {
+    /// Broker `i` has id `i + 1`.
+    pub brokers: Vec<Sluice>,
+    pub etcd: Etcd,
+    pub s3: S3Server,
+}
+
+impl Cluster {
+    /// Starts etcd, an S3 server and `n` brokers (ids 1..=n) with `extra` flags.
+    pub fn start(n: usize, extra: &[&str]) -> Result<Self> {
+        let etcd = Etcd::start()?;
+        let s3 = S3Server::start()?;
+        let mut brokers = Vec::with_capacity(n);
+        for id in 1..=n {
+            let mut args: Vec<String> = vec![
+                format!("--etcd={}", etcd.client_url()),
+                format!("--object-store=s3://{}/cluster", s3.bucket),
+                format!("--s3-endpoint={}", s3.endpoint()),
+                format!("--broker-id={id}"),
+            ];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let mut b = Sluice::unstarted(args, &[])?;
+            b.launch()?;
+            brokers.push(b);
+        }
+        Ok(Self { brokers, etcd, s3 })
+    }
+
+    /// Every broker's address, for `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        self.brokers
+            .iter()
+            .map(Sluice::bootstrap)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The broker with this id.
+    pub fn broker(&mut self, id: i32) -> &mut Sluice {
+        &mut self.brokers[(id - 1) as usize]
+    }
+
+    /// Every broker's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.brokers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| format!("--- broker {} ---\n{}", i + 1, b.log()))
+            .collect()
     }
 }
 

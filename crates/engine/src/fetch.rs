@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use kafka_protocol::records::{RecordBatchDecoder, TimestampType};
 use object_store::ObjectStoreExt;
 use sluice_protocol::batch;
@@ -32,6 +33,9 @@ pub struct OffsetAndTimestamp {
     pub offset: i64,
     pub timestamp: i64,
 }
+
+/// Object reads one fetch of one partition keeps in flight.
+const READ_CONCURRENCY: usize = 8;
 
 /// ListOffsets special timestamps.
 pub const LATEST: i64 = -1;
@@ -73,8 +77,16 @@ impl Engine {
         };
         let mut parts = Vec::with_capacity(plan.len());
         let mut total = 0usize;
-        for entry in plan {
-            let data = self.entry_bytes(partition, &entry).await?;
+        // Entries not in memory are read concurrently, in order, a few at a time:
+        // with many small entries a sequential read would pay one round trip each.
+        let mut reads = futures::stream::iter(plan)
+            .map(|entry| async move {
+                let data = self.entry_bytes(partition, &entry).await;
+                (entry, data)
+            })
+            .buffered(READ_CONCURRENCY);
+        while let Some((entry, data)) = reads.next().await {
+            let data = data?;
             // The batches kept from one entry are contiguous: take them as one slice.
             let (mut kept, mut pos, mut full) = (None, 0usize, false);
             for b in batch::iter_batches(&data) {

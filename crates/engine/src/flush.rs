@@ -14,6 +14,7 @@
 //! orphans for garbage collection; no offset is ever committed twice.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -275,6 +276,9 @@ async fn run_committer(engine: Arc<Engine>, mut flights: mpsc::UnboundedReceiver
                 engine.commits.send_modify(|n| *n += 1);
             }
             Err(e) => {
+                if matches!(e, EngineError::NotLeader { .. }) {
+                    engine.metrics.commits_fenced.fetch_add(1, Relaxed);
+                }
                 let mut wal = engine.wal();
                 // A flight taken before an earlier rollback is already abandoned.
                 if wal.rollbacks == f.rollbacks {
@@ -336,11 +340,17 @@ async fn commit(engine: &Engine, f: &mut Flight) -> Result<()> {
     let mut unknown_outcome = false;
     loop {
         match engine.meta.txn(txn.clone()).await {
-            Ok(r) if r.succeeded => return Ok(()),
+            Ok(r) if r.succeeded => {
+                engine.metrics.commits.fetch_add(1, Relaxed);
+                return Ok(());
+            }
             Ok(_) => {
                 if unknown_outcome {
                     match engine.meta.get(&key).await {
-                        Ok(Some(_)) => return Ok(()),
+                        Ok(Some(_)) => {
+                            engine.metrics.commits.fetch_add(1, Relaxed);
+                            return Ok(());
+                        }
                         Ok(None) => {}
                         Err(e) => {
                             tracing::warn!(object = %f.object, error = %e, "cannot check an earlier commit attempt; retrying");
@@ -359,6 +369,7 @@ async fn commit(engine: &Engine, f: &mut Flight) -> Result<()> {
                     tracing::warn!(object = %f.object, error = %e, "commit outcome unknown; retrying until the metadata store answers");
                 }
                 unknown_outcome = true;
+                engine.metrics.commit_retries.fetch_add(1, Relaxed);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }

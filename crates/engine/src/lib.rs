@@ -152,6 +152,42 @@ impl From<object_store::Error> for EngineError {
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
+/// Counters of the commit path, rendered on `/metrics`.
+#[derive(Debug, Default)]
+pub struct EngineMetrics {
+    /// Manifests committed.
+    pub commits: std::sync::atomic::AtomicU64,
+    /// Flushes that did not commit because the broker's generation moved (it lost
+    /// partitions): refused by the store, or abandoned before trying.
+    pub commits_fenced: std::sync::atomic::AtomicU64,
+    /// Commit attempts whose outcome was unknown and were retried.
+    pub commit_retries: std::sync::atomic::AtomicU64,
+}
+
+impl EngineMetrics {
+    /// Prometheus text for these counters and the partitions this broker leads.
+    pub fn render(&self, led_partitions: usize, generation: u64, out: &mut String) {
+        use std::fmt::Write;
+        use std::sync::atomic::Ordering::Relaxed;
+        let _ = writeln!(out, "# TYPE sluice_commits_total counter");
+        for (outcome, v) in [
+            ("committed", &self.commits),
+            ("fenced", &self.commits_fenced),
+            ("retried", &self.commit_retries),
+        ] {
+            let _ = writeln!(
+                out,
+                "sluice_commits_total{{outcome=\"{outcome}\"}} {}",
+                v.load(Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# TYPE sluice_partitions_led gauge");
+        let _ = writeln!(out, "sluice_partitions_led {led_partitions}");
+        let _ = writeln!(out, "# TYPE sluice_broker_generation gauge");
+        let _ = writeln!(out, "sluice_broker_generation {generation}");
+    }
+}
+
 /// A topic and the partitions this broker leads.
 #[derive(Debug)]
 pub struct Topic {
@@ -201,6 +237,7 @@ pub struct Engine {
     pub(crate) resync: Arc<Notify>,
     pub(crate) sync_lock: AsyncMutex<()>,
     pub(crate) view: RwLock<Arc<ClusterView>>,
+    pub metrics: EngineMetrics,
 }
 
 impl Engine {
@@ -239,6 +276,7 @@ impl Engine {
             resync: Arc::new(Notify::new()),
             sync_lock: AsyncMutex::new(()),
             view: RwLock::default(),
+            metrics: EngineMetrics::default(),
         });
         engine.sync_cluster().await?;
         tracing::info!(
@@ -532,6 +570,15 @@ impl Engine {
 }
 
 impl Engine {
+    /// Partitions this broker currently leads.
+    pub fn led_partitions(&self) -> usize {
+        self.topics()
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .filter(|p| p.leader_epoch().is_some())
+            .count()
+    }
+
     /// Refuses new appends (retriably) from now on; used before a graceful handoff.
     pub fn stop_producing(&self) {
         self.wal().closing = true;

@@ -34,6 +34,10 @@ async fn metrics(
 ) -> ([(header::HeaderName, &'static str); 1], String) {
     let mut out = String::with_capacity(8192);
     state.store_metrics.render(&mut out);
+    let engine = &state.engine;
+    engine
+        .metrics
+        .render(engine.led_partitions(), engine.generation(), &mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 

@@ -19,47 +19,65 @@ pub fn free_port() -> u16 {
 
 /// A single-member etcd on loopback with its own data directory.
 pub struct Etcd {
-    child: Child,
+    child: Option<Child>,
     client_url: String,
-    _dir: tempfile::TempDir,
+    peer_url: String,
+    dir: tempfile::TempDir,
 }
 
 impl Etcd {
     /// Starts etcd and waits until it answers.
     pub fn start() -> Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let (client, peer) = (free_port(), free_port());
-        let client_url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
+        let mut etcd = Self {
+            child: None,
+            client_url: format!("http://127.0.0.1:{}", free_port()),
+            peer_url: format!("http://127.0.0.1:{}", free_port()),
+            dir: tempfile::tempdir()?,
+        };
+        etcd.launch()?;
+        Ok(etcd)
+    }
+
+    fn launch(&mut self) -> Result<()> {
         let child = Command::new("etcd")
             .args(["--name", "test", "--data-dir"])
-            .arg(dir.path())
-            .args(["--listen-client-urls", &client_url])
-            .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("test={peer_url}")])
+            .arg(self.dir.path())
+            .args(["--listen-client-urls", &self.client_url])
+            .args(["--advertise-client-urls", &self.client_url])
+            .args(["--listen-peer-urls", &self.peer_url])
+            .args(["--initial-advertise-peer-urls", &self.peer_url])
+            .args(["--initial-cluster", &format!("test={}", self.peer_url)])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .context("starting etcd (Debian package etcd-server)")?;
-        let mut etcd = Self {
-            child,
-            client_url,
-            _dir: dir,
-        };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !etcd.healthy() {
+        while !self.healthy() {
             if Instant::now() > deadline {
-                let _ = etcd.child.kill();
+                self.stop();
                 bail!(
                     "etcd did not become healthy at {} within 30s",
-                    etcd.client_url
+                    self.client_url
                 );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Ok(etcd)
+        Ok(())
+    }
+
+    /// Kills etcd (SIGKILL); its data stays for [`Etcd::start_again`].
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts etcd again on the same data directory and ports.
+    pub fn start_again(&mut self) -> Result<()> {
+        self.stop();
+        self.launch()
     }
 
     pub fn client_url(&self) -> &str {
@@ -74,8 +92,7 @@ impl Etcd {
 
 impl Drop for Etcd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 

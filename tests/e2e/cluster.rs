@@ -1,0 +1,392 @@
+//! Three brokers on one etcd and one S3 server: leadership moves while producers with
+//! acks=all keep writing, and a checker proves nothing acknowledged was lost,
+//! duplicated, reordered or given an offset twice.
+//!
+//! - chaos: brokers are killed -9 and restarted in a loop, and etcd is restarted once;
+//! - fencing: a leader is paused (SIGSTOP) until its partitions move, then resumed;
+//!   its pending flushes must not commit and its producers must move on.
+//!
+//! After each scenario every broker is killed and restarted, so the final read comes
+//! from state rebuilt from the manifests alone.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use futures::stream::{FuturesUnordered, StreamExt};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::FutureRecord;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use sluice_e2e::clients::{config, create_topic, producer};
+use sluice_e2e::Cluster;
+
+const PARTITIONS: i32 = 12;
+
+/// One acknowledged record.
+#[derive(Debug, Clone, Copy)]
+struct Acked {
+    partition: i32,
+    offset: i64,
+    value: u64,
+}
+
+/// Values are `producer << 32 | sequence`, padded to 64 bytes.
+fn payload(value: u64) -> Vec<u8> {
+    let mut v = value.to_be_bytes().to_vec();
+    v.resize(64, b'.');
+    v
+}
+
+fn value_of(payload: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(payload.get(..8)?.try_into().ok()?))
+}
+
+/// Produces to `topic` until `stop`, recording every acknowledgement. Returns the
+/// number of records that failed for good.
+async fn produce_until(
+    bootstrap: String,
+    topic: &'static str,
+    producer_id: u64,
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<Acked>>>,
+) -> Result<usize> {
+    let p = producer(
+        &bootstrap,
+        &[
+            ("acks", "all"),
+            ("enable.idempotence", "true"),
+            ("linger.ms", "5"),
+            ("message.timeout.ms", "180000"),
+            ("retry.backoff.ms", "100"),
+            ("retry.backoff.max.ms", "500"),
+            ("topic.metadata.refresh.interval.ms", "1000"),
+        ],
+    )?;
+    let mut inflight = FuturesUnordered::new();
+    let mut failed = 0usize;
+    let mut seq = 0u64;
+    let record = |r: (u64, Result<(i32, i64), String>), failed: &mut usize| match r.1 {
+        Ok((partition, offset)) => acked.lock().unwrap_or_else(|p| p.into_inner()).push(Acked {
+            partition,
+            offset,
+            value: r.0,
+        }),
+        Err(e) => {
+            eprintln!("producer {producer_id}: record {:#x} failed: {e}", r.0);
+            *failed += 1;
+        }
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let value = producer_id << 32 | seq;
+        let bytes = payload(value);
+        let partition = (seq % PARTITIONS as u64) as i32;
+        let fut = p
+            .send_result(
+                FutureRecord::<(), [u8]>::to(topic)
+                    .payload(&bytes[..])
+                    .partition(partition),
+            )
+            .map_err(|(e, _)| anyhow::anyhow!("enqueue: {e}"))?;
+        inflight.push(async move {
+            let r = match fut.await {
+                Ok(Ok(d)) => Ok((d.partition, d.offset)),
+                Ok(Err((e, _))) => Err(e.to_string()),
+                Err(_) => Err("cancelled".to_string()),
+            };
+            (value, r)
+        });
+        seq += 1;
+        while inflight.len() >= 500 {
+            if let Some(r) = inflight.next().await {
+                record(r, &mut failed);
+            }
+        }
+        if seq % 50 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    while let Some(r) = inflight.next().await {
+        record(r, &mut failed);
+    }
+    Ok(failed)
+}
+
+/// Reads every partition from its start to its high watermark.
+fn read_all(bootstrap: &str, topic: &str) -> Result<BTreeMap<i32, Vec<(i64, u64)>>> {
+    let consumer: BaseConsumer = config(
+        bootstrap,
+        &[("group.id", "checker"), ("enable.auto.commit", "false")],
+    )
+    .create()?;
+    let mut ends = HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(30))?;
+        ends.insert(p, high);
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut out: BTreeMap<i32, Vec<(i64, u64)>> = BTreeMap::new();
+    let done = |out: &BTreeMap<i32, Vec<(i64, u64)>>| {
+        ends.iter().all(|(p, end)| {
+            *end == 0 || out.get(p).and_then(|v| v.last()).map(|l| l.0 + 1) == Some(*end)
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !done(&out) {
+        if Instant::now() > deadline {
+            bail!("read did not reach the high watermarks {ends:?}");
+        }
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m?;
+            let v = value_of(m.payload().unwrap_or_default()).context("short payload")?;
+            out.entry(m.partition()).or_default().push((m.offset(), v));
+        }
+    }
+    Ok(out)
+}
+
+/// Every acknowledged record is read back once, at its offset; offsets are dense and
+/// never reused; each producer's records keep their order within a partition.
+fn check(acked: &[Acked], log: &BTreeMap<i32, Vec<(i64, u64)>>) -> Result<()> {
+    let mut at: HashMap<(i32, i64), u64> = HashMap::new();
+    let mut seen: HashMap<u64, usize> = HashMap::new();
+    for (p, records) in log {
+        for (i, (offset, value)) in records.iter().enumerate() {
+            ensure!(
+                *offset == i as i64,
+                "partition {p}: offset {offset} at position {i} (offsets not dense)"
+            );
+            at.insert((*p, *offset), *value);
+            *seen.entry(*value).or_default() += 1;
+        }
+        let mut last: HashMap<u64, u64> = HashMap::new();
+        for (offset, value) in records {
+            let (producer, seq) = (value >> 32, value & 0xffff_ffff);
+            if let Some(prev) = last.insert(producer, seq) {
+                ensure!(
+                    seq > prev,
+                    "partition {p}: producer {producer} seq {seq} at offset {offset} after {prev}"
+                );
+            }
+        }
+    }
+    let mut claimed: HashMap<(i32, i64), u64> = HashMap::new();
+    for a in acked {
+        if let Some(other) = claimed.insert((a.partition, a.offset), a.value) {
+            bail!(
+                "offset {}/{} acknowledged twice: {other:#x} and {:#x}",
+                a.partition,
+                a.offset,
+                a.value
+            );
+        }
+        match at.get(&(a.partition, a.offset)) {
+            Some(v) if *v == a.value => {}
+            other => bail!(
+                "acknowledged {:#x} at {}/{} but the log has {other:?}",
+                a.value,
+                a.partition,
+                a.offset
+            ),
+        }
+        ensure!(
+            seen.get(&a.value) == Some(&1),
+            "acknowledged {:#x} appears {:?} times",
+            a.value,
+            seen.get(&a.value)
+        );
+    }
+    Ok(())
+}
+
+/// Kills every broker, starts them all again and checks the log rebuilt from the
+/// manifests alone.
+async fn check_after_full_restart(
+    cluster: &mut Cluster,
+    topic: &'static str,
+    acked: &[Acked],
+) -> Result<()> {
+    for b in &mut cluster.brokers {
+        b.kill()?;
+    }
+    let started = Instant::now();
+    for b in &mut cluster.brokers {
+        // Injected latency would only slow the read down.
+        b.drop_args("--object-store-faults");
+        b.start_again()?;
+    }
+    eprintln!("all brokers restarted in {:?}", started.elapsed());
+    let bootstrap = cluster.bootstrap();
+    let log = tokio::task::spawn_blocking(move || read_all(&bootstrap, topic)).await??;
+    eprintln!("read back after the restart in {:?}", started.elapsed());
+    check(acked, &log)
+}
+
+fn spawn_producers(
+    bootstrap: &str,
+    topic: &'static str,
+    n: u64,
+    stop: &Arc<AtomicBool>,
+    acked: &Arc<Mutex<Vec<Acked>>>,
+) -> Vec<tokio::task::JoinHandle<Result<usize>>> {
+    (1..=n)
+        .map(|id| {
+            tokio::spawn(produce_until(
+                bootstrap.to_string(),
+                topic,
+                id,
+                stop.clone(),
+                acked.clone(),
+            ))
+        })
+        .collect()
+}
+
+async fn join_producers(handles: Vec<tokio::task::JoinHandle<Result<usize>>>) -> Result<usize> {
+    let mut failed = 0;
+    for h in handles {
+        failed += h.await??;
+    }
+    Ok(failed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_kill_restart_loop_and_etcd_restart() -> Result<()> {
+    let mut cluster = Cluster::start(3, &["--lease-ttl-secs=3"])?;
+    let bootstrap = cluster.bootstrap();
+    create_topic(&bootstrap, "chaos", PARTITIONS, &[]).await?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let producers = spawn_producers(&bootstrap, "chaos", 2, &stop, &acked);
+
+    for round in 0..6usize {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let victim = (round % 3) as i32 + 1;
+        let before = acked.lock().map(|a| a.len()).unwrap_or(0);
+        eprintln!("round {round}: kill -9 broker {victim} ({before} acknowledged so far)");
+        cluster.broker(victim).kill()?;
+        // Leave it down long enough, in some rounds, for its lease to expire.
+        tokio::time::sleep(Duration::from_millis(if round % 2 == 0 {
+            1000
+        } else {
+            4500
+        }))
+        .await;
+        cluster.broker(victim).start_again()?;
+        if round == 2 {
+            eprintln!("restarting etcd");
+            cluster.etcd.stop();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            cluster.etcd.start_again()?;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let stopping = Instant::now();
+    let failed = join_producers(producers).await?;
+    eprintln!("producers drained in {:?}", stopping.elapsed());
+    let acked = std::mem::take(&mut *acked.lock().unwrap_or_else(|p| p.into_inner()));
+    eprintln!(
+        "{} records acknowledged, {failed} failed for good",
+        acked.len()
+    );
+    ensure!(
+        acked.len() > 1000,
+        "too little was acknowledged to mean anything"
+    );
+    ensure!(
+        failed == 0,
+        "{failed} records failed for good\n{}",
+        cluster.logs()
+    );
+
+    let log = {
+        let b = cluster.bootstrap();
+        tokio::task::spawn_blocking(move || read_all(&b, "chaos")).await??
+    };
+    check(&acked, &log).with_context(|| cluster.logs())?;
+    check_after_full_restart(&mut cluster, "chaos", &acked)
+        .await
+        .with_context(|| cluster.logs())
+}
+
+/// The leader of partition 0 as broker `asker` reports it.
+async fn leader_of(bootstrap: &str, topic: &str) -> Result<i32> {
+    let b = bootstrap.to_string();
+    let t = topic.to_string();
+    tokio::task::spawn_blocking(move || -> Result<i32> {
+        let c: BaseConsumer = config(&b, &[]).create()?;
+        let md = c.fetch_metadata(Some(&t), Duration::from_secs(10))?;
+        let topic = md.topics().first().context("no topic")?;
+        let p = topic
+            .partitions()
+            .iter()
+            .find(|p| p.id() == 0)
+            .context("no partition 0")?;
+        Ok(p.leader())
+    })
+    .await?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_commits_nothing_after_its_partitions_move() -> Result<()> {
+    // Slow PUTs keep a flush in flight on every broker at almost any moment.
+    let mut cluster = Cluster::start(
+        3,
+        &["--lease-ttl-secs=2", "--object-store-faults=latency=150ms"],
+    )?;
+    let bootstrap = cluster.bootstrap();
+    create_topic(&bootstrap, "fence", PARTITIONS, &[]).await?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let producers = spawn_producers(&bootstrap, "fence", 2, &stop, &acked);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let old = leader_of(&bootstrap, "fence").await?;
+    let fenced_before = cluster
+        .broker(old)
+        .metric("sluice_commits_total", "outcome=\"fenced\"")?;
+    eprintln!("pausing broker {old}, leader of fence/0");
+    cluster.broker(old).signal("STOP")?;
+    let other = cluster.brokers[(old % 3) as usize].bootstrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let moved_to = loop {
+        ensure!(Instant::now() < deadline, "partition 0 did not move");
+        match leader_of(&other, "fence").await {
+            Ok(l) if l != old && l > 0 => break l,
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    eprintln!("fence/0 moved from broker {old} to broker {moved_to}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.broker(old).signal("CONT")?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let fenced_after = cluster
+        .broker(old)
+        .metric("sluice_commits_total", "outcome=\"fenced\"")?;
+    eprintln!("broker {old}: fenced commits {fenced_before} -> {fenced_after}");
+    ensure!(
+        fenced_after > fenced_before,
+        "the paused broker had no refused commit: the scenario did not exercise fencing\n{}",
+        cluster.logs()
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    let stopping = Instant::now();
+    let failed = join_producers(producers).await?;
+    eprintln!("producers drained in {:?}", stopping.elapsed());
+    let acked = std::mem::take(&mut *acked.lock().unwrap_or_else(|p| p.into_inner()));
+    eprintln!(
+        "{} records acknowledged, {failed} failed for good",
+        acked.len()
+    );
+    ensure!(failed == 0, "{failed} records failed for good");
+    check_after_full_restart(&mut cluster, "fence", &acked)
+        .await
+        .with_context(|| cluster.logs())
+}
