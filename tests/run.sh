@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need (Debian and PyPI packages), builds
 # the broker, runs every Rust test (unit, conformance, codec fuzzing, end-to-end with
-# librdkafka) and the client suites (confluent-kafka, kafka-python, aiokafka, kcat)
-# against the real binary. Each test starts and stops the brokers it uses.
+# librdkafka, including a 3-broker cluster under kill -9 and an etcd restart) and the
+# client suites (confluent-kafka, kafka-python, aiokafka, kcat) against the real
+# binary, on one broker and on a 3-broker cluster. Each test starts and stops the
+# brokers, etcd and S3 servers it uses.
 #
 # Object stores: the end-to-end and client suites run with objects in a local
 # directory and again in S3. For the S3 pass each broker gets its own S3 server (moto,
@@ -17,20 +19,24 @@ cd "$(dirname "$0")/.."
 echo "==> building the broker (release, with etcd support)"
 cargo build --release -p sluice-server --features etcd
 
-echo "==> Rust tests (objects in a local directory)"
+echo "==> Rust tests (objects in a local directory; the cluster tests use etcd and S3)"
 cargo test --workspace --all-targets
 
 echo "==> etcd metadata store: conformance against a real etcd (started by the test)"
 cargo test -p sluice-meta --features etcd
 
 echo "==> end-to-end tests again, objects in S3"
-SLUICE_E2E_OBJECT_STORE=s3 cargo test -p sluice-e2e
+SLUICE_E2E_OBJECT_STORE=s3 cargo test -p sluice-e2e -- --skip cluster_
 
 echo "==> end-to-end tests again, objects in S3 and metadata in etcd"
-SLUICE_E2E_OBJECT_STORE=s3 SLUICE_E2E_META=etcd cargo test -p sluice-e2e
+SLUICE_E2E_OBJECT_STORE=s3 SLUICE_E2E_META=etcd cargo test -p sluice-e2e -- --skip cluster_
 
 echo "==> client tests (confluent-kafka, kafka-python, aiokafka, kcat), local objects"
 python3 -m pytest tests/clients -q -p no:cacheprovider -W ignore::DeprecationWarning
+
+echo "==> client tests again, on a 3-broker cluster (etcd + S3 server)"
+SLUICE_TEST_CLUSTER=3 python3 -m pytest tests/clients -q -p no:cacheprovider -W ignore::DeprecationWarning \
+  --deselect tests/clients/test_s3_faults.py
 
 # LocalStack needs Python 3.13; where it exists, the client suites run on it too.
 if [ -n "${LOCALSTACK_PYTHON:-}" ] || [ -x /root/.pyenv/versions/3.13.0/bin/python3 ] || command -v python3.13 >/dev/null; then

@@ -6,6 +6,10 @@ target/debug/sluice (the test command builds it first).
 
 With SLUICE_TEST_OBJECT_STORE=s3 each module's broker keeps its objects in S3: the
 fixture starts an S3 server (moto) for the module and stops it afterwards.
+
+With SLUICE_TEST_CLUSTER=N each module gets N brokers instead of one, sharing an
+etcd and an S3 server started for the module (the binary needs `--features etcd`);
+clients bootstrap from every broker's address.
 """
 
 import os
@@ -138,6 +142,70 @@ class Broker:
         return self.start()
 
 
+class Etcd:
+    """A single-member etcd on free loopback ports with its own data directory."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="sluice-etcd-")
+        client, peer = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{client}"
+        peer_url = f"http://127.0.0.1:{peer}"
+        self.proc = subprocess.Popen(
+            ["etcd", "--name", "test", "--data-dir", self.dir,
+             "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+             "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+             "--initial-cluster", f"test={peer_url}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.time() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as r:
+                    if b'"health":"true"' in r.read():
+                        return
+            except OSError:
+                pass
+            if time.time() > deadline:
+                self.stop()
+                raise RuntimeError("etcd did not become healthy in 30s")
+            time.sleep(0.1)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Cluster:
+    """N brokers (ids 1..N) on one etcd and one S3 server; `bootstrap` names them all."""
+
+    def __init__(self, n: int):
+        self.etcd = Etcd()
+        self.s3 = S3Server()
+        self.dirs = [tempfile.mkdtemp(prefix="sluice-test-") for _ in range(n)]
+        self.brokers = [
+            Broker(d, [f"--etcd={self.etcd.url}", f"--broker-id={i + 1}",
+                       f"--object-store=s3://{self.s3.bucket}/cluster",
+                       f"--s3-endpoint={self.s3.endpoint}"])
+            for i, d in enumerate(self.dirs)
+        ]
+        for b in self.brokers:
+            b.start()
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(b.bootstrap for b in self.brokers)
+
+    def stop(self):
+        for b in self.brokers:
+            b.stop()
+        self.s3.stop()
+        self.etcd.stop()
+        for d in self.dirs:
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def object_store_args(s3):
     if s3 is None:
         return []
@@ -165,6 +233,12 @@ def s3():
 
 @pytest.fixture(scope="module")
 def broker(s3):
+    n = int(os.environ.get("SLUICE_TEST_CLUSTER", "0"))
+    if n > 0:
+        cluster = Cluster(n)
+        yield cluster
+        cluster.stop()
+        return
     data_dir = tempfile.mkdtemp(prefix="sluice-test-")
     b = Broker(data_dir, object_store_args(s3)).start()
     yield b

@@ -13,7 +13,8 @@ def kcat(broker, *args, stdin=None):
 
 
 def test_list_produce_consume(broker):
-    assert "1 brokers:" in kcat(broker, "-L")
+    brokers = len(getattr(broker, "brokers", [broker]))
+    assert f"{brokers} brokers:" in kcat(broker, "-L")
     topic = unique("kcat")
     lines = "".join(f"k{i}:v{i}\n" for i in range(100))
     kcat(broker, "-P", "-t", topic, "-K:", stdin=lines)

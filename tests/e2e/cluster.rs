@@ -254,7 +254,7 @@ async fn join_producers(handles: Vec<tokio::task::JoinHandle<Result<usize>>>) ->
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chaos_kill_restart_loop_and_etcd_restart() -> Result<()> {
+async fn cluster_chaos_kill_restart_loop_and_etcd_restart() -> Result<()> {
     let mut cluster = Cluster::start(3, &["--lease-ttl-secs=3"])?;
     let bootstrap = cluster.bootstrap();
     create_topic(&bootstrap, "chaos", PARTITIONS, &[]).await?;
@@ -333,7 +333,7 @@ async fn leader_of(bootstrap: &str, topic: &str) -> Result<i32> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paused_leader_commits_nothing_after_its_partitions_move() -> Result<()> {
+async fn cluster_paused_leader_commits_nothing_after_its_partitions_move() -> Result<()> {
     // Slow PUTs keep a flush in flight on every broker at almost any moment.
     let mut cluster = Cluster::start(
         3,
