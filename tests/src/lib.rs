@@ -452,3 +452,126 @@ pub mod clients {
         Ok(out)
     }
 }
+
+/// The checker of the cluster tests and the failover measurement: acknowledged
+/// records against what the log holds.
+pub mod checker {
+    use std::collections::{BTreeMap, HashMap};
+    use std::time::{Duration, Instant};
+
+    use anyhow::{bail, ensure, Context, Result};
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+
+    use crate::clients::config;
+
+    pub const PARTITIONS: i32 = 12;
+
+    /// One acknowledged record.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Acked {
+        pub partition: i32,
+        pub offset: i64,
+        pub value: u64,
+    }
+
+    /// Values are `producer << 32 | sequence`, padded to 64 bytes.
+    pub fn payload(value: u64) -> Vec<u8> {
+        let mut v = value.to_be_bytes().to_vec();
+        v.resize(64, b'.');
+        v
+    }
+
+    pub fn value_of(payload: &[u8]) -> Option<u64> {
+        Some(u64::from_be_bytes(payload.get(..8)?.try_into().ok()?))
+    }
+
+    /// Reads every partition from its start to its high watermark.
+    pub fn read_all(bootstrap: &str, topic: &str) -> Result<BTreeMap<i32, Vec<(i64, u64)>>> {
+        let consumer: BaseConsumer = config(
+            bootstrap,
+            &[("group.id", "checker"), ("enable.auto.commit", "false")],
+        )
+        .create()?;
+        let mut ends = HashMap::new();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..PARTITIONS {
+            let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(30))?;
+            ends.insert(p, high);
+            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+        }
+        consumer.assign(&tpl)?;
+        let mut out: BTreeMap<i32, Vec<(i64, u64)>> = BTreeMap::new();
+        let done = |out: &BTreeMap<i32, Vec<(i64, u64)>>| {
+            ends.iter().all(|(p, end)| {
+                *end == 0 || out.get(p).and_then(|v| v.last()).map(|l| l.0 + 1) == Some(*end)
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !done(&out) {
+            if Instant::now() > deadline {
+                bail!("read did not reach the high watermarks {ends:?}");
+            }
+            if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+                let m = m?;
+                let v = value_of(m.payload().unwrap_or_default()).context("short payload")?;
+                out.entry(m.partition()).or_default().push((m.offset(), v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every acknowledged record is read back once, at its offset; offsets are dense and
+    /// never reused; each producer's records keep their order within a partition.
+    pub fn check(acked: &[Acked], log: &BTreeMap<i32, Vec<(i64, u64)>>) -> Result<()> {
+        let mut at: HashMap<(i32, i64), u64> = HashMap::new();
+        let mut seen: HashMap<u64, usize> = HashMap::new();
+        for (p, records) in log {
+            for (i, (offset, value)) in records.iter().enumerate() {
+                ensure!(
+                    *offset == i as i64,
+                    "partition {p}: offset {offset} at position {i} (offsets not dense)"
+                );
+                at.insert((*p, *offset), *value);
+                *seen.entry(*value).or_default() += 1;
+            }
+            let mut last: HashMap<u64, u64> = HashMap::new();
+            for (offset, value) in records {
+                let (producer, seq) = (value >> 32, value & 0xffff_ffff);
+                if let Some(prev) = last.insert(producer, seq) {
+                    ensure!(
+                        seq > prev,
+                        "partition {p}: producer {producer} seq {seq} at offset {offset} after {prev}"
+                    );
+                }
+            }
+        }
+        let mut claimed: HashMap<(i32, i64), u64> = HashMap::new();
+        for a in acked {
+            if let Some(other) = claimed.insert((a.partition, a.offset), a.value) {
+                bail!(
+                    "offset {}/{} acknowledged twice: {other:#x} and {:#x}",
+                    a.partition,
+                    a.offset,
+                    a.value
+                );
+            }
+            match at.get(&(a.partition, a.offset)) {
+                Some(v) if *v == a.value => {}
+                other => bail!(
+                    "acknowledged {:#x} at {}/{} but the log has {other:?}",
+                    a.value,
+                    a.partition,
+                    a.offset
+                ),
+            }
+            ensure!(
+                seen.get(&a.value) == Some(&1),
+                "acknowledged {:#x} appears {:?} times",
+                a.value,
+                seen.get(&a.value)
+            );
+        }
+        Ok(())
+    }
+}
