@@ -6,15 +6,19 @@
 
 use std::time::{Duration, Instant};
 
-use sluice_meta::etcd::{EtcdOptions, EtcdStore};
+use sluice_meta::etcd::{EtcdOptions, EtcdStore, EtcdTls};
 use sluice_meta::{MetaStore, Op, Txn};
 use sluice_testkit::{free_port, Etcd};
 
 async fn connect(etcd: &Etcd) -> EtcdStore {
-    let opts = EtcdOptions {
+    connect_with(EtcdOptions {
         endpoints: vec![etcd.client_url().to_string()],
         ..Default::default()
-    };
+    })
+    .await
+}
+
+async fn connect_with(opts: EtcdOptions) -> EtcdStore {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match EtcdStore::connect(&opts).await {
@@ -30,6 +34,36 @@ async fn etcd_passes_conformance() {
     let etcd = Etcd::start().unwrap();
     let store = connect(&etcd).await;
     sluice_meta::conformance::run_all(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_over_tls_with_a_client_certificate_passes_conformance() {
+    let etcd = Etcd::start_tls().unwrap();
+    let read = |name: &str| std::fs::read(etcd.tls_file(name)).unwrap();
+    let store = connect_with(EtcdOptions {
+        endpoints: vec![etcd.client_url().to_string()],
+        tls: Some(EtcdTls {
+            ca_pem: Some(read("ca.pem")),
+            identity: Some((read("client.pem"), read("client.key"))),
+        }),
+        ..Default::default()
+    })
+    .await;
+    sluice_meta::conformance::run_all(&store).await;
+
+    // Without the client certificate etcd refuses the connection.
+    let refused = EtcdStore::connect(&EtcdOptions {
+        endpoints: vec![etcd.client_url().to_string()],
+        tls: Some(EtcdTls {
+            ca_pem: Some(read("ca.pem")),
+            identity: None,
+        }),
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(2),
+        ..Default::default()
+    })
+    .await;
+    assert!(refused.is_err(), "etcd requires a client certificate");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

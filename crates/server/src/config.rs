@@ -94,6 +94,19 @@ pub struct ServeArgs {
     )]
     pub etcd_password: Option<String>,
 
+    /// PEM file of the CA that signed etcd's certificate (TLS; `https://` endpoints).
+    /// Without it, https endpoints are verified against the system's roots.
+    #[arg(long, env = "SLUICE_ETCD_CA_FILE")]
+    pub etcd_ca_file: Option<PathBuf>,
+
+    /// PEM client certificate presented to etcd (with `--client-cert-auth`).
+    #[arg(long, env = "SLUICE_ETCD_CERT_FILE", requires = "etcd_key_file")]
+    pub etcd_cert_file: Option<PathBuf>,
+
+    /// PEM private key of `--etcd-cert-file`.
+    #[arg(long, env = "SLUICE_ETCD_KEY_FILE", requires = "etcd_cert_file")]
+    pub etcd_key_file: Option<PathBuf>,
+
     /// This broker's node id.
     #[arg(long, env = "SLUICE_BROKER_ID", default_value_t = 0)]
     pub broker_id: i32,

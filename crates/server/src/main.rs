@@ -194,9 +194,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 #[cfg(feature = "etcd")]
 async fn connect_etcd(args: &ServeArgs) -> anyhow::Result<Arc<dyn MetaStore>> {
+    let read = |flag: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("{flag} {}: {e}", path.display()))
+    };
+    let ca_pem = match &args.etcd_ca_file {
+        Some(p) => Some(read("--etcd-ca-file", p)?),
+        None => None,
+    };
+    let identity = match (&args.etcd_cert_file, &args.etcd_key_file) {
+        (Some(c), Some(k)) => Some((read("--etcd-cert-file", c)?, read("--etcd-key-file", k)?)),
+        _ => None,
+    };
+    let https = args.etcd.iter().any(|e| e.starts_with("https://"));
+    let tls = (https || ca_pem.is_some() || identity.is_some())
+        .then_some(sluice_meta::etcd::EtcdTls { ca_pem, identity });
     let opts = sluice_meta::etcd::EtcdOptions {
         endpoints: args.etcd.clone(),
         user: args.etcd_user.clone().zip(args.etcd_password.clone()),
+        tls,
         ..Default::default()
     };
     let store = sluice_meta::etcd::EtcdStore::connect(&opts)

@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,7 @@ pub struct Etcd {
     client_url: String,
     peer_url: String,
     dir: tempfile::TempDir,
+    tls: bool,
 }
 
 impl Etcd {
@@ -33,15 +35,147 @@ impl Etcd {
             client_url: format!("http://127.0.0.1:{}", free_port()),
             peer_url: format!("http://127.0.0.1:{}", free_port()),
             dir: tempfile::tempdir()?,
+            tls: false,
         };
         etcd.launch()?;
         Ok(etcd)
     }
 
+    /// Starts etcd serving clients over TLS and requiring a client certificate; the
+    /// CA, server and client certificates are made here with `openssl`. See
+    /// [`Etcd::tls_file`] for the PEM files a client needs.
+    pub fn start_tls() -> Result<Self> {
+        let mut etcd = Self {
+            child: None,
+            client_url: format!("https://127.0.0.1:{}", free_port()),
+            peer_url: format!("http://127.0.0.1:{}", free_port()),
+            dir: tempfile::tempdir()?,
+            tls: true,
+        };
+        etcd.make_certificates()?;
+        etcd.launch()?;
+        Ok(etcd)
+    }
+
+    /// A PEM file of the TLS setup: `ca.pem`, `client.pem`, `client.key`.
+    pub fn tls_file(&self, name: &str) -> PathBuf {
+        self.dir.path().join("tls").join(name)
+    }
+
+    fn make_certificates(&self) -> Result<()> {
+        let dir = self.dir.path().join("tls");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        )?;
+        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n")?;
+        let steps: [&[&str]; 5] = [
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=sluice-test-ca",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ],
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+            ],
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "server.ext",
+                "-out",
+                "server.pem",
+            ],
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=sluice",
+                "-keyout",
+                "client.key",
+                "-out",
+                "client.csr",
+            ],
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "client.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "client.ext",
+                "-out",
+                "client.pem",
+            ],
+        ];
+        for args in steps {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .context("running openssl")?;
+            if !out.status.success() {
+                bail!(
+                    "openssl {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn launch(&mut self) -> Result<()> {
-        let child = Command::new("etcd")
+        let mut cmd = Command::new("etcd");
+        if self.tls {
+            cmd.arg("--cert-file")
+                .arg(self.tls_file("server.pem"))
+                .arg("--key-file")
+                .arg(self.tls_file("server.key"))
+                .arg("--trusted-ca-file")
+                .arg(self.tls_file("ca.pem"))
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .args(["--name", "test", "--data-dir"])
-            .arg(self.dir.path())
+            .arg(self.dir.path().join("data"))
             .args(["--listen-client-urls", &self.client_url])
             .args(["--advertise-client-urls", &self.client_url])
             .args(["--listen-peer-urls", &self.peer_url])
@@ -86,6 +220,10 @@ impl Etcd {
 
     fn healthy(&self) -> bool {
         let port = self.client_url.rsplit(':').next().unwrap_or_default();
+        if self.tls {
+            // Plain HTTP cannot ask; a listening port is enough (clients retry).
+            return TcpStream::connect(format!("127.0.0.1:{port}")).is_ok();
+        }
         http("127.0.0.1", port, "GET", "/health").is_ok_and(|r| r.contains("\"health\":\"true\""))
     }
 }
