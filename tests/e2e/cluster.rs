@@ -81,7 +81,7 @@ async fn produce_until(
                 record(r, &mut failed);
             }
         }
-        if seq % 50 == 0 {
+        if seq.is_multiple_of(50) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

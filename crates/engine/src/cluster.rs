@@ -12,8 +12,9 @@
 //!    include every commit of the previous leader, whose generation was bumped when
 //!    the partition moved);
 //! 4. under the WAL buffer lock: on a new generation, fail everything buffered (its
-//!    flushes carry the old generation and cannot commit), drop lost partitions,
-//!    install gained ones, adopt the generation.
+//!    flushes carry the old generation and cannot commit; write states are reset
+//!    once flushes already committing are through, see `flush::abandon_buffered`),
+//!    drop lost partitions, install gained ones, adopt the generation.
 //!
 //! Invariant: a partition is led (accepts produces) only between a sync that saw it
 //! assigned here and the next sync that does not; every commit carries the

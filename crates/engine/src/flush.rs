@@ -69,6 +69,12 @@ pub(crate) struct WalBuffer {
     pub rollbacks: u64,
     /// Why buffered data was last abandoned (what those flushes answer).
     pub abandoned_because: Option<EngineError>,
+    /// Flushes taken and not yet through the committer.
+    pub flights: usize,
+    /// Data was abandoned while flushes were in flight. Until the committer has
+    /// processed them (some may have committed), write states cannot be reset to the
+    /// committed state, so appends are refused (retriably) meanwhile.
+    pub resetting: bool,
     /// The broker generation new flushes are written and committed under.
     pub broker_generation: u64,
     /// A newer process owns this broker id.
@@ -120,22 +126,27 @@ async fn run_flusher(engine: Arc<Engine>, commits: mpsc::UnboundedSender<Flight>
         if !engine.cfg.flush_linger.is_zero() && engine.wal().bytes < engine.cfg.flush_bytes {
             tokio::time::sleep(engine.cfg.flush_linger).await;
         }
-        let (slices, waiters, stamp, bytes) = {
+        let taken = {
             let mut wal = engine.wal();
-            let bytes = std::mem::take(&mut wal.bytes);
-            wal.inflight_bytes += bytes;
-            (
-                std::mem::take(&mut wal.slices),
-                std::mem::take(&mut wal.waiters),
-                (wal.rollbacks, wal.broker_generation),
-                bytes,
-            )
+            if wal.slices.is_empty() && wal.waiters.is_empty() {
+                None
+            } else {
+                let bytes = std::mem::take(&mut wal.bytes);
+                wal.inflight_bytes += bytes;
+                wal.flights += 1;
+                Some((
+                    std::mem::take(&mut wal.slices),
+                    std::mem::take(&mut wal.waiters),
+                    (wal.rollbacks, wal.broker_generation),
+                    bytes,
+                ))
+            }
         };
         // Producers waiting for a full buffer to be taken may go on.
         engine.space.notify_waiters();
-        if slices.is_empty() && waiters.is_empty() {
+        let Some((slices, waiters, stamp, bytes)) = taken else {
             continue;
-        }
+        };
         seq += 1;
         let flight = write_object(&engine, slices, waiters, stamp, bytes, seq, permit);
         if commits.send(flight).is_err() {
@@ -269,9 +280,20 @@ async fn run_committer(engine: Arc<Engine>, mut flights: mpsc::UnboundedReceiver
                         len: m.len,
                         cached: Some(data.clone()),
                     };
-                    partition
-                        .read_mut()
-                        .append(entry, &m.producers, &engine.tail);
+                    let mut read = partition.read_mut();
+                    // A partition that moved away and back while this flush was
+                    // committing was rebuilt from manifests that already hold it.
+                    if entry.base_offset == read.high_watermark {
+                        read.append(entry, &m.producers, &engine.tail);
+                    } else if partition.leader_epoch().is_some()
+                        && entry.base_offset > read.high_watermark
+                    {
+                        tracing::error!(
+                            topic = %partition.topic, partition = partition.index,
+                            base = entry.base_offset, high_watermark = read.high_watermark,
+                            "committed slice does not follow the high watermark"
+                        );
+                    }
                 }
                 engine.commits.send_modify(|n| *n += 1);
             }
@@ -290,7 +312,17 @@ async fn run_committer(engine: Arc<Engine>, mut flights: mpsc::UnboundedReceiver
         for w in f.waiters {
             let _ = w.send(outcome.clone());
         }
-        engine.wal().inflight_bytes -= f.bytes;
+        {
+            let mut wal = engine.wal();
+            wal.inflight_bytes -= f.bytes;
+            wal.flights -= 1;
+            if wal.resetting && wal.flights == 0 {
+                // Every flush taken before the abandonment is through: what committed
+                // is applied, so offsets restart right after it.
+                reset_writes(&engine);
+                wal.resetting = false;
+            }
+        }
         engine.space.notify_waiters();
     }
 }
@@ -303,20 +335,14 @@ async fn run_committer(engine: Arc<Engine>, mut flights: mpsc::UnboundedReceiver
 /// answers. Re-applying it is harmless (same key, same value). If the generation
 /// moved meanwhile, the manifest key tells whether an earlier attempt landed first.
 async fn commit(engine: &Engine, f: &mut Flight) -> Result<()> {
+    abandoned(engine, f)?;
     if let Some(put) = &mut f.put {
         let put = put
             .await
             .map_err(|e| EngineError::FlushFailed(format!("put task: object={}: {e}", f.object)))?;
         put.map_err(|e| EngineError::FlushFailed(format!("put: object={}: {e}", f.object)))?;
     }
-    {
-        let wal = engine.wal();
-        if wal.rollbacks != f.rollbacks {
-            return Err(wal.abandoned_because.clone().unwrap_or_else(|| {
-                EngineError::FlushFailed("an earlier flush failed; offsets were reassigned".into())
-            }));
-        }
-    }
+    abandoned(engine, f)?;
     if f.slices.is_empty() {
         return Ok(());
     }
@@ -377,8 +403,22 @@ async fn commit(engine: &Engine, f: &mut Flight) -> Result<()> {
     }
 }
 
-/// Fails everything buffered and every flush already taken (their offsets assume
-/// each other), and resets every partition's write state to its committed state.
+/// The error a flight answers if its data was abandoned after it was taken.
+fn abandoned(engine: &Engine, f: &Flight) -> Result<()> {
+    let wal = engine.wal();
+    if wal.rollbacks == f.rollbacks {
+        return Ok(());
+    }
+    Err(wal.abandoned_because.clone().unwrap_or_else(|| {
+        EngineError::FlushFailed("an earlier flush failed; offsets were reassigned".into())
+    }))
+}
+
+/// Fails everything buffered and every flush already taken that has not started
+/// its commit (their offsets assume each other), then resets every partition's
+/// write state to its committed state: now if no flush is in flight, else once the
+/// committer has processed those in flight (a commit already sent may still
+/// succeed, and offsets must restart after it, never inside it).
 pub(crate) fn abandon_buffered(engine: &Engine, wal: &mut WalBuffer, cause: &EngineError) {
     wal.rollbacks += 1;
     wal.abandoned_because = Some(cause.clone());
@@ -387,6 +427,16 @@ pub(crate) fn abandon_buffered(engine: &Engine, wal: &mut WalBuffer, cause: &Eng
     }
     wal.slices.clear();
     wal.bytes = 0;
+    if wal.flights == 0 {
+        reset_writes(engine);
+        wal.resetting = false;
+    } else {
+        wal.resetting = true;
+    }
+}
+
+/// Every partition's write state back to its committed state.
+fn reset_writes(engine: &Engine) {
     for topic in engine.topics() {
         for p in &topic.partitions {
             p.reset_write_to_committed();

@@ -189,6 +189,13 @@ impl Engine {
         if wal.closing {
             return Err(EngineError::ShuttingDown);
         }
+        if wal.resetting {
+            // Offsets restart once the flushes in flight are through.
+            return Err(wal
+                .abandoned_because
+                .clone()
+                .unwrap_or(EngineError::FlushFailed("flush in progress failed".into())));
+        }
         let mut write = partition.write();
         // Check every batch's sequence before assigning anything.
         let mut scratch: HashMap<i64, ProducerState> = HashMap::new();

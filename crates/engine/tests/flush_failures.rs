@@ -17,7 +17,7 @@ use kafka_protocol::records::{
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::ObjectStore;
-use sluice_engine::cluster::{AssignmentRecord, Leader};
+use sluice_engine::cluster::{AssignmentRecord, Generation, Leader};
 use sluice_engine::produce::PartitionRecords;
 use sluice_engine::{Engine, EngineConfig, EngineError, Topic, TopicRecord};
 use sluice_meta::{EmbeddedStore, MetaStore, Op, Txn};
@@ -70,7 +70,11 @@ fn batch(values: &[&str], producer: Option<(i64, i32)>) -> Bytes {
 /// Opens an engine for broker 0 leading topic `t` (one partition). The topic and its
 /// assignment are written as the controller would write them.
 async fn open(meta: &EmbeddedStore, store: Arc<FaultyStore>) -> (Arc<Engine>, Arc<Topic>) {
-    let engine = Engine::open(EngineConfig::default(), Arc::new(meta.clone()), store)
+    open_on(Arc::new(meta.clone()), store).await
+}
+
+async fn open_on(meta: Arc<dyn MetaStore>, store: Arc<FaultyStore>) -> (Arc<Engine>, Arc<Topic>) {
+    let engine = Engine::open(EngineConfig::default(), meta.clone(), store)
         .await
         .unwrap();
     if engine.topic("t").is_none() {
@@ -272,4 +276,100 @@ async fn a_create_that_landed_before_its_retry_counts_as_written() {
         0
     );
     assert_eq!(values(&engine, &topic).await, vec![(0, "landed".into())]);
+}
+
+/// A metadata store whose manifest commits apply at once but answer late, when armed.
+struct LateAnswers {
+    inner: EmbeddedStore,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl MetaStore for LateAnswers {
+    async fn get(&self, key: &str) -> sluice_meta::Result<Option<sluice_meta::KeyValue>> {
+        self.inner.get(key).await
+    }
+    async fn range(&self, prefix: &str) -> sluice_meta::Result<Vec<sluice_meta::KeyValue>> {
+        self.inner.range(prefix).await
+    }
+    async fn txn(&self, txn: Txn) -> sluice_meta::Result<sluice_meta::TxnResult> {
+        let manifest = txn
+            .success
+            .iter()
+            .any(|op| matches!(op, Op::Put { key, .. } if key.contains("/manifests/")));
+        let result = self.inner.txn(txn).await;
+        if manifest && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        result
+    }
+    async fn grant_lease(&self, ttl: Duration) -> sluice_meta::Result<sluice_meta::LeaseId> {
+        self.inner.grant_lease(ttl).await
+    }
+    async fn keep_alive(&self, lease: sluice_meta::LeaseId) -> sluice_meta::Result<()> {
+        self.inner.keep_alive(lease).await
+    }
+    async fn revoke_lease(&self, lease: sluice_meta::LeaseId) -> sluice_meta::Result<()> {
+        self.inner.revoke_lease(lease).await
+    }
+    async fn watch(
+        &self,
+        prefix: &str,
+    ) -> sluice_meta::Result<tokio::sync::mpsc::UnboundedReceiver<sluice_meta::WatchEvent>> {
+        self.inner.watch(prefix).await
+    }
+}
+
+/// The controller bumps this broker's generation (as when it takes some other
+/// partition away) while a commit has applied but not yet answered. The broker must
+/// not hand out that commit's offsets again: appends are refused until the commit is
+/// through, and then continue after it.
+#[tokio::test]
+async fn a_generation_bump_during_a_commit_never_reuses_its_offsets() {
+    let store = faulty();
+    let meta = Arc::new(LateAnswers {
+        inner: EmbeddedStore::in_memory(),
+        armed: std::sync::atomic::AtomicBool::new(false),
+    });
+    let (engine, topic) = open_on(meta.clone(), store.clone()).await;
+    meta.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    let first = tokio::spawn({
+        let (engine, topic) = (engine.clone(), topic.clone());
+        async move { produce(&engine, &topic, batch(&["first"], None)).await }
+    });
+    // Let the commit apply; its answer is held back.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let key = engine.keys().generation(0);
+    let current = meta.get(&key).await.unwrap().unwrap();
+    let mut g = Generation::decode(&current.value).unwrap();
+    g.number += 1;
+    meta.txn(Txn::when(vec![]).then(vec![Op::put(key, g.encode())]))
+        .await
+        .unwrap();
+    engine.sync_cluster().await.unwrap();
+
+    let during = produce(&engine, &topic, batch(&["during"], None)).await;
+    assert!(
+        during.is_err(),
+        "refused while the commit is unresolved: {during:?}"
+    );
+
+    assert_eq!(
+        first.await.unwrap().unwrap(),
+        0,
+        "the commit that applied counts"
+    );
+    assert_eq!(
+        produce(&engine, &topic, batch(&["after"], None))
+            .await
+            .unwrap(),
+        1,
+        "offsets continue after the committed one"
+    );
+    assert_eq!(
+        values(&engine, &topic).await,
+        vec![(0, "first".into()), (1, "after".into())]
+    );
 }
