@@ -289,16 +289,30 @@ impl Engine {
         let engine = Arc::downgrade(self);
         let wake = self.resync.clone();
         tokio::spawn(async move {
+            let mut failures = 0u32;
             loop {
                 let _ = tokio::time::timeout(RESYNC_INTERVAL, wake.notified()).await;
                 let Some(engine) = engine.upgrade() else {
                     return;
                 };
-                if let Err(e) = engine.sync_cluster().await {
-                    tracing::warn!(error = %e, "cluster sync failed; retrying");
-                    drop(engine);
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    wake.notify_one();
+                match engine.sync_cluster().await {
+                    Ok(()) => {
+                        if failures > 0 {
+                            tracing::info!(failures, "cluster sync works again");
+                        }
+                        failures = 0;
+                    }
+                    Err(e) => {
+                        if failures.is_multiple_of(20) {
+                            tracing::warn!(error = %e, failures, "cluster sync failed; retrying");
+                        }
+                        failures += 1;
+                        drop(engine);
+                        // 200 ms, doubling, at most 3.2 s between attempts.
+                        let backoff = Duration::from_millis(200) * (1 << failures.min(4));
+                        tokio::time::sleep(backoff / 2).await;
+                        wake.notify_one();
+                    }
                 }
             }
         });

@@ -126,13 +126,43 @@ fn prepare(req: PartitionRecords) -> Result<Prepared> {
 impl Engine {
     /// Validates and appends a produce request's partitions to the WAL buffer.
     pub async fn append(&self, requests: Vec<PartitionRecords>) -> PendingProduce {
+        self.append_within(requests, None).await
+    }
+
+    /// Like [`Engine::append`], but if the buffer stays full for `limit` (flushes
+    /// cannot commit, e.g. the metadata store is unreachable) nothing is appended and
+    /// every partition answers `TimedOut`.
+    pub async fn append_within(
+        &self,
+        requests: Vec<PartitionRecords>,
+        limit: Option<Duration>,
+    ) -> PendingProduce {
         let prepared: Vec<Result<Prepared>> = requests.into_iter().map(prepare).collect();
         let incoming: usize = prepared
             .iter()
             .flatten()
             .flat_map(|p| p.batches.iter().map(|(_, b)| b.len()))
             .sum();
-        self.wait_for_space(incoming).await;
+        let waited = match limit {
+            None => {
+                self.wait_for_space(incoming).await;
+                true
+            }
+            Some(limit) => tokio::time::timeout(limit, self.wait_for_space(incoming))
+                .await
+                .is_ok(),
+        };
+        if !waited {
+            let n = prepared.len();
+            return PendingProduce {
+                results: prepared
+                    .into_iter()
+                    .map(|p| p.and(Err(EngineError::TimedOut)))
+                    .collect(),
+                waits: vec![false; n],
+                flush: None,
+            };
+        }
 
         let mut results = Vec::with_capacity(prepared.len());
         let mut waits = Vec::with_capacity(prepared.len());

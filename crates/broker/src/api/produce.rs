@@ -3,7 +3,7 @@
 //! `acks` 0, 1 and all are equally durable when acknowledged: there are no
 //! followers, an acknowledgement means object written and manifest committed.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -42,16 +42,18 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Reply
             slots.push((ti, p.index, rejected));
         }
     }
-    let pending = engine.append(appends).await;
     // Kafka's produce timeout; a zero or tiny one still gets a moment to commit.
     let limit = Duration::from_millis(u64::try_from(req.timeout_ms).unwrap_or(0).max(1000));
+    let started = Instant::now();
+    let pending = engine.append_within(appends, Some(limit)).await;
     if req.acks == 0 {
         // Nothing is sent back; errors surface to the client as missing data, as in Kafka.
         tokio::spawn(pending.durable());
         return Reply::None;
     }
     Reply::Later(Box::pin(async move {
-        let mut acks = pending.durable_within(Some(limit)).await.into_iter();
+        let left = limit.saturating_sub(started.elapsed());
+        let mut acks = pending.durable_within(Some(left)).await.into_iter();
         let mut topics: Vec<TopicProduceResponse> = names
             .into_iter()
             .map(|name| TopicProduceResponse::default().with_name(name))
