@@ -168,8 +168,9 @@ async fn cluster_chaos_kill_restart_loop_and_etcd_restart() -> Result<()> {
         cluster.broker(victim).start_again()?;
         if round == 2 {
             eprintln!("restarting etcd");
+            // Longer than the lease TTL: every broker registers again afterwards.
             cluster.etcd.stop();
-            tokio::time::sleep(Duration::from_secs(3)).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
             cluster.etcd.start_again()?;
         }
     }

@@ -103,14 +103,17 @@ impl Membership {
     /// controller moves every partition away, and waits (bounded) until they moved.
     /// Then ends the lease.
     pub async fn leave(&self, within: Duration) {
-        let lease = *self.lease.borrow();
+        let Some(lease) = *self.lease.borrow() else {
+            // Not registered (the store is unreachable): nothing to hand off.
+            return;
+        };
         let meta = self.engine.meta();
         let mut record = self.record.clone();
         record.leaving = true;
         let put = Op::Put {
             key: self.engine.keys().live(self.record.id),
             value: serde_json::to_vec(&record).unwrap_or_default().into(),
-            lease,
+            lease: Some(lease),
         };
         if let Err(e) = meta.txn(Txn::when(vec![]).then(vec![put])).await {
             tracing::warn!(error = %e, "cannot announce leaving");
@@ -143,8 +146,6 @@ impl Membership {
         if let Some(t) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
             t.abort();
         }
-        if let Some(lease) = lease {
-            let _ = meta.revoke_lease(lease).await;
-        }
+        let _ = meta.revoke_lease(lease).await;
     }
 }
