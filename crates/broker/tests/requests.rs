@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
@@ -15,7 +16,9 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use sluice_broker::{Broker, BrokerIdentity, Reply};
+use sluice_broker::membership::Membership;
+use sluice_broker::{controller, Broker, BrokerIdentity, Reply};
+use sluice_engine::cluster::BrokerRecord;
 use sluice_engine::{Engine, EngineConfig};
 use sluice_meta::EmbeddedStore;
 use sluice_protocol::api::SUPPORTED;
@@ -184,6 +187,19 @@ async fn broker() -> (Broker, uuid::Uuid) {
     )
     .await
     .unwrap();
+    // A single node as the server runs it: registered, controller of itself.
+    let membership = Membership::start(
+        engine.clone(),
+        BrokerRecord {
+            id: 0,
+            host: "127.0.0.1".into(),
+            port: 9092,
+            rack: None,
+            leaving: false,
+        },
+        Duration::from_secs(6),
+    );
+    tokio::spawn(controller::run(engine.clone(), membership.lease()));
     let topic = engine
         .create_topic("every", 1, 1, BTreeMap::new(), false)
         .await
