@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod controller;
+pub mod coordinator;
 pub mod errors;
 pub mod fetch_session;
 pub mod membership;
@@ -46,7 +47,12 @@ pub struct Broker {
     pub engine: Arc<Engine>,
     pub identity: Arc<BrokerIdentity>,
     pub sessions: Arc<fetch_session::FetchSessions>,
+    /// Serialises offset commits of one group (commits read, merge and write).
+    commit_locks: Arc<[tokio::sync::Mutex<()>; COMMIT_LOCKS]>,
 }
+
+/// Offset-commit locks; groups hash onto them.
+const COMMIT_LOCKS: usize = 64;
 
 impl Broker {
     pub fn new(engine: Arc<Engine>, identity: BrokerIdentity) -> Self {
@@ -54,7 +60,13 @@ impl Broker {
             engine,
             identity: Arc::new(identity),
             sessions: Arc::default(),
+            commit_locks: Arc::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
         }
+    }
+
+    /// The lock serialising offset commits of `group`.
+    pub(crate) fn commit_lock(&self, group: &str) -> &tokio::sync::Mutex<()> {
+        &self.commit_locks[coordinator::shard_of(group, COMMIT_LOCKS as i32) as usize]
     }
 
     /// Handles one request; the `await` here covers only the part that must happen
@@ -91,6 +103,15 @@ impl Broker {
             )),
             RequestKind::DescribeCluster(_) => {
                 Reply::Now(Box::new(api::describe_cluster::handle(self)))
+            }
+            RequestKind::FindCoordinator(r) => {
+                Reply::Now(Box::new(api::find_coordinator::handle(self, r, version)))
+            }
+            RequestKind::OffsetCommit(r) => {
+                Reply::Now(Box::new(api::offset_commit::handle(self, r).await))
+            }
+            RequestKind::OffsetFetch(r) => {
+                Reply::Now(Box::new(api::offset_fetch::handle(self, r, version).await))
             }
             RequestKind::InitProducerId(r) => {
                 Reply::Now(Box::new(api::init_producer_id::handle(self, r).await))

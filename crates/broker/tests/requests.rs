@@ -17,7 +17,7 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use sluice_broker::membership::Membership;
-use sluice_broker::{controller, Broker, BrokerIdentity, Reply};
+use sluice_broker::{controller, coordinator, Broker, BrokerIdentity, Reply};
 use sluice_engine::cluster::BrokerRecord;
 use sluice_engine::{Engine, EngineConfig};
 use sluice_meta::EmbeddedStore;
@@ -175,6 +175,49 @@ fn request(api: ApiKey, topic_id: uuid::Uuid) -> RequestKind {
             ]),
         ),
         ApiKey::DescribeCluster => RequestKind::DescribeCluster(DescribeClusterRequest::default()),
+        ApiKey::FindCoordinator => RequestKind::FindCoordinator(
+            FindCoordinatorRequest::default()
+                .with_key(s("g"))
+                .with_coordinator_keys(vec![s("g"), s("h")]),
+        ),
+        ApiKey::OffsetCommit => RequestKind::OffsetCommit(
+            OffsetCommitRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_generation_id_or_member_epoch(-1)
+                .with_topics(vec![
+                    offset_commit_request::OffsetCommitRequestTopic::default()
+                        .with_name(topic_name(t))
+                        .with_partitions(vec![
+                            offset_commit_request::OffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(5)
+                                .with_committed_metadata(Some(s("meta"))),
+                            offset_commit_request::OffsetCommitRequestPartition::default()
+                                .with_partition_index(9)
+                                .with_committed_offset(1),
+                        ]),
+                ]),
+        ),
+        ApiKey::OffsetFetch => RequestKind::OffsetFetch(
+            OffsetFetchRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_topics(Some(vec![
+                    offset_fetch_request::OffsetFetchRequestTopic::default()
+                        .with_name(topic_name(t))
+                        .with_partition_indexes(vec![0, 1]),
+                ]))
+                .with_groups(vec![
+                    offset_fetch_request::OffsetFetchRequestGroup::default()
+                        .with_group_id(GroupId(s("g"))),
+                    offset_fetch_request::OffsetFetchRequestGroup::default()
+                        .with_group_id(GroupId(s("other")))
+                        .with_topics(Some(vec![
+                            offset_fetch_request::OffsetFetchRequestTopics::default()
+                                .with_name(topic_name(t))
+                                .with_partition_indexes(vec![0]),
+                        ])),
+                ]),
+        ),
         other => panic!("no sample request for {other:?}"),
     }
 }
@@ -200,6 +243,7 @@ async fn broker() -> (Broker, uuid::Uuid) {
         Duration::from_secs(6),
     );
     tokio::spawn(controller::run(engine.clone(), membership.lease()));
+    coordinator::ensure_groups_topic(&engine, 4).await;
     let topic = engine
         .create_topic("every", 1, 1, BTreeMap::new(), false)
         .await
@@ -254,7 +298,14 @@ async fn metadata_v0_empty_list_means_every_topic() {
     let ResponseKind::Metadata(v0) = call(&broker, ApiKey::Metadata, 0, all.clone()).await else {
         panic!("not metadata")
     };
-    assert_eq!(v0.topics.len(), 1);
+    let mut names: Vec<String> = v0
+        .topics
+        .iter()
+        .filter_map(|t| t.name.as_ref().map(|n| n.to_string()))
+        .collect();
+    names.sort();
+    // Like Kafka's __consumer_offsets, the groups topic is listed.
+    assert_eq!(names, [coordinator::GROUPS_TOPIC, "every"]);
     let ResponseKind::Metadata(v1) = call(&broker, ApiKey::Metadata, 1, all).await else {
         panic!("not metadata")
     };

@@ -180,6 +180,12 @@ impl Keys {
     pub fn controller(&self) -> String {
         format!("{}controller", self.root)
     }
+    /// Everything a coordinator keeps for one group, under its shard. `/` and `%`
+    /// in group ids are percent-encoded so a group is exactly one key prefix.
+    pub fn group(&self, shard: i32, group: &str) -> String {
+        let escaped = group.replace('%', "%25").replace('/', "%2F");
+        format!("{}groups/{shard:05}/{escaped}/", self.root)
+    }
     pub fn producer_ids(&self) -> String {
         format!("{}producer_ids/next", self.root)
     }
@@ -326,6 +332,19 @@ impl Engine {
     /// The cluster as last synced.
     pub fn view(&self) -> Arc<ClusterView> {
         self.view.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A compare that holds while this broker still has the generation it now
+    /// works under: guards writes only a current leader may make (group state).
+    pub fn generation_guard(&self) -> Compare {
+        Compare::ValueEquals(
+            self.keys.generation(self.cfg.broker_id),
+            Generation {
+                number: self.generation(),
+                owner: self.owner,
+            }
+            .encode(),
+        )
     }
 
     /// This process's identity in the generation key.

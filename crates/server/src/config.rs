@@ -122,6 +122,12 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..=60))]
     pub lease_ttl_secs: u64,
 
+    /// Consumer-group coordinator shards (partitions of the internal
+    /// `__sluice_groups` topic). Fixed when the cluster is first started.
+    #[arg(long, env = "SLUICE_GROUP_SHARDS", default_value_t = 16,
+          value_parser = clap::value_parser!(i32).range(1..=1000))]
+    pub group_shards: i32,
+
     /// Cluster id; namespaces all metadata.
     #[arg(long, env = "SLUICE_CLUSTER_ID", default_value = "sluice")]
     pub cluster_id: String,

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use sluice_broker::membership::Membership;
-use sluice_broker::{controller, Broker, BrokerIdentity};
+use sluice_broker::{controller, coordinator, Broker, BrokerIdentity};
 use sluice_engine::cluster::BrokerRecord;
 use sluice_engine::{Engine, EngineConfig};
 use sluice_meta::{EmbeddedStore, MetaStore};
@@ -136,6 +136,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Duration::from_secs(args.lease_ttl_secs),
     );
     tokio::spawn(controller::run(engine.clone(), membership.lease()));
+    {
+        let engine = engine.clone();
+        let shards = args.group_shards;
+        tokio::spawn(async move { coordinator::ensure_groups_topic(&engine, shards).await });
+    }
     tracing::info!(
         kafka = %args.kafka_listen,
         advertised = %format!("{host}:{port}"),

@@ -24,7 +24,10 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Reply
     let mut appends = Vec::new();
     let mut names = Vec::with_capacity(req.topic_data.len());
     for (ti, t) in req.topic_data.into_iter().enumerate() {
-        let topic = engine.topic(t.name.as_str());
+        // The groups topic holds no records.
+        let topic = engine
+            .topic(t.name.as_str())
+            .filter(|t| t.record.name != crate::coordinator::GROUPS_TOPIC);
         names.push(t.name);
         for p in t.partition_data {
             let rejected = match (&topic, p.records) {

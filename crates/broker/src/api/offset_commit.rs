@@ -1,0 +1,126 @@
+//! OffsetCommit: stores a group's offsets on its coordinator, fenced by the
+//! coordinator's generation. Until group membership exists only "simple" commits
+//! (generation -1, as from consumers that assign partitions themselves) are accepted.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, ResponseKind};
+
+use crate::coordinator::local_shard;
+use crate::coordinator::offsets::{self, CommittedOffset, TopicOffsets};
+use crate::{errors, Broker};
+
+/// Kafka's `offset.metadata.max.bytes`.
+const MAX_METADATA_BYTES: usize = 4096;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+pub async fn handle(broker: &Broker, req: OffsetCommitRequest) -> ResponseKind {
+    let group = req.group_id.to_string();
+    let reject_all = |code: i16| {
+        ResponseKind::OffsetCommit(
+            OffsetCommitResponse::default().with_topics(
+                req.topics
+                    .iter()
+                    .map(|t| {
+                        OffsetCommitResponseTopic::default()
+                            .with_name(t.name.clone())
+                            .with_partitions(
+                                t.partitions
+                                    .iter()
+                                    .map(|p| {
+                                        OffsetCommitResponsePartition::default()
+                                            .with_partition_index(p.partition_index)
+                                            .with_error_code(code)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            ),
+        )
+    };
+    let shard = match local_shard(&broker.engine, &group) {
+        Ok(s) => s,
+        Err(e) => return reject_all(e.code()),
+    };
+    if req.generation_id_or_member_epoch >= 0 {
+        // No member of any generation exists until JoinGroup is served.
+        return reject_all(ResponseError::IllegalGeneration.code());
+    }
+
+    let now = now_ms();
+    let mut codes: Vec<Vec<i16>> = Vec::with_capacity(req.topics.len());
+    let mut commits: BTreeMap<String, TopicOffsets> = BTreeMap::new();
+    for t in &req.topics {
+        let topic = broker.engine.topic(t.name.as_str());
+        let mut topic_codes = Vec::with_capacity(t.partitions.len());
+        for p in &t.partitions {
+            let known = topic
+                .as_ref()
+                .is_some_and(|topic| topic.partition(p.partition_index).is_some());
+            let metadata_len = p.committed_metadata.as_ref().map_or(0, |m| m.len());
+            let code = if !known {
+                ResponseError::UnknownTopicOrPartition.code()
+            } else if metadata_len > MAX_METADATA_BYTES {
+                ResponseError::OffsetMetadataTooLarge.code()
+            } else {
+                commits.entry(t.name.to_string()).or_default().insert(
+                    p.partition_index,
+                    CommittedOffset {
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                        commit_time_ms: now,
+                    },
+                );
+                0
+            };
+            topic_codes.push(code);
+        }
+        codes.push(topic_codes);
+    }
+    let stored = {
+        let _serial = broker.commit_lock(&group).lock().await;
+        offsets::commit(&broker.engine, shard, &group, commits).await
+    };
+    if let Err(e) = stored {
+        let code = match e {
+            sluice_engine::EngineError::NotLeader { .. } => ResponseError::NotCoordinator.code(),
+            other => errors::code(&other),
+        };
+        return reject_all(code);
+    }
+    ResponseKind::OffsetCommit(
+        OffsetCommitResponse::default().with_topics(
+            req.topics
+                .iter()
+                .zip(codes)
+                .map(|(t, codes)| {
+                    OffsetCommitResponseTopic::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .zip(codes)
+                                .map(|(p, code)| {
+                                    OffsetCommitResponsePartition::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_error_code(code)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        ),
+    )
+}

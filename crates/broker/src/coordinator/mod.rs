@@ -1,0 +1,110 @@
+//! The group coordinator (RFC 0005): groups are sharded over the partitions of the
+//! internal topic [`GROUPS_TOPIC`], whose leaders the controller assigns like any
+//! partition. The broker leading shard `s` coordinates every group hashed to `s`.
+//!
+//! Invariants:
+//! - A broker answers for a group only while it leads the group's shard; otherwise
+//!   NOT_COORDINATOR, and clients look the coordinator up again.
+//! - Every write of group state compares this broker's generation, so a coordinator
+//!   that lost its shard (and whose generation the controller bumped) writes nothing.
+//! - Committed offsets live in the metadata store, one key per group and topic, and
+//!   survive coordinator failover and restarts.
+
+pub mod offsets;
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use sluice_engine::cluster::BrokerRecord;
+use sluice_engine::partition::Partition;
+use sluice_engine::Engine;
+
+use crate::Broker;
+
+/// The internal topic whose partitions are the coordinator shards. It holds no
+/// records.
+pub const GROUPS_TOPIC: &str = "__sluice_groups";
+
+/// Default number of shards (`--group-shards`), fixed when the cluster is created.
+pub const DEFAULT_SHARDS: i32 = 16;
+
+/// The shard of a group: 32-bit FNV-1a of its id, modulo the shard count. Stable
+/// across releases and brokers; clients never compute it.
+pub fn shard_of(group: &str, shards: i32) -> i32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in group.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    (h % shards.max(1) as u32) as i32
+}
+
+/// A group's shard partition, if the groups topic exists yet.
+fn shard_partition(engine: &Engine, group: &str) -> Option<(i32, Arc<Partition>)> {
+    let topic = engine.topic(GROUPS_TOPIC)?;
+    let shard = shard_of(group, topic.record.partitions);
+    topic.partition(shard).cloned().map(|p| (shard, p))
+}
+
+/// The live broker coordinating `group`, or the error a client should see.
+pub fn coordinator_of(broker: &Broker, group: &str) -> Result<BrokerRecord, ResponseError> {
+    let engine = &broker.engine;
+    let topic = engine
+        .topic(GROUPS_TOPIC)
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    let shard = shard_of(group, topic.record.partitions);
+    let view = engine.view();
+    let leader = view
+        .leader(topic.record.id, shard)
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    view.brokers
+        .get(&leader.broker)
+        .cloned()
+        .ok_or(ResponseError::CoordinatorNotAvailable)
+}
+
+/// The shard of `group` if this broker coordinates it.
+pub fn local_shard(engine: &Engine, group: &str) -> Result<i32, ResponseError> {
+    match shard_partition(engine, group) {
+        None => Err(ResponseError::CoordinatorNotAvailable),
+        Some((shard, p)) if p.leader_epoch().is_some() => Ok(shard),
+        Some(_) => Err(ResponseError::NotCoordinator),
+    }
+}
+
+/// Creates the groups topic if no broker has yet (any broker may; creation is
+/// create-if-missing).
+pub async fn ensure_groups_topic(engine: &Engine, shards: i32) {
+    if engine.topic(GROUPS_TOPIC).is_some() {
+        return;
+    }
+    match engine
+        .create_topic(
+            GROUPS_TOPIC,
+            shards,
+            -1,
+            std::collections::BTreeMap::new(),
+            false,
+        )
+        .await
+    {
+        Ok(_) | Err(sluice_engine::EngineError::TopicAlreadyExists { .. }) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot create the groups topic"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_are_stable_and_spread() {
+        assert_eq!(shard_of("orders", 16), shard_of("orders", 16));
+        let mut used = std::collections::BTreeSet::new();
+        for i in 0..200 {
+            used.insert(shard_of(&format!("group-{i}"), 16));
+        }
+        assert_eq!(used.len(), 16, "200 groups reach every shard");
+        assert!(used.iter().all(|s| (0..16).contains(s)));
+    }
+}

@@ -1,0 +1,100 @@
+//! Committed offsets: `groups/<shard>/<group>/offsets/<topic>` maps each partition of
+//! one topic to the offset a group committed for it. A commit is one guarded
+//! read-modify-write transaction per request (chunked to stay under etcd's operation
+//! limit), so partitions committed together become visible together.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sluice_engine::{Engine, EngineError, Result};
+use sluice_meta::{Compare, Op, Txn};
+
+/// One partition's committed position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedOffset {
+    pub offset: i64,
+    #[serde(default = "no_epoch")]
+    pub leader_epoch: i32,
+    #[serde(default)]
+    pub metadata: Option<String>,
+    pub commit_time_ms: i64,
+}
+
+fn no_epoch() -> i32 {
+    -1
+}
+
+/// A topic's committed offsets by partition.
+pub type TopicOffsets = BTreeMap<i32, CommittedOffset>;
+
+/// Topics per commit transaction: each costs one compare and one write.
+const TOPICS_PER_TXN: usize = 90;
+
+fn offsets_prefix(engine: &Engine, shard: i32, group: &str) -> String {
+    format!("{}offsets/", engine.keys().group(shard, group))
+}
+
+/// Merges `commits` into the group's stored offsets. Fails with `NotLeader` when this
+/// broker no longer coordinates the shard.
+pub async fn commit(
+    engine: &Engine,
+    shard: i32,
+    group: &str,
+    commits: BTreeMap<String, TopicOffsets>,
+) -> Result<()> {
+    let prefix = offsets_prefix(engine, shard, group);
+    let topics: Vec<(String, TopicOffsets)> = commits.into_iter().collect();
+    for chunk in topics.chunks(TOPICS_PER_TXN) {
+        let mut compares = vec![engine.generation_guard()];
+        let mut ops = Vec::with_capacity(chunk.len());
+        for (topic, offsets) in chunk {
+            let key = format!("{prefix}{topic}");
+            let current = engine.meta().get(&key).await?;
+            let mut merged: TopicOffsets = match &current {
+                Some(kv) => serde_json::from_slice(&kv.value).unwrap_or_default(),
+                None => TopicOffsets::new(),
+            };
+            merged.extend(offsets.iter().map(|(p, o)| (*p, o.clone())));
+            compares.push(Compare::ModRevision(
+                key.clone(),
+                current.map_or(0, |kv| kv.mod_revision),
+            ));
+            ops.push(Op::put(
+                key,
+                serde_json::to_vec(&merged).unwrap_or_default(),
+            ));
+        }
+        if !engine
+            .meta()
+            .txn(Txn::when(compares).then(ops))
+            .await?
+            .succeeded
+        {
+            // Commits of one group are serialised by the caller, so a failed compare
+            // means this broker's generation moved: it lost the shard.
+            return Err(EngineError::NotLeader {
+                epoch: engine.generation(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The group's committed offsets, for every topic or just `topics`.
+pub async fn fetch(
+    engine: &Engine,
+    shard: i32,
+    group: &str,
+) -> Result<BTreeMap<String, TopicOffsets>> {
+    let prefix = offsets_prefix(engine, shard, group);
+    let mut out = BTreeMap::new();
+    for kv in engine.meta().range(&prefix).await? {
+        let Some(topic) = kv.key.strip_prefix(&prefix) else {
+            continue;
+        };
+        if let Ok(offsets) = serde_json::from_slice::<TopicOffsets>(&kv.value) {
+            out.insert(topic.to_string(), offsets);
+        }
+    }
+    Ok(out)
+}

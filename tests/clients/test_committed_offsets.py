@@ -1,0 +1,88 @@
+"""Committed offsets without group membership: consumers that assign partitions
+themselves commit and read back offsets (with metadata) through the group
+coordinator, and the offsets survive a restart of every broker."""
+
+import signal
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from kafka import KafkaConsumer
+from kafka import TopicPartition as KpTopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from conftest import unique
+
+
+def setup_topic(broker, partitions=3, records=30):
+    topic = unique("commits")
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(timeout=10)
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(records):
+        p.produce(topic, value=b"%d" % i, partition=i % partitions)
+    assert p.flush(30) == 0
+    return topic
+
+
+def consumer(broker, group):
+    return Consumer({
+        "bootstrap.servers": broker.bootstrap,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+    })
+
+
+def test_commit_and_read_back_with_confluent_kafka(broker):
+    topic = setup_topic(broker)
+    group = unique("g")
+    c = consumer(broker, group)
+    commits = [TopicPartition(topic, 0, 4, metadata="checkpoint-a"),
+               TopicPartition(topic, 2, 7)]
+    c.commit(offsets=commits, asynchronous=False)
+    got = c.committed([TopicPartition(topic, p) for p in range(3)], timeout=10)
+    assert [(t.partition, t.offset) for t in got] == [(0, 4), (1, -1001), (2, 7)]
+    assert got[0].metadata == "checkpoint-a"
+
+    # A later commit of one partition keeps the others.
+    c.commit(offsets=[TopicPartition(topic, 2, 9)], asynchronous=False)
+    got = c.committed([TopicPartition(topic, p) for p in range(3)], timeout=10)
+    assert [t.offset for t in got] == [4, -1001, 9]
+
+    # A consumer starting from the committed offsets reads from there.
+    c.assign([TopicPartition(topic, 0)])   # OFFSET_STORED by default
+    msg = c.poll(10)
+    assert msg is not None and not msg.error()
+    assert (msg.partition(), msg.offset()) == (0, 4)
+    c.close()
+
+    # Another group sees nothing of it.
+    other = consumer(broker, unique("g"))
+    assert other.committed([TopicPartition(topic, 0)], timeout=10)[0].offset == -1001
+    other.close()
+
+
+def test_commit_and_read_back_with_kafka_python(broker):
+    topic = setup_topic(broker)
+    group = unique("g")
+    c = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=group,
+                      enable_auto_commit=False)
+    tp = KpTopicPartition(topic, 1)
+    c.assign([tp])
+    c.commit({tp: OffsetAndMetadata(6, "from-kafka-python", -1)})
+    assert c.committed(tp) == 6
+    c.close()
+
+
+def test_offsets_survive_a_restart_of_every_broker(broker):
+    topic = setup_topic(broker)
+    group = unique("g")
+    c = consumer(broker, group)
+    c.commit(offsets=[TopicPartition(topic, 1, 11)], asynchronous=False)
+    c.close()
+    for b in getattr(broker, "brokers", [broker]):
+        b.restart(signal.SIGKILL)
+    c = consumer(broker, group)
+    got = c.committed([TopicPartition(topic, 1)], timeout=30)
+    assert got[0].offset == 11
+    c.close()
