@@ -17,6 +17,7 @@ pub mod fetch_session;
 pub mod membership;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use kafka_protocol::messages::{RequestKind, ResponseKind};
@@ -47,6 +48,8 @@ pub struct Broker {
     pub engine: Arc<Engine>,
     pub identity: Arc<BrokerIdentity>,
     pub sessions: Arc<fetch_session::FetchSessions>,
+    /// Consumer groups this broker coordinates.
+    pub groups: Arc<coordinator::group::Groups>,
     /// Serialises offset commits of one group (commits read, merge and write).
     commit_locks: Arc<[tokio::sync::Mutex<()>; COMMIT_LOCKS]>,
 }
@@ -56,7 +59,21 @@ const COMMIT_LOCKS: usize = 64;
 
 impl Broker {
     pub fn new(engine: Arc<Engine>, identity: BrokerIdentity) -> Self {
+        Self::with_group_delay(engine, identity, Duration::from_secs(3))
+    }
+
+    /// A broker whose new groups wait `initial_rebalance_delay` for more members
+    /// before their first rebalance completes (Kafka's
+    /// `group.initial.rebalance.delay.ms`). Starts the groups' timer.
+    pub fn with_group_delay(
+        engine: Arc<Engine>,
+        identity: BrokerIdentity,
+        initial_rebalance_delay: Duration,
+    ) -> Self {
+        let groups = Arc::new(coordinator::group::Groups::new(initial_rebalance_delay));
+        coordinator::start_timer(Arc::downgrade(&groups), Arc::downgrade(&engine));
         Self {
+            groups,
             engine,
             identity: Arc::new(identity),
             sessions: Arc::default(),
@@ -73,6 +90,12 @@ impl Broker {
     /// before the next request on the connection (e.g. appending a produce).
     pub async fn handle(&self, request: Request) -> Reply {
         let version = request.header.request_api_version;
+        let client_id = request
+            .header
+            .client_id
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default();
         match request.body {
             RequestKind::ApiVersions(_) => Reply::Now(Box::new(api::api_versions::handle())),
             RequestKind::Metadata(r) => {
@@ -106,6 +129,19 @@ impl Broker {
             }
             RequestKind::FindCoordinator(r) => {
                 Reply::Now(Box::new(api::find_coordinator::handle(self, r, version)))
+            }
+            RequestKind::JoinGroup(r) => api::groups::join(self, r, version, &client_id),
+            RequestKind::SyncGroup(r) => api::groups::sync(self, r, version),
+            RequestKind::Heartbeat(r) => Reply::Now(Box::new(api::groups::heartbeat(self, r))),
+            RequestKind::LeaveGroup(r) => {
+                Reply::Now(Box::new(api::groups::leave(self, r, version)))
+            }
+            RequestKind::ListGroups(r) => Reply::Now(Box::new(api::groups::list(self, r, version))),
+            RequestKind::DescribeGroups(r) => {
+                Reply::Now(Box::new(api::groups::describe(self, r, version)))
+            }
+            RequestKind::DeleteGroups(r) => {
+                Reply::Now(Box::new(api::groups::delete(self, r).await))
             }
             RequestKind::OffsetCommit(r) => {
                 Reply::Now(Box::new(api::offset_commit::handle(self, r).await))

@@ -218,6 +218,43 @@ fn request(api: ApiKey, topic_id: uuid::Uuid) -> RequestKind {
                         ])),
                 ]),
         ),
+        ApiKey::JoinGroup => RequestKind::JoinGroup(
+            JoinGroupRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_session_timeout_ms(6_000)
+                // Each version's join is a new member; earlier ones are dropped fast.
+                .with_rebalance_timeout_ms(50)
+                .with_protocol_type(s("consumer"))
+                .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+                )
+                .with_name(s("range"))
+                .with_metadata(Bytes::from_static(b"m"))]),
+        ),
+        ApiKey::SyncGroup => RequestKind::SyncGroup(
+            SyncGroupRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_member_id(s("nobody")),
+        ),
+        ApiKey::Heartbeat => RequestKind::Heartbeat(
+            HeartbeatRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_member_id(s("nobody")),
+        ),
+        ApiKey::LeaveGroup => RequestKind::LeaveGroup(
+            LeaveGroupRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_member_id(s("nobody"))
+                .with_members(vec![
+                    leave_group_request::MemberIdentity::default().with_member_id(s("nobody"))
+                ]),
+        ),
+        ApiKey::ListGroups => RequestKind::ListGroups(ListGroupsRequest::default()),
+        ApiKey::DescribeGroups => RequestKind::DescribeGroups(
+            DescribeGroupsRequest::default().with_groups(vec![GroupId(s("g"))]),
+        ),
+        ApiKey::DeleteGroups => RequestKind::DeleteGroups(
+            DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s("gone"))]),
+        ),
         other => panic!("no sample request for {other:?}"),
     }
 }
@@ -248,7 +285,7 @@ async fn broker() -> (Broker, uuid::Uuid) {
         .create_topic("every", 1, 1, BTreeMap::new(), false)
         .await
         .unwrap();
-    let broker = Broker::new(
+    let broker = Broker::with_group_delay(
         engine,
         BrokerIdentity {
             node_id: 0,
@@ -257,6 +294,7 @@ async fn broker() -> (Broker, uuid::Uuid) {
             rack: None,
             cluster_id: "test".into(),
         },
+        Duration::ZERO,
     );
     (broker, topic.record.id)
 }

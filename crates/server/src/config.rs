@@ -128,6 +128,15 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(i32).range(1..=1000))]
     pub group_shards: i32,
 
+    /// How long a new consumer group waits for more members before its first
+    /// rebalance completes (Kafka's group.initial.rebalance.delay.ms).
+    #[arg(
+        long,
+        env = "SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS",
+        default_value_t = 3000
+    )]
+    pub group_initial_rebalance_delay_ms: u64,
+
     /// Cluster id; namespaces all metadata.
     #[arg(long, env = "SLUICE_CLUSTER_ID", default_value = "sluice")]
     pub cluster_id: String,

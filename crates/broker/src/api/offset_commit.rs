@@ -1,6 +1,6 @@
 //! OffsetCommit: stores a group's offsets on its coordinator, fenced by the
-//! coordinator's generation. Until group membership exists only "simple" commits
-//! (generation -1, as from consumers that assign partitions themselves) are accepted.
+//! coordinator's generation. Members commit with their group generation; consumers
+//! that assign partitions themselves commit with generation -1.
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -53,9 +53,16 @@ pub async fn handle(broker: &Broker, req: OffsetCommitRequest) -> ResponseKind {
         Ok(s) => s,
         Err(e) => return reject_all(e.code()),
     };
+    // Generation -1 is a consumer that assigns its partitions itself; anyone else
+    // must be a member of the group's current generation.
     if req.generation_id_or_member_epoch >= 0 {
-        // No member of any generation exists until JoinGroup is served.
-        return reject_all(ResponseError::IllegalGeneration.code());
+        if let Err(e) = broker.groups.check_commit(
+            &group,
+            req.member_id.as_str(),
+            req.generation_id_or_member_epoch,
+        ) {
+            return reject_all(e.code());
+        }
     }
 
     let now = now_ms();

@@ -10,6 +10,7 @@
 //! - Committed offsets live in the metadata store, one key per group and topic, and
 //!   survive coordinator failover and restarts.
 
+pub mod group;
 pub mod offsets;
 
 use std::sync::Arc;
@@ -70,6 +71,22 @@ pub fn local_shard(engine: &Engine, group: &str) -> Result<i32, ResponseError> {
         Some((shard, p)) if p.leader_epoch().is_some() => Ok(shard),
         Some(_) => Err(ResponseError::NotCoordinator),
     }
+}
+
+/// Advances group timeouts every 100 ms and drops groups of shards this broker no
+/// longer coordinates. Ends when the broker is dropped.
+pub fn start_timer(groups: std::sync::Weak<group::Groups>, engine: std::sync::Weak<Engine>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            let (Some(groups), Some(engine)) = (groups.upgrade(), engine.upgrade()) else {
+                return;
+            };
+            groups.retain(|g| local_shard(&engine, g).is_ok());
+            groups.tick();
+        }
+    });
 }
 
 /// Creates the groups topic if no broker has yet (any broker may; creation is

@@ -98,3 +98,16 @@ pub async fn fetch(
     }
     Ok(out)
 }
+
+/// Deletes everything stored for the group (DeleteGroups on an empty group).
+pub async fn delete(engine: &Engine, shard: i32, group: &str) -> Result<()> {
+    let txn = Txn::when(vec![engine.generation_guard()])
+        .then(vec![Op::DeletePrefix(engine.keys().group(shard, group))]);
+    if engine.meta().txn(txn).await?.succeeded {
+        Ok(())
+    } else {
+        Err(EngineError::NotLeader {
+            epoch: engine.generation(),
+        })
+    }
+}

@@ -1,0 +1,280 @@
+//! The classic consumer-group APIs: JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+//! ListGroups, DescribeGroups and DeleteGroups. Each checks that this broker
+//! coordinates the group (NOT_COORDINATOR otherwise) and hands the rest to
+//! [`crate::coordinator::group::Groups`].
+
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+use crate::coordinator::group::{JoinOutcome, JoinRequest, Pending, SyncOutcome};
+use crate::coordinator::{local_shard, offsets};
+use crate::{has, str_bytes, Broker, Reply};
+
+fn join_response(o: JoinOutcome, version: i16) -> ResponseKind {
+    let members = o
+        .members
+        .into_iter()
+        .map(|(id, instance, metadata)| {
+            JoinGroupResponseMember::default()
+                .with_member_id(str_bytes(id))
+                .with_group_instance_id(instance.filter(|_| has(version, 5)).map(str_bytes))
+                .with_metadata(metadata)
+        })
+        .collect();
+    // Before v7 the protocol name is a non-null string.
+    let protocol = o.protocol.or_else(|| (!has(version, 7)).then(String::new));
+    ResponseKind::JoinGroup(
+        JoinGroupResponse::default()
+            .with_error_code(o.error)
+            .with_generation_id(o.generation)
+            .with_protocol_type(o.protocol_type.filter(|_| has(version, 7)).map(str_bytes))
+            .with_protocol_name(protocol.map(str_bytes))
+            .with_leader(str_bytes(o.leader))
+            .with_member_id(str_bytes(o.member_id))
+            .with_members(members),
+    )
+}
+
+pub fn join(broker: &Broker, req: JoinGroupRequest, version: i16, client_id: &str) -> Reply {
+    let group = req.group_id.to_string();
+    if let Err(e) = local_shard(&broker.engine, &group) {
+        let o = JoinOutcome {
+            error: e.code(),
+            generation: -1,
+            member_id: req.member_id.to_string(),
+            ..Default::default()
+        };
+        return Reply::Now(Box::new(join_response(o, version)));
+    }
+    let millis = |ms: i32| Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    let pending = broker.groups.join(
+        &group,
+        JoinRequest {
+            member_id: req.member_id.to_string(),
+            instance_id: req.group_instance_id.map(|s| s.to_string()),
+            client_id: client_id.to_string(),
+            client_host: String::new(),
+            session_timeout: millis(req.session_timeout_ms),
+            // v0 has no rebalance timeout: it is the session timeout.
+            rebalance_timeout: if has(version, 1) {
+                millis(req.rebalance_timeout_ms)
+            } else {
+                millis(req.session_timeout_ms)
+            },
+            protocol_type: req.protocol_type.to_string(),
+            protocols: req
+                .protocols
+                .into_iter()
+                .map(|p| (p.name.to_string(), p.metadata))
+                .collect(),
+            require_known_member_id: has(version, 4),
+        },
+    );
+    match pending {
+        Pending::Now(o) => Reply::Now(Box::new(join_response(o, version))),
+        Pending::Later(rx) => Reply::Later(Box::pin(async move {
+            let o = rx.await.unwrap_or_else(|_| JoinOutcome {
+                error: ResponseError::NotCoordinator.code(),
+                generation: -1,
+                ..Default::default()
+            });
+            join_response(o, version)
+        })),
+    }
+}
+
+fn sync_response(o: SyncOutcome, version: i16) -> ResponseKind {
+    ResponseKind::SyncGroup(
+        SyncGroupResponse::default()
+            .with_error_code(o.error)
+            .with_protocol_type(o.protocol_type.filter(|_| has(version, 5)).map(str_bytes))
+            .with_protocol_name(o.protocol.filter(|_| has(version, 5)).map(str_bytes))
+            .with_assignment(o.assignment),
+    )
+}
+
+pub fn sync(broker: &Broker, req: SyncGroupRequest, version: i16) -> Reply {
+    let group = req.group_id.to_string();
+    if let Err(e) = local_shard(&broker.engine, &group) {
+        let o = SyncOutcome {
+            error: e.code(),
+            ..Default::default()
+        };
+        return Reply::Now(Box::new(sync_response(o, version)));
+    }
+    let assignments = req
+        .assignments
+        .into_iter()
+        .map(|a| (a.member_id.to_string(), a.assignment))
+        .collect();
+    match broker.groups.sync(
+        &group,
+        req.member_id.as_str(),
+        req.generation_id,
+        assignments,
+    ) {
+        Pending::Now(o) => Reply::Now(Box::new(sync_response(o, version))),
+        Pending::Later(rx) => Reply::Later(Box::pin(async move {
+            let o = rx.await.unwrap_or_else(|_| SyncOutcome {
+                error: ResponseError::NotCoordinator.code(),
+                ..Default::default()
+            });
+            sync_response(o, version)
+        })),
+    }
+}
+
+pub fn heartbeat(broker: &Broker, req: HeartbeatRequest) -> ResponseKind {
+    let group = req.group_id.to_string();
+    let result = local_shard(&broker.engine, &group).and_then(|_| {
+        broker
+            .groups
+            .heartbeat(&group, req.member_id.as_str(), req.generation_id)
+    });
+    let code = result.err().map_or(0, |e| e.code());
+    ResponseKind::Heartbeat(HeartbeatResponse::default().with_error_code(code))
+}
+
+pub fn leave(broker: &Broker, req: LeaveGroupRequest, version: i16) -> ResponseKind {
+    let group = req.group_id.to_string();
+    let members: Vec<(String, Option<String>)> = if has(version, 3) {
+        req.members
+            .iter()
+            .map(|m| {
+                (
+                    m.member_id.to_string(),
+                    m.group_instance_id.as_ref().map(|s| s.to_string()),
+                )
+            })
+            .collect()
+    } else {
+        vec![(req.member_id.to_string(), None)]
+    };
+    let resp = LeaveGroupResponse::default();
+    if let Err(e) = local_shard(&broker.engine, &group) {
+        return ResponseKind::LeaveGroup(resp.with_error_code(e.code()));
+    }
+    let codes = broker.groups.leave(&group, &members);
+    if !has(version, 3) {
+        return ResponseKind::LeaveGroup(resp.with_error_code(codes[0]));
+    }
+    ResponseKind::LeaveGroup(
+        resp.with_members(
+            members
+                .into_iter()
+                .zip(codes)
+                .map(|((id, instance), code)| {
+                    MemberResponse::default()
+                        .with_member_id(str_bytes(id))
+                        .with_group_instance_id(instance.map(str_bytes))
+                        .with_error_code(code)
+                })
+                .collect(),
+        ),
+    )
+}
+
+pub fn list(broker: &Broker, req: ListGroupsRequest, version: i16) -> ResponseKind {
+    let wanted: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
+    let groups = broker
+        .groups
+        .list()
+        .into_iter()
+        .filter(|(id, _, _)| local_shard(&broker.engine, id).is_ok())
+        .filter(|(_, _, state)| wanted.is_empty() || wanted.contains(&state.name().to_lowercase()))
+        .map(|(id, protocol_type, state)| {
+            ListedGroup::default()
+                .with_group_id(GroupId(str_bytes(id)))
+                .with_protocol_type(str_bytes(protocol_type))
+                .with_group_state(if has(version, 4) {
+                    str_bytes(state.name())
+                } else {
+                    StrBytes::default()
+                })
+                .with_group_type(if has(version, 5) {
+                    str_bytes("classic")
+                } else {
+                    StrBytes::default()
+                })
+        })
+        .collect();
+    ResponseKind::ListGroups(ListGroupsResponse::default().with_groups(groups))
+}
+
+pub fn describe(broker: &Broker, req: DescribeGroupsRequest, version: i16) -> ResponseKind {
+    let groups = req
+        .groups
+        .into_iter()
+        .map(|id| {
+            let out = DescribedGroup::default().with_group_id(id.clone());
+            if let Err(e) = local_shard(&broker.engine, id.as_str()) {
+                return out.with_error_code(e.code());
+            }
+            let found = broker.groups.with_group(id.as_str(), |g| {
+                let members = g
+                    .members
+                    .values()
+                    .map(|m| {
+                        DescribedGroupMember::default()
+                            .with_member_id(str_bytes(m.id.clone()))
+                            .with_group_instance_id(
+                                m.instance_id
+                                    .clone()
+                                    .filter(|_| has(version, 4))
+                                    .map(str_bytes),
+                            )
+                            .with_client_id(str_bytes(m.client_id.clone()))
+                            .with_client_host(str_bytes(m.client_host.clone()))
+                            .with_member_metadata(m.metadata(g.protocol.as_deref()))
+                            .with_member_assignment(m.assignment.clone())
+                    })
+                    .collect();
+                (
+                    g.state.name(),
+                    g.protocol_type.clone().unwrap_or_default(),
+                    g.protocol.clone().unwrap_or_default(),
+                    members,
+                )
+            });
+            let (state, protocol_type, protocol, members) =
+                found.unwrap_or(("Dead", String::new(), String::new(), Vec::new()));
+            out.with_group_state(str_bytes(state))
+                .with_protocol_type(str_bytes(protocol_type))
+                .with_protocol_data(str_bytes(protocol))
+                .with_members(members)
+                .with_authorized_operations(i32::MIN)
+        })
+        .collect();
+    ResponseKind::DescribeGroups(DescribeGroupsResponse::default().with_groups(groups))
+}
+
+pub async fn delete(broker: &Broker, req: DeleteGroupsRequest) -> ResponseKind {
+    let mut results = Vec::with_capacity(req.groups_names.len());
+    for id in req.groups_names {
+        let group = id.to_string();
+        let code = match local_shard(&broker.engine, &group) {
+            Err(e) => e.code(),
+            Ok(shard) => match broker.groups.delete(&group) {
+                Err(e) => e.code(),
+                Ok(()) => match offsets::delete(&broker.engine, shard, &group).await {
+                    Ok(()) => 0,
+                    Err(_) => ResponseError::NotCoordinator.code(),
+                },
+            },
+        };
+        results.push(
+            DeletableGroupResult::default()
+                .with_group_id(id)
+                .with_error_code(code),
+        );
+    }
+    ResponseKind::DeleteGroups(DeleteGroupsResponse::default().with_results(results))
+}

@@ -1,0 +1,723 @@
+//! The classic group membership protocol on a coordinator: JoinGroup, SyncGroup,
+//! Heartbeat and LeaveGroup, with Kafka's states and timeouts.
+//!
+//! States: Empty → PreparingRebalance (members (re)join; completes when every known
+//! member has joined, or at the rebalance timeout, dropping the others) →
+//! CompletingRebalance (the leader sends assignments with SyncGroup) → Stable.
+//! A member that misses its session timeout is removed and the group rebalances.
+//!
+//! Invariants:
+//! - The generation id grows by one each time a join round completes.
+//! - Only members of the current generation get an assignment, commit offsets or
+//!   heartbeat successfully; everyone else gets UNKNOWN_MEMBER_ID or
+//!   ILLEGAL_GENERATION and rejoins.
+//! - A static member (`group.instance.id`) that rejoins with unchanged protocols
+//!   while the group is stable takes over its old member id's place and assignment
+//!   without a rebalance.
+//!
+//! Membership is held in memory on the coordinator; when the coordinator moves,
+//! members get NOT_COORDINATOR, find the new one, and rejoin (committed offsets are
+//! in the metadata store and survive).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use indexmap::IndexMap;
+use kafka_protocol::error::ResponseError;
+use tokio::sync::oneshot;
+
+/// Kafka's `group.min.session.timeout.ms` and `group.max.session.timeout.ms`.
+const MIN_SESSION: Duration = Duration::from_millis(6_000);
+const MAX_SESSION: Duration = Duration::from_millis(1_800_000);
+
+/// How long a member id handed out with MEMBER_ID_REQUIRED waits for its join.
+const PENDING_MEMBER_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+}
+
+impl State {
+    /// The name Kafka's ListGroups and DescribeGroups use.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Empty => "Empty",
+            State::PreparingRebalance => "PreparingRebalance",
+            State::CompletingRebalance => "CompletingRebalance",
+            State::Stable => "Stable",
+        }
+    }
+}
+
+/// What a JoinGroup is answered with.
+#[derive(Debug, Clone, Default)]
+pub struct JoinOutcome {
+    pub error: i16,
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol: Option<String>,
+    pub leader: String,
+    pub member_id: String,
+    /// (member id, group instance id, metadata) for the leader; empty for others.
+    pub members: Vec<(String, Option<String>, Bytes)>,
+}
+
+impl JoinOutcome {
+    fn error(e: ResponseError, member_id: &str) -> Self {
+        Self {
+            error: e.code(),
+            generation: -1,
+            member_id: member_id.to_string(),
+            ..Default::default()
+        }
+    }
+}
+
+/// What a SyncGroup is answered with.
+#[derive(Debug, Clone, Default)]
+pub struct SyncOutcome {
+    pub error: i16,
+    pub protocol_type: Option<String>,
+    pub protocol: Option<String>,
+    pub assignment: Bytes,
+}
+
+impl SyncOutcome {
+    fn error(e: ResponseError) -> Self {
+        Self {
+            error: e.code(),
+            ..Default::default()
+        }
+    }
+}
+
+/// A JoinGroup as the coordinator needs it.
+pub struct JoinRequest {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout: Duration,
+    pub rebalance_timeout: Duration,
+    pub protocol_type: String,
+    pub protocols: Vec<(String, Bytes)>,
+    /// JoinGroup v4+: a new member first gets its id with MEMBER_ID_REQUIRED.
+    pub require_known_member_id: bool,
+}
+
+#[derive(Debug)]
+pub struct Member {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    session_timeout: Duration,
+    rebalance_timeout: Duration,
+    pub protocols: Vec<(String, Bytes)>,
+    pub assignment: Bytes,
+    last_seen: Instant,
+    join: Option<oneshot::Sender<JoinOutcome>>,
+    sync: Option<oneshot::Sender<SyncOutcome>>,
+}
+
+impl Member {
+    /// The metadata of the group's chosen protocol.
+    pub fn metadata(&self, protocol: Option<&str>) -> Bytes {
+        self.protocols
+            .iter()
+            .find(|(n, _)| Some(n.as_str()) == protocol)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug)]
+pub struct Group {
+    pub id: String,
+    pub state: State,
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol: Option<String>,
+    pub leader: Option<String>,
+    /// In join order: the first member to join a round leads it.
+    pub members: IndexMap<String, Member>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED, with when.
+    pending: HashMap<String, Instant>,
+    /// When the current join round or sync phase gives up on missing members.
+    deadline: Option<Instant>,
+    /// A new group waits this long for more members before its first round ends.
+    not_before: Option<Instant>,
+}
+
+impl Group {
+    fn new(id: &str) -> Self {
+        Self {
+            id: id.to_string(),
+            state: State::Empty,
+            generation: 0,
+            protocol_type: None,
+            protocol: None,
+            leader: None,
+            members: IndexMap::new(),
+            pending: HashMap::new(),
+            deadline: None,
+            not_before: None,
+        }
+    }
+
+    /// Moves to PreparingRebalance: every member must join again.
+    fn prepare_rebalance(&mut self, now: Instant, initial_delay: Duration) {
+        if self.state == State::PreparingRebalance {
+            return;
+        }
+        // Members waiting for an assignment of the abandoned generation rejoin.
+        for m in self.members.values_mut() {
+            if let Some(tx) = m.sync.take() {
+                let _ = tx.send(SyncOutcome::error(ResponseError::RebalanceInProgress));
+            }
+        }
+        let timeout = self
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or(Duration::ZERO);
+        self.not_before = (self.state == State::Empty).then(|| now + initial_delay);
+        self.state = State::PreparingRebalance;
+        self.deadline = Some(now + timeout);
+    }
+
+    /// Ends a join round if every member has joined (or the deadline passed).
+    fn maybe_complete_join(&mut self, now: Instant) {
+        if self.state != State::PreparingRebalance {
+            return;
+        }
+        let all_joined = self.members.values().all(|m| m.join.is_some());
+        let timed_out = self.deadline.is_some_and(|d| now >= d);
+        let waiting = self.not_before.is_some_and(|t| now < t);
+        if !(timed_out || (all_joined && !waiting)) {
+            return;
+        }
+        // Members that did not rejoin in time are out.
+        self.members.retain(|_, m| m.join.is_some());
+        self.not_before = None;
+        if self.members.is_empty() {
+            self.become_empty();
+            return;
+        }
+        self.generation += 1;
+        self.protocol = self.choose_protocol();
+        if !self
+            .leader
+            .as_ref()
+            .is_some_and(|l| self.members.contains_key(l))
+        {
+            self.leader = self.members.keys().next().cloned();
+        }
+        let leader = self.leader.clone().unwrap_or_default();
+        let all: Vec<(String, Option<String>, Bytes)> = self
+            .members
+            .values()
+            .map(|m| {
+                (
+                    m.id.clone(),
+                    m.instance_id.clone(),
+                    m.metadata(self.protocol.as_deref()),
+                )
+            })
+            .collect();
+        for m in self.members.values_mut() {
+            m.last_seen = now;
+            m.assignment = Bytes::new();
+            if let Some(tx) = m.join.take() {
+                let _ = tx.send(JoinOutcome {
+                    error: 0,
+                    generation: self.generation,
+                    protocol_type: self.protocol_type.clone(),
+                    protocol: self.protocol.clone(),
+                    leader: leader.clone(),
+                    member_id: m.id.clone(),
+                    members: if m.id == leader {
+                        all.clone()
+                    } else {
+                        Vec::new()
+                    },
+                });
+            }
+        }
+        self.state = State::CompletingRebalance;
+        let timeout = self
+            .members
+            .values()
+            .map(|m| m.session_timeout)
+            .max()
+            .unwrap_or(MIN_SESSION);
+        self.deadline = Some(now + timeout);
+    }
+
+    /// The protocol every member supports that most members prefer.
+    fn choose_protocol(&self) -> Option<String> {
+        let first = self.members.values().next()?;
+        let candidates: Vec<&String> = first
+            .protocols
+            .iter()
+            .map(|(n, _)| n)
+            .filter(|n| {
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(p, _)| p == *n))
+            })
+            .collect();
+        // Each member votes for its most preferred candidate.
+        let mut votes: HashMap<&String, usize> = HashMap::new();
+        for m in self.members.values() {
+            if let Some((n, _)) = m.protocols.iter().find(|(p, _)| candidates.contains(&p)) {
+                *votes.entry(n).or_default() += 1;
+            }
+        }
+        // Ties go to the first member's preference.
+        let mut best: Option<(&String, usize)> = None;
+        for c in candidates {
+            let v = votes.get(c).copied().unwrap_or(0);
+            if best.is_none_or(|(_, bv)| v > bv) {
+                best = Some((c, v));
+            }
+        }
+        best.map(|(c, _)| c.clone())
+    }
+
+    fn become_empty(&mut self) {
+        self.state = State::Empty;
+        self.generation += 1;
+        self.leader = None;
+        self.protocol = None;
+        self.deadline = None;
+    }
+
+    fn remove_member(&mut self, id: &str, now: Instant, initial_delay: Duration) {
+        let Some(m) = self.members.shift_remove(id) else {
+            return;
+        };
+        if let Some(tx) = m.join {
+            let _ = tx.send(JoinOutcome::error(ResponseError::UnknownMemberId, id));
+        }
+        if let Some(tx) = m.sync {
+            let _ = tx.send(SyncOutcome::error(ResponseError::UnknownMemberId));
+        }
+        if self.leader.as_deref() == Some(id) {
+            self.leader = None;
+        }
+        match self.state {
+            State::Empty => {}
+            _ if self.members.is_empty() => self.become_empty(),
+            State::PreparingRebalance => self.maybe_complete_join(now),
+            State::CompletingRebalance | State::Stable => {
+                self.prepare_rebalance(now, initial_delay)
+            }
+        }
+    }
+
+    /// Checks a member of the current generation, as Heartbeat, SyncGroup and
+    /// OffsetCommit need it.
+    fn check_member(&self, member: &str, generation: i32) -> Result<(), ResponseError> {
+        if !self.members.contains_key(member) {
+            return Err(ResponseError::UnknownMemberId);
+        }
+        if generation != self.generation {
+            return Err(ResponseError::IllegalGeneration);
+        }
+        Ok(())
+    }
+}
+
+/// Every group this broker coordinates.
+pub struct Groups {
+    groups: Mutex<HashMap<String, Group>>,
+    initial_delay: Duration,
+}
+
+/// A JoinGroup or SyncGroup is answered now or once the round completes.
+pub enum Pending<T> {
+    Now(T),
+    Later(oneshot::Receiver<T>),
+}
+
+impl Groups {
+    pub fn new(initial_delay: Duration) -> Self {
+        Self {
+            groups: Mutex::new(HashMap::new()),
+            initial_delay,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Group>> {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn join(&self, group_id: &str, req: JoinRequest) -> Pending<JoinOutcome> {
+        let now = Instant::now();
+        let fail = |e: ResponseError| Pending::Now(JoinOutcome::error(e, &req.member_id));
+        if req.session_timeout < MIN_SESSION || req.session_timeout > MAX_SESSION {
+            return fail(ResponseError::InvalidSessionTimeout);
+        }
+        if req.protocol_type.is_empty() || req.protocols.is_empty() {
+            return fail(ResponseError::InconsistentGroupProtocol);
+        }
+        let mut groups = self.lock();
+        let group = groups
+            .entry(group_id.to_string())
+            .or_insert_with(|| Group::new(group_id));
+        if group.state != State::Empty {
+            let same_type = group.protocol_type.as_deref() == Some(req.protocol_type.as_str());
+            let shares = group.members.values().all(|m| {
+                m.protocols
+                    .iter()
+                    .any(|(p, _)| req.protocols.iter().any(|(q, _)| q == p))
+            });
+            if !same_type || !shares {
+                return fail(ResponseError::InconsistentGroupProtocol);
+            }
+        }
+
+        let mut member_id = req.member_id.clone();
+        if let Some(instance) = &req.instance_id {
+            // A static member: its instance id names it across restarts.
+            let old = group
+                .members
+                .values()
+                .find(|m| m.instance_id.as_ref() == Some(instance))
+                .map(|m| m.id.clone());
+            match old {
+                Some(old) if member_id.is_empty() || member_id != old => {
+                    let new_id = format!("{}-{}", instance, uuid::Uuid::new_v4());
+                    let unchanged = group.members[&old].protocols == req.protocols;
+                    if let Some(mut m) = group.members.shift_remove(&old) {
+                        if let Some(tx) = m.join.take() {
+                            let _ =
+                                tx.send(JoinOutcome::error(ResponseError::FencedInstanceId, &old));
+                        }
+                        if let Some(tx) = m.sync.take() {
+                            let _ = tx.send(SyncOutcome::error(ResponseError::FencedInstanceId));
+                        }
+                        m.id = new_id.clone();
+                        m.last_seen = now;
+                        m.client_id = req.client_id.clone();
+                        m.client_host = req.client_host.clone();
+                        m.session_timeout = req.session_timeout;
+                        m.rebalance_timeout = req.rebalance_timeout;
+                        m.protocols = req.protocols.clone();
+                        group.members.insert(new_id.clone(), m);
+                    }
+                    if group.leader.as_deref() == Some(old.as_str()) {
+                        group.leader = Some(new_id.clone());
+                    }
+                    if group.state == State::Stable && unchanged {
+                        // Replace without a rebalance: same generation, same assignment.
+                        let leader = group.leader.clone().unwrap_or_default();
+                        return Pending::Now(JoinOutcome {
+                            error: 0,
+                            generation: group.generation,
+                            protocol_type: group.protocol_type.clone(),
+                            protocol: group.protocol.clone(),
+                            leader,
+                            member_id: new_id,
+                            members: Vec::new(),
+                        });
+                    }
+                    member_id = new_id;
+                }
+                Some(_) => {}
+                None if !member_id.is_empty() => {
+                    return fail(ResponseError::UnknownMemberId);
+                }
+                None => member_id = format!("{}-{}", instance, uuid::Uuid::new_v4()),
+            }
+        } else if member_id.is_empty() {
+            let id = format!("{}-{}", req.client_id, uuid::Uuid::new_v4());
+            if req.require_known_member_id {
+                group.pending.insert(id.clone(), now);
+                return Pending::Now(JoinOutcome::error(ResponseError::MemberIdRequired, &id));
+            }
+            member_id = id;
+        } else if !group.members.contains_key(&member_id)
+            && group.pending.remove(&member_id).is_none()
+        {
+            return fail(ResponseError::UnknownMemberId);
+        }
+
+        let (tx, rx) = oneshot::channel();
+        let unchanged = group
+            .members
+            .get(&member_id)
+            .is_some_and(|m| m.protocols == req.protocols);
+        match group.members.get_mut(&member_id) {
+            Some(m) => {
+                m.protocols = req.protocols.clone();
+                m.session_timeout = req.session_timeout;
+                m.rebalance_timeout = req.rebalance_timeout;
+                m.last_seen = now;
+                if let Some(old) = m.join.replace(tx) {
+                    let _ = old.send(JoinOutcome::error(
+                        ResponseError::RebalanceInProgress,
+                        &member_id,
+                    ));
+                }
+            }
+            None => {
+                group.members.insert(
+                    member_id.clone(),
+                    Member {
+                        id: member_id.clone(),
+                        instance_id: req.instance_id.clone(),
+                        client_id: req.client_id.clone(),
+                        client_host: req.client_host.clone(),
+                        session_timeout: req.session_timeout,
+                        rebalance_timeout: req.rebalance_timeout,
+                        protocols: req.protocols.clone(),
+                        assignment: Bytes::new(),
+                        last_seen: now,
+                        join: Some(tx),
+                        sync: None,
+                    },
+                );
+            }
+        }
+        if group.state == State::Empty {
+            group.protocol_type = Some(req.protocol_type.clone());
+        }
+        match group.state {
+            // A known member rejoining a stable group with the same protocols (e.g.
+            // after a lost response) gets the current generation back at once.
+            State::Stable if unchanged && group.leader.as_deref() != Some(&member_id) => {
+                if let Some(m) = group.members.get_mut(&member_id) {
+                    m.join = None;
+                }
+                return Pending::Now(JoinOutcome {
+                    error: 0,
+                    generation: group.generation,
+                    protocol_type: group.protocol_type.clone(),
+                    protocol: group.protocol.clone(),
+                    leader: group.leader.clone().unwrap_or_default(),
+                    member_id,
+                    members: Vec::new(),
+                });
+            }
+            State::PreparingRebalance => {}
+            _ => group.prepare_rebalance(now, self.initial_delay),
+        }
+        group.maybe_complete_join(now);
+        Pending::Later(rx)
+    }
+
+    pub fn sync(
+        &self,
+        group_id: &str,
+        member: &str,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+    ) -> Pending<SyncOutcome> {
+        let mut groups = self.lock();
+        let Some(group) = groups.get_mut(group_id) else {
+            return Pending::Now(SyncOutcome::error(ResponseError::UnknownMemberId));
+        };
+        if let Err(e) = group.check_member(member, generation) {
+            return Pending::Now(SyncOutcome::error(e));
+        }
+        let ok = |g: &Group, assignment: Bytes| SyncOutcome {
+            error: 0,
+            protocol_type: g.protocol_type.clone(),
+            protocol: g.protocol.clone(),
+            assignment,
+        };
+        match group.state {
+            State::Empty => Pending::Now(SyncOutcome::error(ResponseError::UnknownMemberId)),
+            State::PreparingRebalance => {
+                Pending::Now(SyncOutcome::error(ResponseError::RebalanceInProgress))
+            }
+            State::Stable => {
+                let a = group.members[member].assignment.clone();
+                Pending::Now(ok(group, a))
+            }
+            State::CompletingRebalance => {
+                let (tx, rx) = oneshot::channel();
+                if let Some(m) = group.members.get_mut(member) {
+                    m.last_seen = Instant::now();
+                    m.sync = Some(tx);
+                }
+                if group.leader.as_deref() == Some(member) {
+                    let mut given: HashMap<String, Bytes> = assignments.into_iter().collect();
+                    let (pt, p) = (group.protocol_type.clone(), group.protocol.clone());
+                    for m in group.members.values_mut() {
+                        m.assignment = given.remove(&m.id).unwrap_or_default();
+                        if let Some(tx) = m.sync.take() {
+                            let _ = tx.send(SyncOutcome {
+                                error: 0,
+                                protocol_type: pt.clone(),
+                                protocol: p.clone(),
+                                assignment: m.assignment.clone(),
+                            });
+                        }
+                    }
+                    group.state = State::Stable;
+                    group.deadline = None;
+                }
+                Pending::Later(rx)
+            }
+        }
+    }
+
+    pub fn heartbeat(
+        &self,
+        group_id: &str,
+        member: &str,
+        generation: i32,
+    ) -> Result<(), ResponseError> {
+        let mut groups = self.lock();
+        let group = groups
+            .get_mut(group_id)
+            .ok_or(ResponseError::UnknownMemberId)?;
+        group.check_member(member, generation)?;
+        if let Some(m) = group.members.get_mut(member) {
+            m.last_seen = Instant::now();
+        }
+        match group.state {
+            State::PreparingRebalance => Err(ResponseError::RebalanceInProgress),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes members (by member id, or by instance id for static members).
+    pub fn leave(&self, group_id: &str, members: &[(String, Option<String>)]) -> Vec<i16> {
+        let now = Instant::now();
+        let mut groups = self.lock();
+        let Some(group) = groups.get_mut(group_id) else {
+            return vec![ResponseError::UnknownMemberId.code(); members.len()];
+        };
+        members
+            .iter()
+            .map(|(id, instance)| {
+                let found = match instance {
+                    Some(i) => group
+                        .members
+                        .values()
+                        .find(|m| m.instance_id.as_ref() == Some(i))
+                        .map(|m| m.id.clone())
+                        .filter(|m| id.is_empty() || m == id),
+                    None => group.members.contains_key(id).then(|| id.clone()),
+                };
+                match found {
+                    Some(id) => {
+                        group.remove_member(&id, now, self.initial_delay);
+                        0
+                    }
+                    None => ResponseError::UnknownMemberId.code(),
+                }
+            })
+            .collect()
+    }
+
+    /// Whether an OffsetCommit from this member and generation may proceed.
+    pub fn check_commit(
+        &self,
+        group_id: &str,
+        member: &str,
+        generation: i32,
+    ) -> Result<(), ResponseError> {
+        let groups = self.lock();
+        let Some(group) = groups.get(group_id) else {
+            return Err(ResponseError::IllegalGeneration);
+        };
+        group.check_member(member, generation)?;
+        // As in Kafka: members may commit while a rebalance is being prepared (they
+        // commit before giving partitions up), not while assignments are pending.
+        match group.state {
+            State::CompletingRebalance => Err(ResponseError::RebalanceInProgress),
+            _ => Ok(()),
+        }
+    }
+
+    /// Advances timeouts: completes join rounds, expires silent members and
+    /// abandons sync phases whose leader never answered.
+    pub fn tick(&self) {
+        let now = Instant::now();
+        let mut groups = self.lock();
+        for group in groups.values_mut() {
+            group
+                .pending
+                .retain(|_, at| now.duration_since(*at) < PENDING_MEMBER_TIMEOUT);
+            let expired: Vec<String> = group
+                .members
+                .values()
+                .filter(|m| m.join.is_none() && now.duration_since(m.last_seen) > m.session_timeout)
+                .map(|m| m.id.clone())
+                .collect();
+            for id in expired {
+                tracing::info!(group = %group.id, member = %id, "member session expired");
+                group.remove_member(&id, now, self.initial_delay);
+            }
+            if group.state == State::CompletingRebalance && group.deadline.is_some_and(|d| now >= d)
+            {
+                group.prepare_rebalance(now, self.initial_delay);
+            }
+            group.maybe_complete_join(now);
+        }
+        groups.retain(|_, g| g.state != State::Empty || !g.members.is_empty() || g.generation > 0);
+    }
+
+    /// Forgets the groups of shards this broker no longer coordinates; their members
+    /// get NOT_COORDINATOR from now on and find the new coordinator.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        let mut groups = self.lock();
+        groups.retain(|id, g| {
+            let kept = keep(id);
+            if !kept {
+                for m in g.members.values_mut() {
+                    if let Some(tx) = m.join.take() {
+                        let _ = tx.send(JoinOutcome::error(ResponseError::NotCoordinator, &m.id));
+                    }
+                    if let Some(tx) = m.sync.take() {
+                        let _ = tx.send(SyncOutcome::error(ResponseError::NotCoordinator));
+                    }
+                }
+            }
+            kept
+        });
+    }
+
+    /// (group id, protocol type, state) of every group.
+    pub fn list(&self) -> Vec<(String, String, State)> {
+        self.lock()
+            .values()
+            .map(|g| {
+                (
+                    g.id.clone(),
+                    g.protocol_type.clone().unwrap_or_default(),
+                    g.state,
+                )
+            })
+            .collect()
+    }
+
+    /// Runs `f` on a group, if it exists.
+    pub fn with_group<T>(&self, group_id: &str, f: impl FnOnce(&Group) -> T) -> Option<T> {
+        self.lock().get(group_id).map(f)
+    }
+
+    /// Deletes an empty group; NON_EMPTY_GROUP if it has members.
+    pub fn delete(&self, group_id: &str) -> Result<(), ResponseError> {
+        let mut groups = self.lock();
+        match groups.get(group_id) {
+            Some(g) if !g.members.is_empty() => Err(ResponseError::NonEmptyGroup),
+            _ => {
+                groups.remove(group_id);
+                Ok(())
+            }
+        }
+    }
+}
