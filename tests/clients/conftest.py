@@ -113,6 +113,8 @@ class Broker:
         args = [
             sluice_bin(), "serve",
             "--data-dir", self.data_dir,
+            # New groups start without Kafka's 3 s wait for more members.
+            "--group-initial-rebalance-delay-ms=300",
             "--kafka-listen", self.bootstrap,
             "--http-listen", f"127.0.0.1:{self.http_port}",
             *self.extra_args,

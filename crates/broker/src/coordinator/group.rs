@@ -667,7 +667,13 @@ impl Groups {
             }
             group.maybe_complete_join(now);
         }
-        groups.retain(|_, g| g.state != State::Empty || !g.members.is_empty() || g.generation > 0);
+        // Forget groups that never formed (no members, no member ids handed out).
+        groups.retain(|_, g| {
+            g.state != State::Empty
+                || !g.members.is_empty()
+                || !g.pending.is_empty()
+                || g.generation > 0
+        });
     }
 
     /// Forgets the groups of shards this broker no longer coordinates; their members

@@ -1,0 +1,260 @@
+"""Consumer groups (classic protocol) with confluent-kafka, kafka-python and aiokafka:
+members split the partitions, every record is consumed, commits persist, a restarted
+member resumes after its committed offsets, a dead member's partitions move to the
+others, and ListGroups/DescribeGroups report the group."""
+
+import asyncio
+import multiprocessing
+import os
+import signal
+import threading
+import time
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from conftest import unique
+
+PARTITIONS = 12
+N = 1200
+
+
+def setup_topic(broker, n=N):
+    topic = unique("groups")
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(timeout=10)
+    produce(broker, topic, 0, n)
+    return topic
+
+
+def produce(broker, topic, start, end):
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(start, end):
+        p.produce(topic, value=b"%d" % i, partition=i % PARTITIONS)
+    assert p.flush(30) == 0
+
+
+def group_consumer(broker, group, **conf):
+    return Consumer({
+        "bootstrap.servers": broker.bootstrap,
+        "group.id": group,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 500,
+        **conf,
+    })
+
+
+def run_members(broker, topic, group, members, until, **conf):
+    """Runs consumers in threads until `until(consumed)`; returns what each consumed
+    and each one's last assignment."""
+    consumed, assigned, lock = {}, {}, threading.Lock()
+    stop = threading.Event()
+
+    def member(n):
+        c = group_consumer(broker, group, **conf)
+        c.subscribe([topic], on_assign=lambda c, ps: assigned.__setitem__(n, sorted(p.partition for p in ps)))
+        while not stop.is_set():
+            m = c.poll(0.2)
+            if m is not None and not m.error():
+                with lock:
+                    consumed.setdefault(n, []).append(int(m.value()))
+        c.close()
+
+    threads = [threading.Thread(target=member, args=(i,)) for i in range(members)]
+    for t in threads:
+        t.start()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        with lock:
+            if until(consumed, assigned):
+                break
+        time.sleep(0.1)
+    stop.set()
+    for t in threads:
+        t.join(timeout=60)
+    return consumed, assigned
+
+
+def committed(broker, group, topic):
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group})
+    got = c.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)
+    c.close()
+    return [t.offset for t in got]
+
+
+@pytest.mark.parametrize("strategy", ["range", "roundrobin", "cooperative-sticky"])
+def test_three_members_split_the_partitions(broker, strategy):
+    topic = setup_topic(broker)
+    group = unique("g")
+
+    def done(consumed, assigned):
+        return sum(len(v) for v in consumed.values()) >= N and len(assigned) == 3 \
+            and sum(len(a) for a in assigned.values()) == PARTITIONS
+
+    consumed, assigned = run_members(broker, topic, group, 3, done,
+                                     **{"partition.assignment.strategy": strategy})
+    parts = sorted(p for a in assigned.values() for p in a)
+    assert parts == list(range(PARTITIONS)), f"each partition to one member: {assigned}"
+    assert all(len(a) == 4 for a in assigned.values()), assigned
+    values = sorted(v for vs in consumed.values() for v in vs)
+    assert values == list(range(N)), "every record consumed exactly once"
+    # close() committed what each member consumed.
+    assert committed(broker, group, topic) == [N // PARTITIONS] * PARTITIONS
+
+
+def test_a_restarted_member_resumes_after_its_commits(broker):
+    topic = setup_topic(broker)
+    group = unique("g")
+    c = group_consumer(broker, group, **{"enable.auto.commit": False})
+    c.subscribe([topic])
+    seen = 0
+    while seen < 600:
+        m = c.poll(5)
+        assert m is not None, "records arrive"
+        if not m.error():
+            seen += 1
+    c.commit(asynchronous=False)
+    c.close()
+    positions = committed(broker, group, topic)
+    assert sum(max(o, 0) for o in positions) == 600, positions
+
+    # Every partition gets more records, so each has a first record to check.
+    produce(broker, topic, N, 2 * N)
+    c = group_consumer(broker, group, **{"enable.auto.commit": False})
+    c.subscribe([topic])
+    first = {}
+    deadline = time.time() + 30
+    while len(first) < PARTITIONS and time.time() < deadline:
+        m = c.poll(1)
+        if m is not None and not m.error():
+            first.setdefault(m.partition(), m.offset())
+    c.close()
+    assert len(first) == PARTITIONS, first
+    for p, o in first.items():
+        assert o == max(positions[p], 0), f"partition {p} resumed at {o}, committed {positions[p]}"
+
+
+def _consume_forever(bootstrap, topic, group, ready):
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                  "auto.offset.reset": "earliest", "session.timeout.ms": 6000,
+                  "heartbeat.interval.ms": 500})
+    c.subscribe([topic], on_assign=lambda *_: ready.set())
+    while True:
+        c.poll(0.2)
+
+
+def test_a_killed_member_is_replaced_after_its_session_timeout(broker):
+    topic = setup_topic(broker, n=120)
+    group = unique("g")
+    ready = multiprocessing.Event()
+    victim = multiprocessing.Process(target=_consume_forever,
+                                     args=(broker.bootstrap, topic, group, ready))
+    victim.start()
+    assert ready.wait(30), "the first member got an assignment"
+    survivor = group_consumer(broker, group)
+    assigned = []
+    survivor.subscribe([topic], on_assign=lambda c, ps: assigned.append(len(ps)))
+    deadline = time.time() + 20
+    while not assigned and time.time() < deadline:
+        survivor.poll(0.2)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.join()
+    killed = time.time()
+    while (not assigned or assigned[-1] != PARTITIONS) and time.time() < killed + 30:
+        survivor.poll(0.2)
+    assert assigned and assigned[-1] == PARTITIONS, f"assignments seen: {assigned}"
+    assert time.time() - killed < 6 + 10, "within the session timeout and a rebalance"
+    survivor.close()
+
+
+def test_list_and_describe_groups(broker):
+    topic = setup_topic(broker, n=120)
+    group = unique("g")
+    c = group_consumer(broker, group)
+    c.subscribe([topic])
+    deadline = time.time() + 20
+    while not c.assignment() and time.time() < deadline:
+        c.poll(0.2)
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    listed = admin.list_consumer_groups().result(timeout=10)
+    mine = [g for g in listed.valid if g.group_id == group]
+    assert mine and str(mine[0].state).endswith("STABLE"), listed.valid
+    described = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    assert str(described.state).endswith("STABLE")
+    assert len(described.members) == 1
+    assert sorted(tp.partition for tp in described.members[0].assignment.topic_partitions) \
+        == list(range(PARTITIONS))
+    c.close()
+
+
+def test_kafka_python_group(broker):
+    from kafka import KafkaConsumer
+    topic = setup_topic(broker, n=240)
+    group = unique("g")
+    got, assignments, lock = [], {}, threading.Lock()
+    stop = threading.Event()
+
+    def member(n):
+        # One consumer per thread, as applications run them.
+        c = KafkaConsumer(topic, bootstrap_servers=broker.bootstrap, group_id=group,
+                          auto_offset_reset="earliest", session_timeout_ms=6000,
+                          heartbeat_interval_ms=500)
+        while not stop.is_set():
+            for records in c.poll(timeout_ms=200).values():
+                with lock:
+                    got.extend(int(r.value) for r in records)
+            assignments[n] = sorted(tp.partition for tp in c.assignment())
+        c.commit()
+        c.close()
+
+    threads = [threading.Thread(target=member, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        with lock:
+            split = sorted(p for a in assignments.values() for p in a) == list(range(PARTITIONS))
+            if len(got) >= 240 and len(assignments) == 2 and split \
+                    and all(assignments.values()):
+                break
+        time.sleep(0.1)
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(got) == list(range(240))
+    assert sorted(p for a in assignments.values() for p in a) == list(range(PARTITIONS)), assignments
+    assert all(assignments.values()), f"both members got partitions: {assignments}"
+    assert committed(broker, group, topic) == [20] * PARTITIONS
+
+
+def test_aiokafka_group(broker):
+    from aiokafka import AIOKafkaConsumer
+    topic = setup_topic(broker, n=240)
+    group = unique("g")
+
+    async def run():
+        consumers = [AIOKafkaConsumer(topic, bootstrap_servers=broker.bootstrap, group_id=group,
+                                      auto_offset_reset="earliest", session_timeout_ms=6000,
+                                      heartbeat_interval_ms=500)
+                     for _ in range(2)]
+        for c in consumers:
+            await c.start()
+        got = []
+        deadline = time.time() + 60
+        while len(got) < 240 and time.time() < deadline:
+            for c in consumers:
+                batch = await c.getmany(timeout_ms=200)
+                for records in batch.values():
+                    got.extend(int(r.value) for r in records)
+        assignments = [sorted(tp.partition for tp in c.assignment()) for c in consumers]
+        for c in consumers:
+            await c.commit()
+            await c.stop()
+        return got, assignments
+
+    got, assignments = asyncio.run(run())
+    assert sorted(got) == list(range(240))
+    assert sorted(p for a in assignments for p in a) == list(range(PARTITIONS)), assignments
+    assert committed(broker, group, topic) == [20] * PARTITIONS
