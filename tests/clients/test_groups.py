@@ -258,3 +258,40 @@ def test_aiokafka_group(broker):
     assert sorted(got) == list(range(240))
     assert sorted(p for a in assignments for p in a) == list(range(PARTITIONS)), assignments
     assert committed(broker, group, topic) == [20] * PARTITIONS
+
+
+def test_a_static_member_restarts_without_a_rebalance(broker):
+    topic = setup_topic(broker, n=120)
+    group = unique("g")
+    events = {"a": [], "b": []}
+
+    def start(name):
+        c = group_consumer(broker, group, **{"group.instance.id": name})
+        c.subscribe([topic],
+                    on_assign=lambda c, ps: events[name].append(("assign", sorted(p.partition for p in ps))),
+                    on_revoke=lambda c, ps: events[name].append(("revoke", sorted(p.partition for p in ps))))
+        return c
+
+    a, b = start("a"), start("b")
+    deadline = time.time() + 30
+    while time.time() < deadline and not (events["a"] and events["b"]
+                                          and len(a.assignment()) + len(b.assignment()) == PARTITIONS):
+        a.poll(0.1)
+        b.poll(0.1)
+    first_a = sorted(p.partition for p in a.assignment())
+    assert first_a and len(first_a) + len(b.assignment()) == PARTITIONS
+    b_events = list(events["b"])
+
+    a.close()                      # a static member does not leave the group
+    a = start("a")
+    deadline = time.time() + 15
+    while time.time() < deadline and not a.assignment():
+        a.poll(0.1)
+        b.poll(0.1)
+    for _ in range(20):            # give a rebalance, if any, time to show
+        a.poll(0.1)
+        b.poll(0.1)
+    assert sorted(p.partition for p in a.assignment()) == first_a, "same partitions back"
+    assert events["b"] == b_events, f"the other member saw no rebalance: {events['b']}"
+    a.close()
+    b.close()
