@@ -71,6 +71,10 @@ def test_topic_admin_and_error_codes(broker):
     assert configs["retention.bytes"].value == "1000000"
 
     a.create_partitions([NewPartitions(name, 5)])[name].result(timeout=10)
+    # On a cluster another broker may answer; it learns of the change within moments.
+    deadline = time.time() + 5
+    while len(a.list_topics(timeout=10).topics[name].partitions) != 5 and time.time() < deadline:
+        time.sleep(0.05)
     assert len(a.list_topics(timeout=10).topics[name].partitions) == 5
     shrink = a.create_partitions([NewPartitions(name, 2)])[name]
     with pytest.raises(KafkaException) as e:

@@ -544,13 +544,22 @@ impl Engine {
         }
     }
 
-    /// Waits until this broker's view has an assignment for `topic` (bounded).
-    pub async fn wait_for_assignment(&self, topic: Uuid, within: Duration) -> bool {
+    /// Waits until this broker's view has leaders for the first `partitions`
+    /// partitions of `topic` (bounded).
+    pub async fn wait_for_assignment(
+        &self,
+        topic: Uuid,
+        partitions: i32,
+        within: Duration,
+    ) -> bool {
         self.request_sync();
         let mut commits = self.commits();
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            if self.view().leaders.contains_key(&topic) {
+            let assigned = self.view().leaders.get(&topic).map_or(0, |a| {
+                a.leaders.iter().take_while(|l| l.broker >= 0).count()
+            });
+            if assigned >= usize::try_from(partitions).unwrap_or(0) {
                 return true;
             }
             if tokio::time::timeout_at(deadline, commits.changed())

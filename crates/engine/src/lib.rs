@@ -412,7 +412,10 @@ impl Engine {
         let id = record.id;
         let topic = self.install(record);
         // Answer once leaders exist, as Kafka does, so clients can produce at once.
-        if !self.wait_for_assignment(id, ASSIGNMENT_WAIT).await {
+        if !self
+            .wait_for_assignment(id, partitions, ASSIGNMENT_WAIT)
+            .await
+        {
             tracing::warn!(
                 topic = name,
                 "no leaders assigned yet; is a controller running?"
@@ -507,7 +510,19 @@ impl Engine {
                 "topic {name} changed concurrently"
             )));
         }
-        Ok(self.install(record))
+        let (id, partitions) = (record.id, record.partitions);
+        let topic = self.install(record);
+        // New partitions are answered once they have leaders, as for a new topic.
+        if !self
+            .wait_for_assignment(id, partitions, ASSIGNMENT_WAIT)
+            .await
+        {
+            tracing::warn!(
+                topic = name,
+                "no leaders assigned yet; is a controller running?"
+            );
+        }
+        Ok(topic)
     }
 
     /// A new producer id for an idempotent producer (epoch 0).
