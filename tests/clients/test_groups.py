@@ -295,3 +295,43 @@ def test_a_static_member_restarts_without_a_rebalance(broker):
     assert events["b"] == b_events, f"the other member saw no rebalance: {events['b']}"
     a.close()
     b.close()
+
+
+def test_a_group_with_only_offsets_is_listed_and_its_lag_computed(broker):
+    topic = setup_topic(broker, n=120)                 # 10 records per partition
+    group = unique("g")
+    c = group_consumer(broker, group, **{"enable.auto.commit": False})
+    c.subscribe([topic])
+    seen = 0
+    while seen < 60:
+        m = c.poll(5)
+        assert m is not None
+        if not m.error():
+            seen += 1
+    c.commit(asynchronous=False)
+    c.close()
+    # Its members are gone, and so is every coordinator's memory of it.
+    for b in getattr(broker, "brokers", [broker]):
+        b.restart(signal.SIGKILL)
+
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    deadline = time.time() + 30
+    mine = []
+    while not mine and time.time() < deadline:
+        listed = admin.list_consumer_groups().result(timeout=10)
+        mine = [g for g in listed.valid if g.group_id == group]
+        time.sleep(0.2)
+    assert mine and str(mine[0].state).endswith("EMPTY"), mine
+    described = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    assert str(described.state).endswith("EMPTY") and not described.members
+
+    # Lag: high watermark minus committed offset, summed over partitions.
+    offsets = committed(broker, group, topic)
+    probe = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "lag-probe"})
+    lag = 0
+    for p, off in enumerate(offsets):
+        _, high = probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        assert high == 10
+        lag += high - max(off, 0)
+    probe.close()
+    assert lag == 120 - 60

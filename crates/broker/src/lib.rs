@@ -136,9 +136,11 @@ impl Broker {
             RequestKind::LeaveGroup(r) => {
                 Reply::Now(Box::new(api::groups::leave(self, r, version)))
             }
-            RequestKind::ListGroups(r) => Reply::Now(Box::new(api::groups::list(self, r, version))),
+            RequestKind::ListGroups(r) => {
+                Reply::Now(Box::new(api::groups::list(self, r, version).await))
+            }
             RequestKind::DescribeGroups(r) => {
-                Reply::Now(Box::new(api::groups::describe(self, r, version)))
+                Reply::Now(Box::new(api::groups::describe(self, r, version).await))
             }
             RequestKind::DeleteGroups(r) => {
                 Reply::Now(Box::new(api::groups::delete(self, r).await))

@@ -184,7 +184,11 @@ impl Keys {
     /// in group ids are percent-encoded so a group is exactly one key prefix.
     pub fn group(&self, shard: i32, group: &str) -> String {
         let escaped = group.replace('%', "%25").replace('/', "%2F");
-        format!("{}groups/{shard:05}/{escaped}/", self.root)
+        format!("{}{escaped}/", self.shard_groups(shard))
+    }
+    /// Every group key of one coordinator shard.
+    pub fn shard_groups(&self, shard: i32) -> String {
+        format!("{}groups/{shard:05}/", self.root)
     }
     pub fn producer_ids(&self) -> String {
         format!("{}producer_ids/next", self.root)

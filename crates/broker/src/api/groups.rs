@@ -182,20 +182,43 @@ pub fn leave(broker: &Broker, req: LeaveGroupRequest, version: i16) -> ResponseK
     )
 }
 
-pub fn list(broker: &Broker, req: ListGroupsRequest, version: i16) -> ResponseKind {
+pub async fn list(broker: &Broker, req: ListGroupsRequest, version: i16) -> ResponseKind {
     let wanted: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
-    let groups = broker
+    let mut groups: Vec<(String, String, &'static str)> = broker
         .groups
         .list()
         .into_iter()
         .filter(|(id, _, _)| local_shard(&broker.engine, id).is_ok())
-        .filter(|(_, _, state)| wanted.is_empty() || wanted.contains(&state.name().to_lowercase()))
+        .map(|(id, protocol_type, state)| (id, protocol_type, state.name()))
+        .collect();
+    // Groups with committed offsets but no members (consumers stopped, or the
+    // coordinator moved) are listed as Empty, as Kafka lists them.
+    for shard in led_shards(broker) {
+        match offsets::groups_with_offsets(&broker.engine, shard).await {
+            Ok(ids) => {
+                for id in ids {
+                    if !groups.iter().any(|(g, _, _)| *g == id) {
+                        groups.push((id, String::new(), "Empty"));
+                    }
+                }
+            }
+            Err(e) => {
+                return ResponseKind::ListGroups(
+                    ListGroupsResponse::default().with_error_code(crate::errors::code(&e)),
+                )
+            }
+        }
+    }
+    groups.sort();
+    let groups = groups
+        .into_iter()
+        .filter(|(_, _, state)| wanted.is_empty() || wanted.contains(&state.to_lowercase()))
         .map(|(id, protocol_type, state)| {
             ListedGroup::default()
                 .with_group_id(GroupId(str_bytes(id)))
                 .with_protocol_type(str_bytes(protocol_type))
                 .with_group_state(if has(version, 4) {
-                    str_bytes(state.name())
+                    str_bytes(state)
                 } else {
                     StrBytes::default()
                 })
@@ -209,50 +232,77 @@ pub fn list(broker: &Broker, req: ListGroupsRequest, version: i16) -> ResponseKi
     ResponseKind::ListGroups(ListGroupsResponse::default().with_groups(groups))
 }
 
-pub fn describe(broker: &Broker, req: DescribeGroupsRequest, version: i16) -> ResponseKind {
-    let groups = req
-        .groups
-        .into_iter()
-        .map(|id| {
-            let out = DescribedGroup::default().with_group_id(id.clone());
-            if let Err(e) = local_shard(&broker.engine, id.as_str()) {
-                return out.with_error_code(e.code());
+/// The coordinator shards this broker leads.
+fn led_shards(broker: &Broker) -> Vec<i32> {
+    broker
+        .engine
+        .topic(crate::coordinator::GROUPS_TOPIC)
+        .map(|t| {
+            t.partitions
+                .iter()
+                .filter(|p| p.leader_epoch().is_some())
+                .map(|p| p.index)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub async fn describe(broker: &Broker, req: DescribeGroupsRequest, version: i16) -> ResponseKind {
+    let mut groups = Vec::with_capacity(req.groups.len());
+    for id in req.groups {
+        let out = DescribedGroup::default().with_group_id(id.clone());
+        let shard = match local_shard(&broker.engine, id.as_str()) {
+            Ok(s) => s,
+            Err(e) => {
+                groups.push(out.with_error_code(e.code()));
+                continue;
             }
-            let found = broker.groups.with_group(id.as_str(), |g| {
-                let members = g
-                    .members
-                    .values()
-                    .map(|m| {
-                        DescribedGroupMember::default()
-                            .with_member_id(str_bytes(m.id.clone()))
-                            .with_group_instance_id(
-                                m.instance_id
-                                    .clone()
-                                    .filter(|_| has(version, 4))
-                                    .map(str_bytes),
-                            )
-                            .with_client_id(str_bytes(m.client_id.clone()))
-                            .with_client_host(str_bytes(m.client_host.clone()))
-                            .with_member_metadata(m.metadata(g.protocol.as_deref()))
-                            .with_member_assignment(m.assignment.clone())
-                    })
-                    .collect();
-                (
-                    g.state.name(),
-                    g.protocol_type.clone().unwrap_or_default(),
-                    g.protocol.clone().unwrap_or_default(),
-                    members,
-                )
-            });
-            let (state, protocol_type, protocol, members) =
-                found.unwrap_or(("Dead", String::new(), String::new(), Vec::new()));
+        };
+        let found = broker.groups.with_group(id.as_str(), |g| {
+            let members = g
+                .members
+                .values()
+                .map(|m| {
+                    DescribedGroupMember::default()
+                        .with_member_id(str_bytes(m.id.clone()))
+                        .with_group_instance_id(
+                            m.instance_id
+                                .clone()
+                                .filter(|_| has(version, 4))
+                                .map(str_bytes),
+                        )
+                        .with_client_id(str_bytes(m.client_id.clone()))
+                        .with_client_host(str_bytes(m.client_host.clone()))
+                        .with_member_metadata(m.metadata(g.protocol.as_deref()))
+                        .with_member_assignment(m.assignment.clone())
+                })
+                .collect();
+            (
+                g.state.name(),
+                g.protocol_type.clone().unwrap_or_default(),
+                g.protocol.clone().unwrap_or_default(),
+                members,
+            )
+        });
+        let (state, protocol_type, protocol, members) = match found {
+            Some(f) => f,
+            // No members: Empty if it has committed offsets, else Dead (unknown).
+            None => {
+                let has_offsets = offsets::fetch(&broker.engine, shard, id.as_str())
+                    .await
+                    .is_ok_and(|o| !o.is_empty());
+                let state = if has_offsets { "Empty" } else { "Dead" };
+                (state, String::new(), String::new(), Vec::new())
+            }
+        };
+        groups.push(
             out.with_group_state(str_bytes(state))
                 .with_protocol_type(str_bytes(protocol_type))
                 .with_protocol_data(str_bytes(protocol))
                 .with_members(members)
-                .with_authorized_operations(i32::MIN)
-        })
-        .collect();
+                .with_authorized_operations(i32::MIN),
+        );
+    }
     ResponseKind::DescribeGroups(DescribeGroupsResponse::default().with_groups(groups))
 }
 

@@ -111,3 +111,23 @@ pub async fn delete(engine: &Engine, shard: i32, group: &str) -> Result<()> {
         })
     }
 }
+
+/// Groups of `shard` that have committed offsets (whether or not they have members).
+pub async fn groups_with_offsets(engine: &Engine, shard: i32) -> Result<Vec<String>> {
+    let prefix = engine.keys().shard_groups(shard);
+    let mut out: Vec<String> = Vec::new();
+    for kv in engine.meta().range(&prefix).await? {
+        let Some((escaped, _)) = kv
+            .key
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.split_once('/'))
+        else {
+            continue;
+        };
+        let group = escaped.replace("%2F", "/").replace("%25", "%");
+        if out.last() != Some(&group) {
+            out.push(group);
+        }
+    }
+    Ok(out)
+}
