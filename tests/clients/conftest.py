@@ -96,6 +96,10 @@ class S3Server:
             self.proc.wait(timeout=10)
 
 
+class PortTaken(RuntimeError):
+    """The broker could not bind a port picked as free."""
+
+
 class Broker:
     def __init__(self, data_dir: str, extra_args=()):
         self.data_dir = data_dir
@@ -103,6 +107,7 @@ class Broker:
         self.http_port = free_port()
         self.extra_args = list(extra_args)
         self.proc = None
+        self.started = False
         self.log = open(os.path.join(data_dir, "broker.log"), "ab")
 
     @property
@@ -110,6 +115,18 @@ class Broker:
         return f"127.0.0.1:{self.port}"
 
     def start(self):
+        # A free port can be taken by someone else before the broker binds it (the
+        # kernel hands the same range out for outgoing connections): on a first start
+        # that loses this race, try other ports.
+        for attempt in range(3):
+            try:
+                return self._start()
+            except PortTaken:
+                if self.started or attempt == 2:
+                    raise
+                self.port, self.http_port = free_port(), free_port()
+
+    def _start(self):
         args = [
             sluice_bin(), "serve",
             "--data-dir", self.data_dir,
@@ -124,10 +141,15 @@ class Broker:
         deadline = time.time() + 30
         while time.time() < deadline:
             if self.proc.poll() is not None:
+                self.log.flush()
+                tail = open(self.log.name, errors="replace").read()[-2000:]
+                if "Address already in use" in tail:
+                    raise PortTaken(tail)
                 raise RuntimeError(f"sluice exited with {self.proc.returncode}; see {self.log.name}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/readyz", timeout=1) as r:
                     if r.status == 200:
+                        self.started = True
                         return self
             except OSError:
                 time.sleep(0.05)

@@ -43,6 +43,8 @@ pub struct Sluice {
     /// Environment changes after AWS_TEST_ENV: `None` removes the variable.
     env: Vec<(String, Option<String>)>,
     child: Option<Child>,
+    /// Whether the process has become ready at least once (its ports are then fixed).
+    started: bool,
     /// The S3 server of this broker, when it stores objects in S3.
     pub s3: Option<S3Server>,
     /// The etcd of this broker, when its metadata is in etcd.
@@ -114,6 +116,7 @@ impl Sluice {
                 .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
                 .collect(),
             child: None,
+            started: false,
             s3: None,
             etcd: None,
         })
@@ -150,7 +153,29 @@ impl Sluice {
         self.launch_within(Duration::from_secs(30))
     }
 
+    /// Starts the process. A port picked as free can be taken by someone else before
+    /// the broker binds it (the kernel hands the same range out for outgoing
+    /// connections); a first start that loses this race tries other ports.
     fn launch_within(&mut self, ready_within: Duration) -> Result<()> {
+        let first = !self.started;
+        for attempt in 0..3 {
+            match self.launch_once(ready_within) {
+                Err(e) if first && attempt < 2 && self.log().contains("Address already in use") => {
+                    eprintln!("broker lost a port race, retrying on other ports: {e:#}");
+                    let _ = std::fs::remove_file(self.dir.path().join("broker.log"));
+                    self.port = free_port();
+                    self.http_port = free_port();
+                }
+                other => {
+                    self.started |= other.is_ok();
+                    return other;
+                }
+            }
+        }
+        bail!("unreachable: the last attempt returns")
+    }
+
+    fn launch_once(&mut self, ready_within: Duration) -> Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
