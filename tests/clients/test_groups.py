@@ -184,6 +184,7 @@ def test_list_and_describe_groups(broker):
     described = admin.describe_consumer_groups([group])[group].result(timeout=10)
     assert str(described.state).endswith("STABLE")
     assert len(described.members) == 1
+    assert described.members[0].host == "/127.0.0.1", described.members[0].host
     assert sorted(tp.partition for tp in described.members[0].assignment.topic_partitions) \
         == list(range(PARTITIONS))
     c.close()

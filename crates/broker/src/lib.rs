@@ -89,6 +89,13 @@ impl Broker {
     /// Handles one request; the `await` here covers only the part that must happen
     /// before the next request on the connection (e.g. appending a produce).
     pub async fn handle(&self, request: Request) -> Reply {
+        self.handle_from(request, None).await
+    }
+
+    /// Like [`Broker::handle`], naming the client's address (shown as a group
+    /// member's client host, as Kafka shows it: `/<ip>`).
+    pub async fn handle_from(&self, request: Request, peer: Option<std::net::IpAddr>) -> Reply {
+        let client_host = peer.map(|ip| format!("/{ip}")).unwrap_or_default();
         let version = request.header.request_api_version;
         let client_id = request
             .header
@@ -130,7 +137,9 @@ impl Broker {
             RequestKind::FindCoordinator(r) => {
                 Reply::Now(Box::new(api::find_coordinator::handle(self, r, version)))
             }
-            RequestKind::JoinGroup(r) => api::groups::join(self, r, version, &client_id),
+            RequestKind::JoinGroup(r) => {
+                api::groups::join(self, r, version, &client_id, &client_host)
+            }
             RequestKind::SyncGroup(r) => api::groups::sync(self, r, version),
             RequestKind::Heartbeat(r) => Reply::Now(Box::new(api::groups::heartbeat(self, r))),
             RequestKind::LeaveGroup(r) => {

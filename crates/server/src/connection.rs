@@ -29,6 +29,7 @@ struct Queued {
 }
 
 pub async fn serve(broker: Broker, stream: TcpStream, max_frame: usize) {
+    let peer_ip = stream.peer_addr().ok().map(|a| a.ip());
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -81,7 +82,7 @@ pub async fn serve(broker: Broker, stream: TcpStream, max_frame: usize) {
                     api_key: req.api_key,
                     version: req.header.request_api_version,
                     correlation_id: req.header.correlation_id,
-                    reply: broker.handle(req).await,
+                    reply: broker.handle_from(req, peer_ip).await,
                 },
                 Err(ProtocolError::UnsupportedVersion {
                     api_key,

@@ -43,7 +43,13 @@ fn join_response(o: JoinOutcome, version: i16) -> ResponseKind {
     )
 }
 
-pub fn join(broker: &Broker, req: JoinGroupRequest, version: i16, client_id: &str) -> Reply {
+pub fn join(
+    broker: &Broker,
+    req: JoinGroupRequest,
+    version: i16,
+    client_id: &str,
+    client_host: &str,
+) -> Reply {
     let group = req.group_id.to_string();
     if let Err(e) = local_shard(&broker.engine, &group) {
         let o = JoinOutcome {
@@ -61,7 +67,7 @@ pub fn join(broker: &Broker, req: JoinGroupRequest, version: i16, client_id: &st
             member_id: req.member_id.to_string(),
             instance_id: req.group_instance_id.map(|s| s.to_string()),
             client_id: client_id.to_string(),
-            client_host: String::new(),
+            client_host: client_host.to_string(),
             session_timeout: millis(req.session_timeout_ms),
             // v0 has no rebalance timeout: it is the session timeout.
             rebalance_timeout: if has(version, 1) {
