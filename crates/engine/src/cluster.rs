@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use sluice_meta::{Compare, MetaStore, Op, Txn};
+use sluice_meta::{notify_on_changes, Compare, MetaStore, Op, Txn};
 use uuid::Uuid;
 
 use crate::manifest::Manifest;
@@ -270,31 +270,10 @@ impl Engine {
             self.keys.assignments(),
             self.keys.controller(),
         ];
+        // The watches end with the follower, which holds the last `resync` besides
+        // the engine's own.
         for prefix in prefixes {
-            let engine = Arc::downgrade(self);
-            let meta = self.meta.clone();
-            tokio::spawn(async move {
-                loop {
-                    match meta.watch(&prefix).await {
-                        Ok(mut rx) => {
-                            // A new watch may have missed changes: sync once.
-                            let mut event = Some(());
-                            while event.is_some() {
-                                match engine.upgrade() {
-                                    Some(e) => e.request_sync(),
-                                    None => return,
-                                }
-                                event = rx.recv().await.map(|_| ());
-                            }
-                        }
-                        Err(e) => tracing::debug!(%prefix, error = %e, "watch failed; retrying"),
-                    }
-                    if engine.strong_count() == 0 {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            });
+            notify_on_changes(self.meta.clone(), prefix, Arc::downgrade(&self.resync));
         }
         let engine = Arc::downgrade(self);
         let wake = self.resync.clone();

@@ -168,6 +168,36 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn watch(&self, prefix: &str) -> Result<mpsc::UnboundedReceiver<WatchEvent>>;
 }
 
+/// Keeps a watch on `prefix` and notifies `wake` once when the watch starts (it
+/// may have missed changes) and on every change; re-establishes the watch after it
+/// breaks (e.g. the store restarted). Ends once `wake` is dropped.
+pub fn notify_on_changes(
+    meta: std::sync::Arc<dyn MetaStore>,
+    prefix: String,
+    wake: std::sync::Weak<tokio::sync::Notify>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match meta.watch(&prefix).await {
+                Ok(mut rx) => loop {
+                    match wake.upgrade() {
+                        Some(w) => w.notify_one(),
+                        None => return,
+                    }
+                    if rx.recv().await.is_none() {
+                        break;
+                    }
+                },
+                Err(e) => tracing::debug!(%prefix, error = %e, "watch failed; retrying"),
+            }
+            if wake.strong_count() == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    })
+}
+
 /// Convenience: put one key unconditionally.
 pub async fn put(store: &dyn MetaStore, key: &str, value: impl Into<Bytes>) -> Result<i64> {
     Ok(store

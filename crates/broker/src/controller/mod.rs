@@ -23,7 +23,7 @@ use sluice_engine::cluster::{
     parse_brokers, AssignmentRecord, ControllerRecord, Generation, Leader,
 };
 use sluice_engine::{Engine, TopicRecord};
-use sluice_meta::{Compare, LeaseId, MetaError, Op, Txn};
+use sluice_meta::{notify_on_changes, Compare, LeaseId, MetaError, Op, Txn};
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
@@ -101,22 +101,10 @@ async fn controller_gone(engine: &Engine) {
 /// Runs rounds until this broker is no longer the controller.
 async fn lead(engine: &Arc<Engine>, lease: &mut watch::Receiver<Option<LeaseId>>) {
     let wake = Arc::new(Notify::new());
-    let mut watchers = Vec::new();
-    for prefix in [engine.keys().brokers(), engine.keys().topics()] {
-        let meta = engine.meta().clone();
-        let wake = wake.clone();
-        watchers.push(tokio::spawn(async move {
-            loop {
-                if let Ok(mut rx) = meta.watch(&prefix).await {
-                    wake.notify_one();
-                    while rx.recv().await.is_some() {
-                        wake.notify_one();
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }));
-    }
+    let watchers: Vec<_> = [engine.keys().brokers(), engine.keys().topics()]
+        .into_iter()
+        .map(|prefix| notify_on_changes(engine.meta().clone(), prefix, Arc::downgrade(&wake)))
+        .collect();
     loop {
         match round(engine).await {
             Ok(Round::Settled) => {}
