@@ -177,6 +177,10 @@ impl Keys {
     pub fn assignment(&self, topic: Uuid) -> String {
         format!("{}assignment/{topic}", self.root)
     }
+    /// The topic id of an `assignment/<topic-id>` key.
+    pub fn assignment_topic(&self, key: &str) -> Option<Uuid> {
+        key.strip_prefix(&self.assignments())?.parse().ok()
+    }
     pub fn controller(&self) -> String {
         format!("{}controller", self.root)
     }
@@ -371,13 +375,8 @@ impl Engine {
         self.reconcile_topics(records);
 
         let mut leaders: HashMap<Uuid, Arc<AssignmentRecord>> = HashMap::new();
-        let prefix = self.keys.assignments();
         for kv in &assignments {
-            let Some(id) = kv
-                .key
-                .strip_prefix(&prefix)
-                .and_then(|s| s.parse::<Uuid>().ok())
-            else {
+            let Some(id) = self.keys.assignment_topic(&kv.key) else {
                 continue;
             };
             if let Ok(a) = serde_json::from_slice::<AssignmentRecord>(&kv.value) {

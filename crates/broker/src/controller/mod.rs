@@ -160,15 +160,10 @@ async fn round(engine: &Engine) -> Result<Round, MetaError> {
         .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
         .collect();
     let (live, generations) = parse_brokers(keys, &meta.range(&keys.brokers()).await?);
-    let prefix = keys.assignments();
     let mut stored: HashMap<Uuid, (AssignmentRecord, i64)> = HashMap::new();
     let mut orphaned = Vec::new();
-    for kv in meta.range(&prefix).await? {
-        let Some(id) = kv
-            .key
-            .strip_prefix(&prefix)
-            .and_then(|s| s.parse::<Uuid>().ok())
-        else {
+    for kv in meta.range(&keys.assignments()).await? {
+        let Some(id) = keys.assignment_topic(&kv.key) else {
             continue;
         };
         match serde_json::from_slice::<AssignmentRecord>(&kv.value) {
