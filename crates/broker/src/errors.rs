@@ -24,7 +24,6 @@ pub fn code(e: &EngineError) -> i16 {
         E::NotLeader { .. } | E::NotLeaderForPartition { .. } | E::ShuttingDown => {
             R::NotLeaderOrFollower
         }
-        E::LeaderNotAvailable { .. } => R::LeaderNotAvailable,
         E::TimedOut => R::RequestTimedOut,
         E::FlushFailed(_) | E::Storage(_) => R::KafkaStorageError,
         E::Meta(_) => R::RequestTimedOut,

@@ -109,8 +109,6 @@ pub enum EngineError {
     NotLeader { epoch: u64 },
     #[error("not the leader: topic={topic} partition={partition}")]
     NotLeaderForPartition { topic: String, partition: i32 },
-    #[error("no leader yet: topic={topic}")]
-    LeaderNotAvailable { topic: String },
     #[error("timed out waiting for the flush")]
     TimedOut,
     #[error("flush failed: {0}")]
@@ -409,19 +407,25 @@ impl Engine {
             return Err(EngineError::TopicAlreadyExists { name: name.into() });
         }
         tracing::info!(topic = name, partitions, "created topic");
-        let id = record.id;
+        Ok(self.install_with_leaders(record).await)
+    }
+
+    /// Installs a stored topic record and waits (bounded) until every partition has
+    /// a leader, as Kafka answers CreateTopics and CreatePartitions, so clients can
+    /// produce at once.
+    async fn install_with_leaders(&self, record: TopicRecord) -> Arc<Topic> {
+        let (id, partitions) = (record.id, record.partitions);
         let topic = self.install(record);
-        // Answer once leaders exist, as Kafka does, so clients can produce at once.
         if !self
             .wait_for_assignment(id, partitions, ASSIGNMENT_WAIT)
             .await
         {
             tracing::warn!(
-                topic = name,
+                topic = %topic.record.name,
                 "no leaders assigned yet; is a controller running?"
             );
         }
-        Ok(topic)
+        topic
     }
 
     /// The topic, created with defaults when auto-creation is on.
@@ -510,19 +514,7 @@ impl Engine {
                 "topic {name} changed concurrently"
             )));
         }
-        let (id, partitions) = (record.id, record.partitions);
-        let topic = self.install(record);
-        // New partitions are answered once they have leaders, as for a new topic.
-        if !self
-            .wait_for_assignment(id, partitions, ASSIGNMENT_WAIT)
-            .await
-        {
-            tracing::warn!(
-                topic = name,
-                "no leaders assigned yet; is a controller running?"
-            );
-        }
-        Ok(topic)
+        Ok(self.install_with_leaders(record).await)
     }
 
     /// A new producer id for an idempotent producer (epoch 0).
