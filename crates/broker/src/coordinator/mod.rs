@@ -49,14 +49,11 @@ fn shard_partition(engine: &Engine, group: &str) -> Option<(i32, Arc<Partition>)
 
 /// The live broker coordinating `group`, or the error a client should see.
 pub fn coordinator_of(broker: &Broker, group: &str) -> Result<BrokerRecord, ResponseError> {
-    let engine = &broker.engine;
-    let topic = engine
-        .topic(GROUPS_TOPIC)
-        .ok_or(ResponseError::CoordinatorNotAvailable)?;
-    let shard = shard_of(group, topic.record.partitions);
-    let view = engine.view();
+    let (shard, partition) =
+        shard_partition(&broker.engine, group).ok_or(ResponseError::CoordinatorNotAvailable)?;
+    let view = broker.engine.view();
     let leader = view
-        .leader(topic.record.id, shard)
+        .leader(partition.topic_id, shard)
         .ok_or(ResponseError::CoordinatorNotAvailable)?;
     view.brokers
         .get(&leader.broker)
