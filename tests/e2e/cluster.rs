@@ -134,12 +134,26 @@ fn spawn_producers(
         .collect()
 }
 
-async fn join_producers(handles: Vec<tokio::task::JoinHandle<Result<usize>>>) -> Result<usize> {
+/// Stops the producers, waits for their last acknowledgements, and returns every
+/// acknowledged record and how many records failed for good.
+async fn stop_producers(
+    stop: &AtomicBool,
+    handles: Vec<tokio::task::JoinHandle<Result<usize>>>,
+    acked: &Mutex<Vec<Acked>>,
+) -> Result<(Vec<Acked>, usize)> {
+    stop.store(true, Ordering::Relaxed);
+    let stopping = Instant::now();
     let mut failed = 0;
     for h in handles {
         failed += h.await??;
     }
-    Ok(failed)
+    eprintln!("producers drained in {:?}", stopping.elapsed());
+    let acked = std::mem::take(&mut *acked.lock().unwrap_or_else(|p| p.into_inner()));
+    eprintln!(
+        "{} records acknowledged, {failed} failed for good",
+        acked.len()
+    );
+    Ok((acked, failed))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,15 +189,7 @@ async fn cluster_chaos_kill_restart_loop_and_etcd_restart() -> Result<()> {
         }
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.store(true, Ordering::Relaxed);
-    let stopping = Instant::now();
-    let failed = join_producers(producers).await?;
-    eprintln!("producers drained in {:?}", stopping.elapsed());
-    let acked = std::mem::take(&mut *acked.lock().unwrap_or_else(|p| p.into_inner()));
-    eprintln!(
-        "{} records acknowledged, {failed} failed for good",
-        acked.len()
-    );
+    let (acked, failed) = stop_producers(&stop, producers, &acked).await?;
     ensure!(
         acked.len() > 1000,
         "too little was acknowledged to mean anything"
@@ -266,15 +272,7 @@ async fn cluster_paused_leader_commits_nothing_after_its_partitions_move() -> Re
         cluster.logs()
     );
 
-    stop.store(true, Ordering::Relaxed);
-    let stopping = Instant::now();
-    let failed = join_producers(producers).await?;
-    eprintln!("producers drained in {:?}", stopping.elapsed());
-    let acked = std::mem::take(&mut *acked.lock().unwrap_or_else(|p| p.into_inner()));
-    eprintln!(
-        "{} records acknowledged, {failed} failed for good",
-        acked.len()
-    );
+    let (acked, failed) = stop_producers(&stop, producers, &acked).await?;
     ensure!(failed == 0, "{failed} records failed for good");
     check_after_full_restart(&mut cluster, "fence", &acked)
         .await

@@ -30,28 +30,28 @@ pub struct Etcd {
 impl Etcd {
     /// Starts etcd and waits until it answers.
     pub fn start() -> Result<Self> {
-        let mut etcd = Self {
-            child: None,
-            client_url: format!("http://127.0.0.1:{}", free_port()),
-            peer_url: format!("http://127.0.0.1:{}", free_port()),
-            dir: tempfile::tempdir()?,
-            tls: false,
-        };
+        let mut etcd = Self::unstarted(false)?;
         etcd.launch()?;
         Ok(etcd)
+    }
+
+    /// Free ports and a fresh data directory; clients speak TLS when `tls`.
+    fn unstarted(tls: bool) -> Result<Self> {
+        let scheme = if tls { "https" } else { "http" };
+        Ok(Self {
+            child: None,
+            client_url: format!("{scheme}://127.0.0.1:{}", free_port()),
+            peer_url: format!("http://127.0.0.1:{}", free_port()),
+            dir: tempfile::tempdir()?,
+            tls,
+        })
     }
 
     /// Starts etcd serving clients over TLS and requiring a client certificate; the
     /// CA, server and client certificates are made here with `openssl`. See
     /// [`Etcd::tls_file`] for the PEM files a client needs.
     pub fn start_tls() -> Result<Self> {
-        let mut etcd = Self {
-            child: None,
-            client_url: format!("https://127.0.0.1:{}", free_port()),
-            peer_url: format!("http://127.0.0.1:{}", free_port()),
-            dir: tempfile::tempdir()?,
-            tls: true,
-        };
+        let mut etcd = Self::unstarted(true)?;
         etcd.make_certificates()?;
         etcd.launch()?;
         Ok(etcd)
