@@ -104,19 +104,24 @@ def test_three_members_split_the_partitions(broker, strategy):
     assert committed(broker, group, topic) == [N // PARTITIONS] * PARTITIONS
 
 
-def test_a_restarted_member_resumes_after_its_commits(broker):
-    topic = setup_topic(broker)
-    group = unique("g")
+def consume_and_commit(broker, group, topic, n):
+    """One member subscribes, reads `n` records, commits them and closes."""
     c = group_consumer(broker, group, **{"enable.auto.commit": False})
     c.subscribe([topic])
     seen = 0
-    while seen < 600:
+    while seen < n:
         m = c.poll(5)
         assert m is not None, "records arrive"
         if not m.error():
             seen += 1
     c.commit(asynchronous=False)
     c.close()
+
+
+def test_a_restarted_member_resumes_after_its_commits(broker):
+    topic = setup_topic(broker)
+    group = unique("g")
+    consume_and_commit(broker, group, topic, 600)
     positions = committed(broker, group, topic)
     assert sum(max(o, 0) for o in positions) == 600, positions
 
@@ -301,16 +306,7 @@ def test_a_static_member_restarts_without_a_rebalance(broker):
 def test_a_group_with_only_offsets_is_listed_and_its_lag_computed(broker):
     topic = setup_topic(broker, n=120)                 # 10 records per partition
     group = unique("g")
-    c = group_consumer(broker, group, **{"enable.auto.commit": False})
-    c.subscribe([topic])
-    seen = 0
-    while seen < 60:
-        m = c.poll(5)
-        assert m is not None
-        if not m.error():
-            seen += 1
-    c.commit(asynchronous=False)
-    c.close()
+    consume_and_commit(broker, group, topic, 60)
     # Its members are gone, and so is every coordinator's memory of it.
     for b in getattr(broker, "brokers", [broker]):
         b.restart(signal.SIGKILL)
