@@ -17,7 +17,6 @@ pub mod fetch_session;
 pub mod membership;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::future::BoxFuture;
 use kafka_protocol::messages::{RequestKind, ResponseKind};
@@ -48,8 +47,10 @@ pub struct Broker {
     pub engine: Arc<Engine>,
     pub identity: Arc<BrokerIdentity>,
     pub sessions: Arc<fetch_session::FetchSessions>,
-    /// Consumer groups this broker coordinates.
+    /// Classic-protocol groups this broker coordinates.
     pub groups: Arc<coordinator::group::Groups>,
+    /// KIP-848 consumer groups this broker coordinates.
+    pub consumer_groups: Arc<coordinator::consumer::ConsumerGroups>,
     /// Serialises offset commits of one group (commits read, merge and write).
     commit_locks: Arc<[tokio::sync::Mutex<()>; COMMIT_LOCKS]>,
 }
@@ -59,21 +60,27 @@ const COMMIT_LOCKS: usize = 64;
 
 impl Broker {
     pub fn new(engine: Arc<Engine>, identity: BrokerIdentity) -> Self {
-        Self::with_group_delay(engine, identity, Duration::from_secs(3))
+        Self::with_groups(engine, identity, coordinator::GroupConfig::default())
     }
 
-    /// A broker whose new groups wait `initial_rebalance_delay` for more members
-    /// before their first rebalance completes (Kafka's
-    /// `group.initial.rebalance.delay.ms`). Starts the groups' timer.
-    pub fn with_group_delay(
+    /// A broker whose group coordinator runs with `config`. Starts the groups' timer.
+    pub fn with_groups(
         engine: Arc<Engine>,
         identity: BrokerIdentity,
-        initial_rebalance_delay: Duration,
+        config: coordinator::GroupConfig,
     ) -> Self {
-        let groups = Arc::new(coordinator::group::Groups::new(initial_rebalance_delay));
-        coordinator::start_timer(Arc::downgrade(&groups), Arc::downgrade(&engine));
+        let groups = Arc::new(coordinator::group::Groups::new(
+            config.initial_rebalance_delay,
+        ));
+        let consumer_groups = Arc::new(coordinator::consumer::ConsumerGroups::new(config.consumer));
+        coordinator::start_timer(
+            Arc::downgrade(&groups),
+            Arc::downgrade(&consumer_groups),
+            Arc::downgrade(&engine),
+        );
         Self {
             groups,
+            consumer_groups,
             engine,
             identity: Arc::new(identity),
             sessions: Arc::default(),
@@ -153,6 +160,12 @@ impl Broker {
             }
             RequestKind::DeleteGroups(r) => {
                 Reply::Now(Box::new(api::groups::delete(self, r).await))
+            }
+            RequestKind::ConsumerGroupHeartbeat(r) => Reply::Now(Box::new(
+                api::consumer_group::heartbeat(self, r, version, &client_id, &client_host),
+            )),
+            RequestKind::ConsumerGroupDescribe(r) => {
+                Reply::Now(Box::new(api::consumer_group::describe(self, r)))
             }
             RequestKind::OffsetCommit(r) => {
                 Reply::Now(Box::new(api::offset_commit::handle(self, r).await))

@@ -255,6 +255,18 @@ fn request(api: ApiKey, topic_id: uuid::Uuid) -> RequestKind {
         ApiKey::DeleteGroups => RequestKind::DeleteGroups(
             DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s("gone"))]),
         ),
+        ApiKey::ConsumerGroupHeartbeat => RequestKind::ConsumerGroupHeartbeat(
+            ConsumerGroupHeartbeatRequest::default()
+                .with_group_id(GroupId(s("g848")))
+                .with_member_id(s("m1"))
+                .with_rebalance_timeout_ms(30_000)
+                .with_subscribed_topic_names(Some(vec![topic_name(t)]))
+                .with_topic_partitions(Some(vec![])),
+        ),
+        ApiKey::ConsumerGroupDescribe => RequestKind::ConsumerGroupDescribe(
+            ConsumerGroupDescribeRequest::default()
+                .with_group_ids(vec![GroupId(s("g848")), GroupId(s("gone"))]),
+        ),
         other => panic!("no sample request for {other:?}"),
     }
 }
@@ -285,7 +297,7 @@ async fn broker() -> (Broker, uuid::Uuid) {
         .create_topic("every", 1, 1, BTreeMap::new(), false)
         .await
         .unwrap();
-    let broker = Broker::with_group_delay(
+    let broker = Broker::with_groups(
         engine,
         BrokerIdentity {
             node_id: 0,
@@ -294,7 +306,10 @@ async fn broker() -> (Broker, uuid::Uuid) {
             rack: None,
             cluster_id: "test".into(),
         },
-        Duration::ZERO,
+        coordinator::GroupConfig {
+            initial_rebalance_delay: Duration::ZERO,
+            ..Default::default()
+        },
     );
     (broker, topic.record.id)
 }

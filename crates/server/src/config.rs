@@ -137,6 +137,30 @@ pub struct ServeArgs {
     )]
     pub group_initial_rebalance_delay_ms: u64,
 
+    /// How often members of a consumer group (KIP-848, group.protocol=consumer)
+    /// heartbeat; they learn of assignment changes on their next heartbeat (Kafka's
+    /// group.consumer.heartbeat.interval.ms).
+    #[arg(long, env = "SLUICE_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub group_consumer_heartbeat_interval_ms: u64,
+
+    /// How long a consumer group (KIP-848) member may go without a heartbeat before
+    /// it is removed and its partitions reassigned (Kafka's
+    /// group.consumer.session.timeout.ms).
+    #[arg(long, env = "SLUICE_GROUP_CONSUMER_SESSION_TIMEOUT_MS", default_value_t = 45000,
+          value_parser = clap::value_parser!(u64).range(1000..=3_600_000))]
+    pub group_consumer_session_timeout_ms: u64,
+
+    /// Committed offsets of a group with no members are deleted this long after the
+    /// group became empty, or after their commit if later (Kafka's
+    /// offsets.retention.minutes). Fractions are allowed.
+    #[arg(
+        long,
+        env = "SLUICE_OFFSETS_RETENTION_MINUTES",
+        default_value_t = 10080.0
+    )]
+    pub offsets_retention_minutes: f64,
+
     /// Cluster id; namespaces all metadata.
     #[arg(long, env = "SLUICE_CLUSTER_ID", default_value = "sluice")]
     pub cluster_id: String,

@@ -114,7 +114,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let http = TcpListener::bind(args.http_listen)
         .await
         .map_err(|e| anyhow::anyhow!("--http-listen {}: {e}", args.http_listen))?;
-    let broker = Broker::with_group_delay(
+    let broker = Broker::with_groups(
         engine.clone(),
         BrokerIdentity {
             node_id: args.broker_id,
@@ -123,7 +123,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             rack: args.rack.clone(),
             cluster_id: args.cluster_id.clone(),
         },
-        Duration::from_millis(args.group_initial_rebalance_delay_ms),
+        coordinator::GroupConfig {
+            initial_rebalance_delay: Duration::from_millis(args.group_initial_rebalance_delay_ms),
+            consumer: coordinator::consumer::Settings {
+                heartbeat_interval: Duration::from_millis(
+                    args.group_consumer_heartbeat_interval_ms,
+                ),
+                session_timeout: Duration::from_millis(args.group_consumer_session_timeout_ms),
+            },
+        },
     );
     let membership = Membership::start(
         engine.clone(),

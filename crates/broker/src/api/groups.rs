@@ -51,7 +51,17 @@ pub fn join(
     client_host: &str,
 ) -> Reply {
     let group = req.group_id.to_string();
-    if let Err(e) = local_shard(&broker.engine, &group) {
+    let refused = local_shard(&broker.engine, &group).err().or_else(|| {
+        // A consumer group (KIP-848) with members keeps its id; an empty one becomes
+        // a classic group.
+        if broker.consumer_groups.has_members(&group) {
+            Some(ResponseError::InconsistentGroupProtocol)
+        } else {
+            let _ = broker.consumer_groups.delete(&group);
+            None
+        }
+    });
+    if let Some(e) = refused {
         let o = JoinOutcome {
             error: e.code(),
             generation: -1,
@@ -190,21 +200,30 @@ pub fn leave(broker: &Broker, req: LeaveGroupRequest, version: i16) -> ResponseK
 
 pub async fn list(broker: &Broker, req: ListGroupsRequest, version: i16) -> ResponseKind {
     let wanted: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
-    let mut groups: Vec<(String, String, &'static str)> = broker
+    // (id, protocol type, state, group type)
+    let mut groups: Vec<(String, String, &'static str, &'static str)> = broker
         .groups
         .list()
         .into_iter()
         .filter(|(id, _, _)| local_shard(&broker.engine, id).is_ok())
-        .map(|(id, protocol_type, state)| (id, protocol_type, state.name()))
+        .map(|(id, protocol_type, state)| (id, protocol_type, state.name(), "classic"))
         .collect();
+    groups.extend(
+        broker
+            .consumer_groups
+            .list()
+            .into_iter()
+            .filter(|(id, _)| local_shard(&broker.engine, id).is_ok())
+            .map(|(id, state)| (id, "consumer".to_string(), state, "consumer")),
+    );
     // Groups with committed offsets but no members (consumers stopped, or the
     // coordinator moved) are listed as Empty, as Kafka lists them.
     for shard in led_shards(broker) {
         match offsets::groups_with_offsets(&broker.engine, shard).await {
             Ok(ids) => {
                 for id in ids {
-                    if !groups.iter().any(|(g, _, _)| *g == id) {
-                        groups.push((id, String::new(), "Empty"));
+                    if !groups.iter().any(|(g, _, _, _)| *g == id) {
+                        groups.push((id, String::new(), "Empty", "classic"));
                     }
                 }
             }
@@ -218,8 +237,8 @@ pub async fn list(broker: &Broker, req: ListGroupsRequest, version: i16) -> Resp
     groups.sort();
     let groups = groups
         .into_iter()
-        .filter(|(_, _, state)| wanted.is_empty() || wanted.contains(&state.to_lowercase()))
-        .map(|(id, protocol_type, state)| {
+        .filter(|(_, _, state, _)| wanted.is_empty() || wanted.contains(&state.to_lowercase()))
+        .map(|(id, protocol_type, state, kind)| {
             ListedGroup::default()
                 .with_group_id(GroupId(str_bytes(id)))
                 .with_protocol_type(str_bytes(protocol_type))
@@ -229,7 +248,7 @@ pub async fn list(broker: &Broker, req: ListGroupsRequest, version: i16) -> Resp
                     StrBytes::default()
                 })
                 .with_group_type(if has(version, 5) {
-                    str_bytes("classic")
+                    str_bytes(kind)
                 } else {
                     StrBytes::default()
                 })
@@ -264,6 +283,18 @@ pub async fn describe(broker: &Broker, req: DescribeGroupsRequest, version: i16)
                 continue;
             }
         };
+        if broker
+            .consumer_groups
+            .with_group(id.as_str(), |_| ())
+            .is_some()
+        {
+            // As in Kafka: consumer groups are described with ConsumerGroupDescribe.
+            groups.push(
+                out.with_error_code(ResponseError::GroupIdNotFound.code())
+                    .with_error_message(Some(str_bytes("the group is a consumer group"))),
+            );
+            continue;
+        }
         let found = broker.groups.with_group(id.as_str(), |g| {
             let members = g
                 .members
@@ -318,7 +349,11 @@ pub async fn delete(broker: &Broker, req: DeleteGroupsRequest) -> ResponseKind {
         let group = id.to_string();
         let code = match local_shard(&broker.engine, &group) {
             Err(e) => e.code(),
-            Ok(shard) => match broker.groups.delete(&group) {
+            Ok(shard) => match broker
+                .groups
+                .delete(&group)
+                .and_then(|()| broker.consumer_groups.delete(&group))
+            {
                 Err(e) => e.code(),
                 Ok(()) => match offsets::delete(&broker.engine, shard, &group).await {
                     Ok(()) => 0,

@@ -56,11 +56,12 @@ pub async fn handle(broker: &Broker, req: OffsetCommitRequest) -> ResponseKind {
     // Generation -1 is a consumer that assigns its partitions itself; anyone else
     // must be a member of the group's current generation.
     if req.generation_id_or_member_epoch >= 0 {
-        if let Err(e) = broker.groups.check_commit(
-            &group,
-            req.member_id.as_str(),
-            req.generation_id_or_member_epoch,
-        ) {
+        let (member, epoch) = (req.member_id.as_str(), req.generation_id_or_member_epoch);
+        let checked = broker
+            .consumer_groups
+            .check_commit(&group, member, epoch)
+            .unwrap_or_else(|| broker.groups.check_commit(&group, member, epoch));
+        if let Err(e) = checked {
             return reject_all(e.code());
         }
     }

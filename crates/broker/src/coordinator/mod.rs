@@ -10,10 +10,13 @@
 //! - Committed offsets live in the metadata store, one key per group and topic, and
 //!   survive coordinator failover and restarts.
 
+pub mod assignor;
+pub mod consumer;
 pub mod group;
 pub mod offsets;
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 use sluice_engine::cluster::BrokerRecord;
@@ -70,18 +73,47 @@ pub fn local_shard(engine: &Engine, group: &str) -> Result<i32, ResponseError> {
     }
 }
 
+/// How the group coordinator runs.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupConfig {
+    /// How long a new classic group waits for more members before its first
+    /// rebalance completes (Kafka's `group.initial.rebalance.delay.ms`).
+    pub initial_rebalance_delay: Duration,
+    /// KIP-848 groups' heartbeat interval and session timeout.
+    pub consumer: consumer::Settings,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        Self {
+            initial_rebalance_delay: Duration::from_secs(3),
+            consumer: consumer::Settings::default(),
+        }
+    }
+}
+
 /// Advances group timeouts every 100 ms and drops groups of shards this broker no
 /// longer coordinates. Ends when the broker is dropped.
-pub fn start_timer(groups: std::sync::Weak<group::Groups>, engine: std::sync::Weak<Engine>) {
+pub fn start_timer(
+    groups: Weak<group::Groups>,
+    consumer_groups: Weak<consumer::ConsumerGroups>,
+    engine: Weak<Engine>,
+) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
             tick.tick().await;
-            let (Some(groups), Some(engine)) = (groups.upgrade(), engine.upgrade()) else {
+            let (Some(groups), Some(consumer_groups), Some(engine)) = (
+                groups.upgrade(),
+                consumer_groups.upgrade(),
+                engine.upgrade(),
+            ) else {
                 return;
             };
             groups.retain(|g| local_shard(&engine, g).is_ok());
             groups.tick();
+            consumer_groups.retain(|g| local_shard(&engine, g).is_ok());
+            consumer_groups.tick();
         }
     });
 }
