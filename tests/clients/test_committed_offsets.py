@@ -86,3 +86,28 @@ def test_offsets_survive_a_restart_of_every_broker(broker):
     got = c.committed([TopicPartition(topic, 1)], timeout=30)
     assert got[0].offset == 11
     c.close()
+
+
+def test_offset_delete_with_kafka_python(broker):
+    from kafka import KafkaAdminClient
+    from kafka.errors import GroupSubscribedToTopicError, NoError
+    topic = setup_topic(broker)
+    group = unique("g")
+    c = consumer(broker, group)
+    c.commit(offsets=[TopicPartition(topic, p, 5 + p) for p in range(3)], asynchronous=False)
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    result = admin.delete_group_offsets(group, [KpTopicPartition(topic, 1)])
+    assert result == {KpTopicPartition(topic, 1): NoError}
+    got = c.committed([TopicPartition(topic, p) for p in range(3)], timeout=10)
+    assert [t.offset for t in got] == [5, -1001, 7]
+    c.close()
+
+    # While a member subscribes to the topic, its offsets stay.
+    member = consumer(broker, group)
+    member.subscribe([topic])
+    while not member.assignment():
+        member.poll(0.2)
+    result = admin.delete_group_offsets(group, [KpTopicPartition(topic, 0)])
+    assert result == {KpTopicPartition(topic, 0): GroupSubscribedToTopicError}
+    member.close()
+    admin.close()

@@ -32,7 +32,15 @@ def committed(bootstrap, group, topic):
     return [t.offset for t in got]
 
 
-def test_group_survives_its_coordinator_being_killed(cluster):
+PROTOCOLS = {
+    "classic": {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500},
+    # KIP-848: the broker sets the heartbeat interval and session timeout.
+    "consumer": {"group.protocol": "consumer"},
+}
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_group_survives_its_coordinator_being_killed(cluster, protocol):
     bootstrap = cluster.bootstrap
     topic, group = unique("gf"), unique("g")
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -53,8 +61,8 @@ def test_group_survives_its_coordinator_being_killed(cluster):
 
     def member():
         c = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
-                      "auto.offset.reset": "earliest", "session.timeout.ms": 6000,
-                      "heartbeat.interval.ms": 500, "auto.commit.interval.ms": 200})
+                      "auto.offset.reset": "earliest", "auto.commit.interval.ms": 200,
+                      **PROTOCOLS[protocol]})
         c.subscribe([topic])
         while not stop.is_set() or time.time() < drain_until[0]:
             m = c.poll(0.2)
@@ -106,4 +114,5 @@ def test_group_survives_its_coordinator_being_killed(cluster):
         f"{produced[0] - len(consumed & set(range(produced[0])))} records never consumed"
     after = committed(bootstrap, group, topic)
     assert all(a >= b for a, b in zip(after, before)), f"commits went backwards: {before} -> {after}"
-    print(f"coordinator broker {coordinator} killed; consumption resumed after {resumed:.1f} s")
+    print(f"{protocol}: coordinator broker {coordinator} killed; "
+          f"consumption resumed after {resumed:.1f} s")

@@ -31,6 +31,16 @@ pub fn code(e: &EngineError) -> i16 {
     r.code()
 }
 
+/// The Kafka error code for a failed write of group state: a broker whose
+/// generation moved lost the group's shard, so its clients look for the new
+/// coordinator.
+pub fn coordinator_code(e: &EngineError) -> i16 {
+    match e {
+        EngineError::NotLeader { .. } => ResponseError::NotCoordinator.code(),
+        other => code(other),
+    }
+}
+
 /// Error code and message, for responses that carry both.
 pub fn code_and_message(e: &EngineError) -> (i16, Option<kafka_protocol::protocol::StrBytes>) {
     (code(e), Some(crate::str_bytes(e.to_string())))

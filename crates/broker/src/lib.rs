@@ -170,6 +170,9 @@ impl Broker {
             RequestKind::OffsetCommit(r) => {
                 Reply::Now(Box::new(api::offset_commit::handle(self, r).await))
             }
+            RequestKind::OffsetDelete(r) => {
+                Reply::Now(Box::new(api::offset_delete::handle(self, r).await))
+            }
             RequestKind::OffsetFetch(r) => {
                 Reply::Now(Box::new(api::offset_fetch::handle(self, r, version).await))
             }

@@ -357,7 +357,7 @@ pub async fn delete(broker: &Broker, req: DeleteGroupsRequest) -> ResponseKind {
                 Err(e) => e.code(),
                 Ok(()) => match offsets::delete(&broker.engine, shard, &group).await {
                     Ok(()) => 0,
-                    Err(_) => ResponseError::NotCoordinator.code(),
+                    Err(e) => crate::errors::coordinator_code(&e),
                 },
             },
         };

@@ -102,11 +102,7 @@ pub async fn handle(broker: &Broker, req: OffsetCommitRequest) -> ResponseKind {
         offsets::commit(&broker.engine, shard, &group, commits).await
     };
     if let Err(e) = stored {
-        let code = match e {
-            sluice_engine::EngineError::NotLeader { .. } => ResponseError::NotCoordinator.code(),
-            other => errors::code(&other),
-        };
-        return reject_all(code);
+        return reject_all(errors::coordinator_code(&e));
     }
     ResponseKind::OffsetCommit(
         OffsetCommitResponse::default().with_topics(

@@ -640,6 +640,16 @@ impl ConsumerGroups {
         }
     }
 
+    /// The topics the members of a consumer group subscribe to (empty without
+    /// members or group).
+    pub fn subscribed_topics(&self, group_id: &str) -> BTreeSet<String> {
+        self.lock()
+            .get(group_id)
+            .filter(|g| !g.members.is_empty())
+            .map(ConsumerGroup::subscribed_names)
+            .unwrap_or_default()
+    }
+
     /// See [`ConsumerGroup::check_commit`]; `None` if the group is not a consumer
     /// group here.
     pub fn check_commit(

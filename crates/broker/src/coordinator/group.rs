@@ -715,6 +715,37 @@ impl Groups {
         self.lock().get(group_id).map(f)
     }
 
+    /// The topics a group's members subscribe to (empty without members), for
+    /// OffsetDelete; NON_EMPTY_GROUP for a group with members of another protocol
+    /// type than `consumer`, whose subscriptions cannot be read.
+    pub fn subscribed_topics(
+        &self,
+        group_id: &str,
+    ) -> Result<std::collections::BTreeSet<String>, ResponseError> {
+        use bytes::Buf;
+        use kafka_protocol::messages::ConsumerProtocolSubscription;
+        use kafka_protocol::protocol::Decodable;
+        let groups = self.lock();
+        let Some(g) = groups.get(group_id).filter(|g| !g.members.is_empty()) else {
+            return Ok(Default::default());
+        };
+        if g.protocol_type.as_deref() != Some("consumer") {
+            return Err(ResponseError::NonEmptyGroup);
+        }
+        let mut topics = std::collections::BTreeSet::new();
+        for m in g.members.values() {
+            let mut buf = m.metadata(g.protocol.as_deref());
+            if buf.remaining() < 2 {
+                continue;
+            }
+            let version = buf.get_i16().clamp(0, 3);
+            if let Ok(sub) = ConsumerProtocolSubscription::decode(&mut buf, version) {
+                topics.extend(sub.topics.iter().map(|t| t.to_string()));
+            }
+        }
+        Ok(topics)
+    }
+
     /// Deletes an empty group; NON_EMPTY_GROUP if it has members.
     pub fn delete(&self, group_id: &str) -> Result<(), ResponseError> {
         let mut groups = self.lock();

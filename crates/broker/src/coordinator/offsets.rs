@@ -42,27 +42,72 @@ pub async fn commit(
     group: &str,
     commits: BTreeMap<String, TopicOffsets>,
 ) -> Result<()> {
+    rewrite(
+        engine,
+        shard,
+        group,
+        commits.keys().cloned().collect(),
+        |topic, stored| {
+            if let Some(new) = commits.get(topic) {
+                stored.extend(new.iter().map(|(p, o)| (*p, o.clone())));
+            }
+        },
+    )
+    .await
+}
+
+/// Deletes the offsets of some partitions (OffsetDelete).
+pub async fn delete_partitions(
+    engine: &Engine,
+    shard: i32,
+    group: &str,
+    partitions: BTreeMap<String, Vec<i32>>,
+) -> Result<()> {
+    rewrite(
+        engine,
+        shard,
+        group,
+        partitions.keys().cloned().collect(),
+        |topic, stored| {
+            for p in partitions.get(topic).into_iter().flatten() {
+                stored.remove(p);
+            }
+        },
+    )
+    .await
+}
+
+/// Reads the stored offsets of `topics`, lets `change` edit each topic's map and
+/// writes them back in guarded transactions (a topic left empty is deleted). Callers
+/// serialise changes of one group.
+async fn rewrite(
+    engine: &Engine,
+    shard: i32,
+    group: &str,
+    topics: Vec<String>,
+    change: impl Fn(&str, &mut TopicOffsets),
+) -> Result<()> {
     let prefix = offsets_prefix(engine, shard, group);
-    let topics: Vec<(String, TopicOffsets)> = commits.into_iter().collect();
     for chunk in topics.chunks(TOPICS_PER_TXN) {
         let mut compares = vec![engine.generation_guard()];
         let mut ops = Vec::with_capacity(chunk.len());
-        for (topic, offsets) in chunk {
+        for topic in chunk {
             let key = format!("{prefix}{topic}");
             let current = engine.meta().get(&key).await?;
-            let mut merged: TopicOffsets = match &current {
+            let mut offsets: TopicOffsets = match &current {
                 Some(kv) => serde_json::from_slice(&kv.value).unwrap_or_default(),
                 None => TopicOffsets::new(),
             };
-            merged.extend(offsets.iter().map(|(p, o)| (*p, o.clone())));
+            change(topic, &mut offsets);
             compares.push(Compare::ModRevision(
                 key.clone(),
                 current.map_or(0, |kv| kv.mod_revision),
             ));
-            ops.push(Op::put(
-                key,
-                serde_json::to_vec(&merged).unwrap_or_default(),
-            ));
+            ops.push(if offsets.is_empty() {
+                Op::Delete(key)
+            } else {
+                Op::put(key, serde_json::to_vec(&offsets).unwrap_or_default())
+            });
         }
         if !engine
             .meta()
@@ -70,7 +115,7 @@ pub async fn commit(
             .await?
             .succeeded
         {
-            // Commits of one group are serialised by the caller, so a failed compare
+            // Changes of one group are serialised by the caller, so a failed compare
             // means this broker's generation moved: it lost the shard.
             return Err(EngineError::NotLeader {
                 epoch: engine.generation(),
