@@ -1,8 +1,12 @@
 """Committed offsets without group membership: consumers that assign partitions
 themselves commit and read back offsets (with metadata) through the group
-coordinator, and the offsets survive a restart of every broker."""
+coordinator, and the offsets survive a restart of every broker. OffsetDelete removes
+offsets of topics no member subscribes to, and offsets of groups that have been empty
+longer than offsets.retention.minutes expire."""
 
+import shutil
 import signal
+import time
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -10,7 +14,7 @@ from kafka import KafkaConsumer
 from kafka import TopicPartition as KpTopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from conftest import unique
+from conftest import Broker, unique
 
 
 def setup_topic(broker, partitions=3, records=30):
@@ -111,3 +115,39 @@ def test_offset_delete_with_kafka_python(broker):
     assert result == {KpTopicPartition(topic, 0): GroupSubscribedToTopicError}
     member.close()
     admin.close()
+
+
+def test_offsets_of_empty_groups_expire_after_the_retention(tmp_path):
+    # Its own broker, with offsets.retention.minutes = 0.05 (3 s).
+    b = Broker(str(tmp_path), ["--offsets-retention-minutes=0.05"]).start()
+    try:
+        topic = setup_topic(b)
+        idle, active = unique("g"), unique("g")
+        c = consumer(b, idle)
+        c.commit(offsets=[TopicPartition(topic, 0, 3)], asynchronous=False)
+        c.close()
+        member = consumer(b, active)
+        member.subscribe([topic])
+        while not member.assignment():
+            member.poll(0.2)
+        member.commit(offsets=[TopicPartition(topic, 1, 4)], asynchronous=False)
+
+        deadline = time.time() + 30
+        probe = consumer(b, idle)
+        while time.time() < deadline:
+            if probe.committed([TopicPartition(topic, 0)], timeout=10)[0].offset == -1001:
+                break
+            member.poll(0.2)
+        expired = time.time() - deadline + 30
+        assert probe.committed([TopicPartition(topic, 0)], timeout=10)[0].offset == -1001
+        probe.close()
+        # The idle group is gone; the one with a member keeps its offsets.
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        listed = {g.group_id for g in admin.list_consumer_groups().result(timeout=10).valid}
+        assert idle not in listed and active in listed, listed
+        assert member.committed([TopicPartition(topic, 1)], timeout=10)[0].offset == 4
+        member.close()
+        print(f"offsets of the idle group expired {expired:.1f} s after the commit (retention 3 s)")
+    finally:
+        b.stop()
+        shutil.rmtree(tmp_path, ignore_errors=True)

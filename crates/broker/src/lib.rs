@@ -51,12 +51,9 @@ pub struct Broker {
     pub groups: Arc<coordinator::group::Groups>,
     /// KIP-848 consumer groups this broker coordinates.
     pub consumer_groups: Arc<coordinator::consumer::ConsumerGroups>,
-    /// Serialises offset commits of one group (commits read, merge and write).
-    commit_locks: Arc<[tokio::sync::Mutex<()>; COMMIT_LOCKS]>,
+    /// Which coordinator shards are loaded, and the groups' offset locks.
+    pub shards: Arc<coordinator::persist::Shards>,
 }
-
-/// Offset-commit locks; groups hash onto them.
-const COMMIT_LOCKS: usize = 64;
 
 impl Broker {
     pub fn new(engine: Arc<Engine>, identity: BrokerIdentity) -> Self {
@@ -73,10 +70,17 @@ impl Broker {
             config.initial_rebalance_delay,
         ));
         let consumer_groups = Arc::new(coordinator::consumer::ConsumerGroups::new(config.consumer));
+        let shards = Arc::new(coordinator::persist::Shards::new(config.offsets_retention));
         coordinator::start_timer(
             Arc::downgrade(&groups),
             Arc::downgrade(&consumer_groups),
             Arc::downgrade(&engine),
+        );
+        coordinator::persist::start(
+            Arc::downgrade(&engine),
+            Arc::downgrade(&groups),
+            Arc::downgrade(&consumer_groups),
+            Arc::downgrade(&shards),
         );
         Self {
             groups,
@@ -84,13 +88,13 @@ impl Broker {
             engine,
             identity: Arc::new(identity),
             sessions: Arc::default(),
-            commit_locks: Arc::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
+            shards,
         }
     }
 
     /// The lock serialising offset commits of `group`.
     pub(crate) fn commit_lock(&self, group: &str) -> &tokio::sync::Mutex<()> {
-        &self.commit_locks[coordinator::shard_of(group, COMMIT_LOCKS as i32) as usize]
+        self.shards.commit_lock(group)
     }
 
     /// Handles one request; the `await` here covers only the part that must happen
@@ -150,7 +154,7 @@ impl Broker {
             RequestKind::SyncGroup(r) => api::groups::sync(self, r, version),
             RequestKind::Heartbeat(r) => Reply::Now(Box::new(api::groups::heartbeat(self, r))),
             RequestKind::LeaveGroup(r) => {
-                Reply::Now(Box::new(api::groups::leave(self, r, version)))
+                self.once_group_state_written(api::groups::leave(self, r, version))
             }
             RequestKind::ListGroups(r) => {
                 Reply::Now(Box::new(api::groups::list(self, r, version).await))
@@ -161,9 +165,16 @@ impl Broker {
             RequestKind::DeleteGroups(r) => {
                 Reply::Now(Box::new(api::groups::delete(self, r).await))
             }
-            RequestKind::ConsumerGroupHeartbeat(r) => Reply::Now(Box::new(
-                api::consumer_group::heartbeat(self, r, version, &client_id, &client_host),
-            )),
+            RequestKind::ConsumerGroupHeartbeat(r) => {
+                let leaving = r.member_epoch < 0;
+                let resp =
+                    api::consumer_group::heartbeat(self, r, version, &client_id, &client_host);
+                if leaving {
+                    self.once_group_state_written(resp)
+                } else {
+                    Reply::Now(Box::new(resp))
+                }
+            }
             RequestKind::ConsumerGroupDescribe(r) => {
                 Reply::Now(Box::new(api::consumer_group::describe(self, r)))
             }
@@ -185,6 +196,18 @@ impl Broker {
                 Reply::None
             }
         }
+    }
+}
+
+impl Broker {
+    /// Answers once the group state changed by this request is in the metadata
+    /// store, so a member that left stays gone whatever happens to this broker.
+    fn once_group_state_written(&self, resp: ResponseKind) -> Reply {
+        let written = self.shards.written();
+        Reply::Later(Box::pin(async move {
+            written.await;
+            resp
+        }))
     }
 }
 

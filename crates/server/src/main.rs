@@ -131,6 +131,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 ),
                 session_timeout: Duration::from_millis(args.group_consumer_session_timeout_ms),
             },
+            offsets_retention: Duration::from_secs_f64(
+                args.offsets_retention_minutes.max(0.0) * 60.0,
+            ),
         },
     );
     let membership = Membership::start(

@@ -70,7 +70,7 @@ pub fn heartbeat(
         }
         member_id = uuid::Uuid::new_v4().to_string();
     }
-    if let Err(e) = local_shard(&broker.engine, &group) {
+    if let Err(e) = local_shard(broker, &group) {
         return fail(e, "this broker does not coordinate the group");
     }
     if broker.groups.with_group(&group, |g| !g.members.is_empty()) == Some(true) {
@@ -156,7 +156,7 @@ pub fn describe(broker: &Broker, req: ConsumerGroupDescribeRequest) -> ResponseK
             let out = DescribedGroup::default()
                 .with_group_id(id.clone())
                 .with_authorized_operations(i32::MIN);
-            if let Err(e) = local_shard(&broker.engine, id.as_str()) {
+            if let Err(e) = local_shard(broker, id.as_str()) {
                 return out.with_error_code(e.code());
             }
             let found = broker.consumer_groups.with_group(id.as_str(), |g| {

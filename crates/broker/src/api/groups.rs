@@ -51,7 +51,7 @@ pub fn join(
     client_host: &str,
 ) -> Reply {
     let group = req.group_id.to_string();
-    let refused = local_shard(&broker.engine, &group).err().or_else(|| {
+    let refused = local_shard(broker, &group).err().or_else(|| {
         // A consumer group (KIP-848) with members keeps its id; an empty one becomes
         // a classic group.
         if broker.consumer_groups.has_members(&group) {
@@ -119,7 +119,7 @@ fn sync_response(o: SyncOutcome, version: i16) -> ResponseKind {
 
 pub fn sync(broker: &Broker, req: SyncGroupRequest, version: i16) -> Reply {
     let group = req.group_id.to_string();
-    if let Err(e) = local_shard(&broker.engine, &group) {
+    if let Err(e) = local_shard(broker, &group) {
         let o = SyncOutcome {
             error: e.code(),
             ..Default::default()
@@ -150,7 +150,7 @@ pub fn sync(broker: &Broker, req: SyncGroupRequest, version: i16) -> Reply {
 
 pub fn heartbeat(broker: &Broker, req: HeartbeatRequest) -> ResponseKind {
     let group = req.group_id.to_string();
-    let result = local_shard(&broker.engine, &group).and_then(|_| {
+    let result = local_shard(broker, &group).and_then(|_| {
         broker
             .groups
             .heartbeat(&group, req.member_id.as_str(), req.generation_id)
@@ -175,7 +175,7 @@ pub fn leave(broker: &Broker, req: LeaveGroupRequest, version: i16) -> ResponseK
         vec![(req.member_id.to_string(), None)]
     };
     let resp = LeaveGroupResponse::default();
-    if let Err(e) = local_shard(&broker.engine, &group) {
+    if let Err(e) = local_shard(broker, &group) {
         return ResponseKind::LeaveGroup(resp.with_error_code(e.code()));
     }
     let codes = broker.groups.leave(&group, &members);
@@ -205,7 +205,7 @@ pub async fn list(broker: &Broker, req: ListGroupsRequest, version: i16) -> Resp
         .groups
         .list()
         .into_iter()
-        .filter(|(id, _, _)| local_shard(&broker.engine, id).is_ok())
+        .filter(|(id, _, _)| local_shard(broker, id).is_ok())
         .map(|(id, protocol_type, state)| (id, protocol_type, state.name(), "classic"))
         .collect();
     groups.extend(
@@ -213,7 +213,7 @@ pub async fn list(broker: &Broker, req: ListGroupsRequest, version: i16) -> Resp
             .consumer_groups
             .list()
             .into_iter()
-            .filter(|(id, _)| local_shard(&broker.engine, id).is_ok())
+            .filter(|(id, _)| local_shard(broker, id).is_ok())
             .map(|(id, state)| (id, "consumer".to_string(), state, "consumer")),
     );
     // Groups with committed offsets but no members (consumers stopped, or the
@@ -276,7 +276,7 @@ pub async fn describe(broker: &Broker, req: DescribeGroupsRequest, version: i16)
     let mut groups = Vec::with_capacity(req.groups.len());
     for id in req.groups {
         let out = DescribedGroup::default().with_group_id(id.clone());
-        let shard = match local_shard(&broker.engine, id.as_str()) {
+        let shard = match local_shard(broker, id.as_str()) {
             Ok(s) => s,
             Err(e) => {
                 groups.push(out.with_error_code(e.code()));
@@ -347,7 +347,10 @@ pub async fn delete(broker: &Broker, req: DeleteGroupsRequest) -> ResponseKind {
     let mut results = Vec::with_capacity(req.groups_names.len());
     for id in req.groups_names {
         let group = id.to_string();
-        let code = match local_shard(&broker.engine, &group) {
+        // Serialised with commits and state writes of the group, so neither
+        // brings it back.
+        let _serial = broker.commit_lock(&group).lock().await;
+        let code = match local_shard(broker, &group) {
             Err(e) => e.code(),
             Ok(shard) => match broker
                 .groups

@@ -49,7 +49,7 @@ pub async fn handle(broker: &Broker, req: OffsetCommitRequest) -> ResponseKind {
             ),
         )
     };
-    let shard = match local_shard(&broker.engine, &group) {
+    let shard = match local_shard(broker, &group) {
         Ok(s) => s,
         Err(e) => return reject_all(e.code()),
     };

@@ -18,7 +18,7 @@ pub async fn handle(broker: &Broker, req: OffsetDeleteRequest) -> ResponseKind {
     let fail = |code: i16| {
         ResponseKind::OffsetDelete(OffsetDeleteResponse::default().with_error_code(code))
     };
-    let shard = match local_shard(&broker.engine, &group) {
+    let shard = match local_shard(broker, &group) {
         Ok(s) => s,
         Err(e) => return fail(e.code()),
     };

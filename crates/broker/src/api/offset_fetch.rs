@@ -19,7 +19,7 @@ async fn fetch_group(
     group: &str,
     wanted: Option<Vec<(TopicName, Vec<i32>)>>,
 ) -> Result<Vec<(TopicName, Vec<Fetched>)>, i16> {
-    let shard = local_shard(&broker.engine, group).map_err(|e| e.code())?;
+    let shard = local_shard(broker, group).map_err(|e| e.code())?;
     let stored = offsets::fetch(&broker.engine, shard, group)
         .await
         .map_err(|e| errors::code(&e))?;

@@ -19,6 +19,10 @@
 //!   (FENCED_MEMBER_EPOCH) and the member rejoins with epoch 0 owning nothing.
 //! - A member that misses its session timeout, or does not revoke within its
 //!   rebalance timeout, is removed and the group epoch bumped.
+//!
+//! Each change of an epoch or an assignment marks the group dirty, and
+//! [`super::persist`] writes it to the metadata store; a broker taking the shard
+//! over loads it, so members keep their epochs and partitions across the move.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -208,6 +212,12 @@ pub struct ConsumerGroup {
     pub members: BTreeMap<String, Member>,
     /// The subscribed topics as of the last epoch bump; a change bumps the epoch.
     subscribed: Topics,
+    /// When the group last became empty (wall clock, ms), for offset retention.
+    #[serde(default)]
+    pub empty_since_ms: Option<i64>,
+    /// Changed since it was last written to the metadata store.
+    #[serde(skip)]
+    dirty: bool,
 }
 
 impl ConsumerGroup {
@@ -219,7 +229,31 @@ impl ConsumerGroup {
             assignor: ASSIGNORS[0].to_string(),
             members: BTreeMap::new(),
             subscribed: Topics::new(),
+            empty_since_ms: None,
+            dirty: false,
         }
+    }
+
+    /// What the metadata store must know to rebuild the group: epochs and
+    /// assignments. A heartbeat that changes none of it writes nothing.
+    fn persisted_state(&self) -> impl PartialEq {
+        (
+            self.epoch,
+            self.assignment_epoch,
+            self.members
+                .values()
+                .map(|m| {
+                    (
+                        m.id.clone(),
+                        m.epoch,
+                        m.state,
+                        m.assigned.clone(),
+                        m.revoking.clone(),
+                        m.target.clone(),
+                    )
+                })
+                .collect::<Vec<_>>(),
+        )
     }
 
     /// Readies a group read back from the metadata store: members get a full session
@@ -228,6 +262,10 @@ impl ConsumerGroup {
         let now = Instant::now();
         for m in self.members.values_mut() {
             m.last_seen = now;
+            if m.state == MemberState::UnrevokedPartitions {
+                m.revoke_deadline =
+                    Some(now + Duration::from_millis(m.rebalance_timeout_ms.max(0) as u64));
+            }
             let _ = m.compile();
         }
         self
@@ -236,6 +274,10 @@ impl ConsumerGroup {
     fn remove(&mut self, member: &str) {
         if self.members.remove(member).is_some() {
             self.epoch += 1;
+            self.dirty = true;
+            if self.members.is_empty() {
+                self.empty_since_ms = Some(super::now_ms());
+            }
         }
     }
 
@@ -495,6 +537,7 @@ impl ConsumerGroup {
             None => {
                 self.members
                     .insert(hb.member_id.clone(), Member::new(&hb.member_id));
+                self.empty_since_ms = None;
                 Ok(true)
             }
         }
@@ -584,7 +627,14 @@ impl ConsumerGroups {
             groups.insert(group_id.to_string(), ConsumerGroup::new(group_id));
         }
         match groups.get_mut(group_id) {
-            Some(g) => g.heartbeat(hb, topics, Instant::now()),
+            Some(g) => {
+                let before = g.persisted_state();
+                let answer = g.heartbeat(hb, topics, Instant::now());
+                if g.persisted_state() != before {
+                    g.dirty = true;
+                }
+                answer
+            }
             None if hb.member_epoch < 0 => Ok(Answer {
                 member_id: hb.member_id,
                 member_epoch: hb.member_epoch,
@@ -601,6 +651,46 @@ impl ConsumerGroups {
         for g in self.lock().values_mut() {
             g.expire(timeout, now);
         }
+    }
+
+    /// Serialises the groups changed since the last call, clearing their marks.
+    pub fn take_dirty(&self) -> Vec<(String, Vec<u8>)> {
+        self.lock()
+            .values_mut()
+            .filter_map(|g| {
+                if !std::mem::take(&mut g.dirty) {
+                    return None;
+                }
+                let stored = super::persist::Stored::Consumer(g.clone());
+                serde_json::to_vec(&stored).ok().map(|b| (g.id.clone(), b))
+            })
+            .collect()
+    }
+
+    /// Marks a group for writing again (its last write failed).
+    pub fn mark_dirty(&self, group_id: &str) {
+        if let Some(g) = self.lock().get_mut(group_id) {
+            g.dirty = true;
+        }
+    }
+
+    /// Installs a group read from the metadata store, unless one is already here.
+    pub fn load(&self, group: ConsumerGroup) {
+        self.lock()
+            .entry(group.id.clone())
+            .or_insert_with(|| group.loaded());
+    }
+
+    /// `None` if the group is not here; `Some(None)` while it has members;
+    /// `Some(Some(t))` if it has been empty since `t` (ms).
+    pub fn empty_since(&self, group_id: &str) -> Option<Option<i64>> {
+        self.lock().get(group_id).map(|g| {
+            if g.members.is_empty() {
+                Some(g.empty_since_ms.unwrap_or(0))
+            } else {
+                None
+            }
+        })
     }
 
     /// Forgets the groups of shards this broker no longer coordinates.

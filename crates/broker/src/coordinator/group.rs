@@ -15,9 +15,11 @@
 //!   while the group is stable takes over its old member id's place and assignment
 //!   without a rebalance.
 //!
-//! Membership is held in memory on the coordinator; when the coordinator moves,
-//! members get NOT_COORDINATOR, find the new one, and rejoin (committed offsets are
-//! in the metadata store and survive).
+//! Membership is held in memory on the coordinator. Each completed generation, and
+//! each move to Empty, marks the group dirty and [`super::persist`] writes it to the
+//! metadata store. A broker that takes the group's shard over loads it: members
+//! keep their ids, generation and assignments, so their next heartbeat succeeds and
+//! no rebalance happens merely because the coordinator moved.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -26,7 +28,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use indexmap::IndexMap;
 use kafka_protocol::error::ResponseError;
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
+
+use super::{b64, now_ms};
 
 /// Kafka's `group.min.session.timeout.ms` and `group.max.session.timeout.ms`.
 const MIN_SESSION: Duration = Duration::from_millis(6_000);
@@ -153,6 +158,41 @@ pub struct Group {
     deadline: Option<Instant>,
     /// A new group waits this long for more members before its first round ends.
     not_before: Option<Instant>,
+    /// When the group last became empty (wall clock, ms), for offset retention.
+    pub empty_since_ms: Option<i64>,
+    /// Changed since it was last written to the metadata store.
+    dirty: bool,
+}
+
+/// A classic group as the metadata store keeps it: its last completed generation.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StoredGroup {
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol: Option<String>,
+    pub leader: Option<String>,
+    pub members: Vec<StoredMember>,
+    pub empty_since_ms: Option<i64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StoredMember {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: u64,
+    pub rebalance_timeout_ms: u64,
+    pub protocols: Vec<StoredProtocol>,
+    #[serde(with = "b64")]
+    pub assignment: Bytes,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StoredProtocol {
+    pub name: String,
+    #[serde(with = "b64")]
+    pub metadata: Bytes,
 }
 
 impl Group {
@@ -168,7 +208,82 @@ impl Group {
             pending: HashMap::new(),
             deadline: None,
             not_before: None,
+            empty_since_ms: None,
+            dirty: false,
         }
+    }
+
+    /// What the metadata store keeps of the group.
+    fn stored(&self) -> StoredGroup {
+        let millis = |d: Duration| d.as_millis() as u64;
+        StoredGroup {
+            generation: self.generation,
+            protocol_type: self.protocol_type.clone(),
+            protocol: self.protocol.clone(),
+            leader: self.leader.clone(),
+            members: self
+                .members
+                .values()
+                .map(|m| StoredMember {
+                    id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    session_timeout_ms: millis(m.session_timeout),
+                    rebalance_timeout_ms: millis(m.rebalance_timeout),
+                    protocols: m
+                        .protocols
+                        .iter()
+                        .map(|(name, metadata)| StoredProtocol {
+                            name: name.clone(),
+                            metadata: metadata.clone(),
+                        })
+                        .collect(),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+            empty_since_ms: self.empty_since_ms,
+        }
+    }
+
+    /// A group read back from the metadata store: Stable with its members, who get
+    /// a full session timeout to reach this coordinator, or Empty.
+    fn from_stored(id: &str, s: StoredGroup) -> Self {
+        let now = Instant::now();
+        let mut g = Self::new(id);
+        g.generation = s.generation;
+        g.protocol_type = s.protocol_type;
+        g.protocol = s.protocol;
+        g.leader = s.leader;
+        g.empty_since_ms = s.empty_since_ms;
+        for m in s.members {
+            g.members.insert(
+                m.id.clone(),
+                Member {
+                    id: m.id,
+                    instance_id: m.instance_id,
+                    client_id: m.client_id,
+                    client_host: m.client_host,
+                    session_timeout: Duration::from_millis(m.session_timeout_ms),
+                    rebalance_timeout: Duration::from_millis(m.rebalance_timeout_ms),
+                    protocols: m
+                        .protocols
+                        .into_iter()
+                        .map(|p| (p.name, p.metadata))
+                        .collect(),
+                    assignment: m.assignment,
+                    last_seen: now,
+                    join: None,
+                    sync: None,
+                },
+            );
+        }
+        g.state = if g.members.is_empty() {
+            State::Empty
+        } else {
+            State::Stable
+        };
+        g
     }
 
     /// Moves to PreparingRebalance: every member must join again.
@@ -293,6 +408,8 @@ impl Group {
     }
 
     fn become_empty(&mut self) {
+        self.empty_since_ms = Some(now_ms());
+        self.dirty = true;
         self.state = State::Empty;
         self.generation += 1;
         self.leader = None;
@@ -417,6 +534,7 @@ impl Groups {
                     if group.leader.as_deref() == Some(old.as_str()) {
                         group.leader = Some(new_id.clone());
                     }
+                    group.dirty = true;
                     if group.state == State::Stable && unchanged {
                         // Replace without a rebalance: same generation, same assignment.
                         let leader = group.leader.clone().unwrap_or_default();
@@ -566,6 +684,8 @@ impl Groups {
                     }
                     group.state = State::Stable;
                     group.deadline = None;
+                    group.empty_since_ms = None;
+                    group.dirty = true;
                 }
                 Pending::Later(rx)
             }
@@ -694,6 +814,47 @@ impl Groups {
             }
             kept
         });
+    }
+
+    /// Serialises the groups changed since the last call, clearing their marks.
+    pub fn take_dirty(&self) -> Vec<(String, Vec<u8>)> {
+        let mut groups = self.lock();
+        groups
+            .values_mut()
+            .filter_map(|g| {
+                if !std::mem::take(&mut g.dirty) {
+                    return None;
+                }
+                let stored = super::persist::Stored::Classic(g.stored());
+                serde_json::to_vec(&stored).ok().map(|b| (g.id.clone(), b))
+            })
+            .collect()
+    }
+
+    /// Marks a group for writing again (its last write failed).
+    pub fn mark_dirty(&self, group_id: &str) {
+        if let Some(g) = self.lock().get_mut(group_id) {
+            g.dirty = true;
+        }
+    }
+
+    /// Installs a group read from the metadata store, unless one is already here.
+    pub fn load(&self, group_id: &str, stored: StoredGroup) {
+        self.lock()
+            .entry(group_id.to_string())
+            .or_insert_with(|| Group::from_stored(group_id, stored));
+    }
+
+    /// `None` if the group is not here; `Some(None)` while it has members;
+    /// `Some(Some(t))` if it has been empty since `t` (ms).
+    pub fn empty_since(&self, group_id: &str) -> Option<Option<i64>> {
+        self.lock().get(group_id).map(|g| {
+            if g.members.is_empty() {
+                Some(g.empty_since_ms.unwrap_or(0))
+            } else {
+                None
+            }
+        })
     }
 
     /// (group id, protocol type, state) of every group.

@@ -14,6 +14,7 @@ pub mod assignor;
 pub mod consumer;
 pub mod group;
 pub mod offsets;
+pub mod persist;
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -64,12 +65,51 @@ pub fn coordinator_of(broker: &Broker, group: &str) -> Result<BrokerRecord, Resp
         .ok_or(ResponseError::CoordinatorNotAvailable)
 }
 
-/// The shard of `group` if this broker coordinates it.
-pub fn local_shard(engine: &Engine, group: &str) -> Result<i32, ResponseError> {
+/// The shard of `group` if this broker leads it (its groups may not be loaded yet).
+fn led_shard(engine: &Engine, group: &str) -> Result<(i32, i32), ResponseError> {
     match shard_partition(engine, group) {
         None => Err(ResponseError::CoordinatorNotAvailable),
-        Some((shard, p)) if p.leader_epoch().is_some() => Ok(shard),
-        Some(_) => Err(ResponseError::NotCoordinator),
+        Some((shard, p)) => p
+            .leader_epoch()
+            .map(|epoch| (shard, epoch))
+            .ok_or(ResponseError::NotCoordinator),
+    }
+}
+
+/// The shard of `group` if this broker coordinates it: leads the shard and has
+/// loaded its groups (COORDINATOR_LOAD_IN_PROGRESS until then; clients retry).
+pub fn local_shard(broker: &Broker, group: &str) -> Result<i32, ResponseError> {
+    let (shard, epoch) = led_shard(&broker.engine, group)?;
+    if broker.shards.is_loaded(shard, epoch) {
+        Ok(shard)
+    } else {
+        Err(ResponseError::CoordinatorLoadInProgress)
+    }
+}
+
+/// Wall-clock milliseconds, as commit times and group timestamps are kept.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Bytes as base64 strings in stored JSON.
+pub(crate) mod b64 {
+    use base64::Engine as _;
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map(Bytes::from)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -81,6 +121,9 @@ pub struct GroupConfig {
     pub initial_rebalance_delay: Duration,
     /// KIP-848 groups' heartbeat interval and session timeout.
     pub consumer: consumer::Settings,
+    /// Offsets of an empty group are deleted this long after it became empty or
+    /// they were committed, whichever is later (Kafka's `offsets.retention.minutes`).
+    pub offsets_retention: Duration,
 }
 
 impl Default for GroupConfig {
@@ -88,6 +131,7 @@ impl Default for GroupConfig {
         Self {
             initial_rebalance_delay: Duration::from_secs(3),
             consumer: consumer::Settings::default(),
+            offsets_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -110,9 +154,9 @@ pub fn start_timer(
             ) else {
                 return;
             };
-            groups.retain(|g| local_shard(&engine, g).is_ok());
+            groups.retain(|g| led_shard(&engine, g).is_ok());
             groups.tick();
-            consumer_groups.retain(|g| local_shard(&engine, g).is_ok());
+            consumer_groups.retain(|g| led_shard(&engine, g).is_ok());
             consumer_groups.tick();
         }
     });

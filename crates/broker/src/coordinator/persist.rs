@@ -1,0 +1,348 @@
+//! Group state in the metadata store: `groups/<shard>/<group>/state` holds a classic
+//! group's last completed generation or a consumer group's epochs and assignments.
+//! One task per broker, every 100 ms:
+//! 1. drops the groups of shards this broker no longer leads, and loads every group
+//!    of a shard it has just gained (requests for that shard get
+//!    COORDINATOR_LOAD_IN_PROGRESS until then);
+//! 2. writes the groups changed since its last round;
+//! 3. now and then, deletes committed offsets of empty groups older than the
+//!    retention (Kafka's `offsets.retention.minutes`), and a group with nothing left.
+//!
+//! Invariants:
+//! - Every write compares the generation this broker had when it took the snapshot,
+//!   so a broker that lost the shard in between (the controller bumped its
+//!   generation) writes nothing, and a stale snapshot never overwrites the state a
+//!   newer coordinator wrote.
+//! - A shard is served only once its groups are loaded at its current leader epoch,
+//!   and loading replaces whatever was in memory for it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sluice_engine::Engine;
+use sluice_meta::{Op, Txn};
+
+use super::consumer::{ConsumerGroup, ConsumerGroups};
+use super::group::{Groups, StoredGroup};
+use super::{now_ms, offsets, shard_of, GROUPS_TOPIC};
+
+/// The value of a `state` key.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Stored {
+    Classic(StoredGroup),
+    Consumer(ConsumerGroup),
+}
+
+/// Offset-commit locks; groups hash onto them.
+const COMMIT_LOCKS: usize = 64;
+
+/// What the coordinator knows about its shards, shared by the request handlers and
+/// the persistence task.
+pub struct Shards {
+    /// Shard → the leader epoch its groups were loaded at.
+    loaded: Mutex<HashMap<i32, i32>>,
+    /// Serialises changes to one group's offsets (commits read, merge and write).
+    commit_locks: [tokio::sync::Mutex<()>; COMMIT_LOCKS],
+    /// Kafka's `offsets.retention.minutes`.
+    pub offsets_retention: Duration,
+    /// Counts completed write rounds.
+    rounds: tokio::sync::watch::Sender<u64>,
+}
+
+impl Shards {
+    pub fn new(offsets_retention: Duration) -> Self {
+        Self {
+            loaded: Mutex::new(HashMap::new()),
+            commit_locks: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
+            offsets_retention,
+            rounds: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    /// Resolves once every group change made before the call has been written (a
+    /// whole write round began after it), or after 5 s if the metadata store does
+    /// not answer. Kafka answers a LeaveGroup only once the group's new state is in
+    /// its log; this is the same promise.
+    pub fn written(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.rounds.subscribe();
+        // The round in progress may have taken its snapshot before the change.
+        let target = *rx.borrow() + 2;
+        async move {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|r| *r >= target)).await;
+        }
+    }
+
+    fn loaded(&self) -> std::sync::MutexGuard<'_, HashMap<i32, i32>> {
+        self.loaded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the shard's groups are loaded at this leader epoch.
+    pub fn is_loaded(&self, shard: i32, epoch: i32) -> bool {
+        self.loaded().get(&shard) == Some(&epoch)
+    }
+
+    /// The lock serialising offset changes of `group`.
+    pub fn commit_lock(&self, group: &str) -> &tokio::sync::Mutex<()> {
+        &self.commit_locks[shard_of(group, COMMIT_LOCKS as i32) as usize]
+    }
+}
+
+/// The group of a `state` key under `prefix` (`groups/<shard>/`).
+fn group_of_state_key(key: &str, prefix: &str) -> Option<String> {
+    let escaped = key.strip_prefix(prefix)?.strip_suffix("/state")?;
+    Some(escaped.replace("%2F", "/").replace("%25", "%"))
+}
+
+/// Runs the persistence task until the engine is dropped.
+pub fn start(
+    engine: Weak<Engine>,
+    groups: Weak<Groups>,
+    consumer_groups: Weak<ConsumerGroups>,
+    shards: Weak<Shards>,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_sweep = Instant::now();
+        loop {
+            tick.tick().await;
+            let (Some(engine), Some(groups), Some(consumer_groups), Some(shards)) = (
+                engine.upgrade(),
+                groups.upgrade(),
+                consumer_groups.upgrade(),
+                shards.upgrade(),
+            ) else {
+                return;
+            };
+            let round = Round {
+                engine: &engine,
+                groups: &groups,
+                consumer_groups: &consumer_groups,
+                shards: &shards,
+            };
+            round.follow_shards().await;
+            round.write_dirty().await;
+            shards.rounds.send_modify(|r| *r += 1);
+            if Instant::now() >= next_sweep {
+                let retention = shards.offsets_retention;
+                next_sweep = Instant::now()
+                    + (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+                round.expire_offsets(retention).await;
+            }
+        }
+    });
+}
+
+struct Round<'a> {
+    engine: &'a Arc<Engine>,
+    groups: &'a Groups,
+    consumer_groups: &'a ConsumerGroups,
+    shards: &'a Shards,
+}
+
+impl Round<'_> {
+    /// Shard → leader epoch, for the shards this broker leads.
+    fn led(&self) -> BTreeMap<i32, i32> {
+        self.engine
+            .topic(GROUPS_TOPIC)
+            .map(|t| {
+                t.partitions
+                    .iter()
+                    .filter_map(|p| p.leader_epoch().map(|e| (p.index, e)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn shard_count(&self) -> i32 {
+        self.engine
+            .topic(GROUPS_TOPIC)
+            .map_or(1, |t| t.record.partitions)
+    }
+
+    /// Drops the groups of shards no longer led and loads those of shards gained.
+    async fn follow_shards(&self) {
+        let led = self.led();
+        let shards = self.shard_count();
+        let gained: Vec<(i32, i32)> = led
+            .iter()
+            .filter(|(s, e)| !self.shards.is_loaded(**s, **e))
+            .map(|(s, e)| (*s, *e))
+            .collect();
+        self.shards.loaded().retain(|s, _| led.contains_key(s));
+        let keep = |g: &str| {
+            let s = shard_of(g, shards);
+            led.contains_key(&s) && !gained.iter().any(|(g, _)| *g == s)
+        };
+        self.groups.retain(keep);
+        self.consumer_groups.retain(keep);
+        for (shard, epoch) in gained {
+            match self.load(shard).await {
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::info!(shard, groups = n, "loaded the groups of a shard");
+                    }
+                    self.shards.loaded().insert(shard, epoch);
+                }
+                Err(e) => tracing::warn!(shard, error = %e, "cannot load the groups of a shard"),
+            }
+        }
+    }
+
+    async fn load(&self, shard: i32) -> sluice_engine::Result<usize> {
+        let prefix = self.engine.keys().shard_groups(shard);
+        let mut n = 0;
+        for kv in self.engine.meta().range(&prefix).await? {
+            let Some(group) = group_of_state_key(&kv.key, &prefix) else {
+                continue;
+            };
+            match serde_json::from_slice::<Stored>(&kv.value) {
+                Ok(Stored::Classic(g)) => self.groups.load(&group, g),
+                Ok(Stored::Consumer(g)) => self.consumer_groups.load(g),
+                Err(e) => {
+                    tracing::warn!(%group, error = %e, "unreadable group state; skipped");
+                    continue;
+                }
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Writes every group changed since the last round, each compared against the
+    /// generation this broker had before taking the snapshots.
+    async fn write_dirty(&self) {
+        let guard = self.engine.generation_guard();
+        let shards = self.shard_count();
+        let dirty: Vec<(String, Vec<u8>, bool)> = self
+            .groups
+            .take_dirty()
+            .into_iter()
+            .map(|(g, b)| (g, b, true))
+            .chain(
+                self.consumer_groups
+                    .take_dirty()
+                    .into_iter()
+                    .map(|(g, b)| (g, b, false)),
+            )
+            .collect();
+        for (group, bytes, classic) in dirty {
+            // DeleteGroups holds this lock too: a group deleted since the snapshot
+            // stays deleted.
+            let _serial = self.shards.commit_lock(&group).lock().await;
+            let exists = if classic {
+                self.groups.with_group(&group, |_| ()).is_some()
+            } else {
+                self.consumer_groups.with_group(&group, |_| ()).is_some()
+            };
+            if !exists {
+                continue;
+            }
+            let key = format!(
+                "{}state",
+                self.engine.keys().group(shard_of(&group, shards), &group)
+            );
+            let txn = Txn::when(vec![guard.clone()]).then(vec![Op::put(key, bytes)]);
+            match self.engine.meta().txn(txn).await {
+                Ok(r) if r.succeeded => {}
+                // The shard moved on: the new coordinator owns the state.
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(%group, error = %e, "cannot write group state; retrying");
+                    if classic {
+                        self.groups.mark_dirty(&group);
+                    } else {
+                        self.consumer_groups.mark_dirty(&group);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Deletes offsets of empty groups committed (or emptied) longer than
+    /// `retention` ago; a group left with no offsets and no members is deleted.
+    async fn expire_offsets(&self, retention: Duration) {
+        let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        let now = now_ms();
+        for (shard, epoch) in self.led() {
+            if !self.shards.is_loaded(shard, epoch) {
+                continue;
+            }
+            let Ok(ids) = offsets::groups_with_offsets(self.engine, shard).await else {
+                continue;
+            };
+            for group in ids {
+                let empty_since = match (
+                    self.groups.empty_since(&group),
+                    self.consumer_groups.empty_since(&group),
+                ) {
+                    (Some(None), _) | (_, Some(None)) => continue,
+                    (Some(Some(t)), _) | (_, Some(Some(t))) => t,
+                    (None, None) => 0,
+                };
+                let _serial = self.shards.commit_lock(&group).lock().await;
+                let Ok(stored) = offsets::fetch(self.engine, shard, &group).await else {
+                    continue;
+                };
+                let mut expired: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+                let mut kept = 0;
+                for (topic, parts) in &stored {
+                    for (p, o) in parts {
+                        if o.commit_time_ms
+                            .max(empty_since)
+                            .saturating_add(retention_ms)
+                            <= now
+                        {
+                            expired.entry(topic.clone()).or_default().push(*p);
+                        } else {
+                            kept += 1;
+                        }
+                    }
+                }
+                // A group with no offsets at all (only its state) goes once it has
+                // been empty that long.
+                let group_expired =
+                    stored.is_empty() && empty_since.saturating_add(retention_ms) <= now;
+                if expired.is_empty() && !group_expired {
+                    continue;
+                }
+                let result = if kept == 0 {
+                    // Nothing left: the group goes, as Kafka deletes it.
+                    let _ = self.groups.delete(&group);
+                    let _ = self.consumer_groups.delete(&group);
+                    offsets::delete(self.engine, shard, &group).await
+                } else {
+                    offsets::delete_partitions(self.engine, shard, &group, expired).await
+                };
+                match result {
+                    Ok(()) => {
+                        tracing::info!(%group, deleted_group = kept == 0, "expired committed offsets")
+                    }
+                    Err(e) => tracing::warn!(%group, error = %e, "cannot expire offsets"),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_keys_name_their_group() {
+        let p = "sluice/groups/00003/";
+        assert_eq!(
+            group_of_state_key("sluice/groups/00003/a%2Fb%25c/state", p).as_deref(),
+            Some("a/b%c")
+        );
+        assert_eq!(
+            group_of_state_key("sluice/groups/00003/g/offsets/t", p),
+            None
+        );
+    }
+}
