@@ -23,12 +23,19 @@ from test_groups import PARTITIONS, committed, produce, setup_topic
 N = 1200
 
 
-def member_conf(broker, group, **conf):
+PROTOCOLS = {
+    "consumer": {"group.protocol": "consumer"},
+    "classic": {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500,
+                "partition.assignment.strategy": "cooperative-sticky"},
+}
+
+
+def member_conf(broker, group, protocol="consumer", **conf):
     return {
         "bootstrap.servers": broker.bootstrap,
         "group.id": group,
-        "group.protocol": "consumer",
         "auto.offset.reset": "earliest",
+        **PROTOCOLS[protocol],
         **conf,
     }
 
@@ -96,7 +103,9 @@ def test_three_members_split_the_partitions(broker, assignor):
     assert str(described.state).endswith("EMPTY") and not described.members
 
 
-def test_members_join_and_leave_and_commits_never_go_backwards(broker):
+# The classic protocol (with cooperative-sticky) goes through the same join and leave.
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_members_join_and_leave_and_commits_never_go_backwards(broker, protocol):
     topic = setup_topic(broker)
     group = unique("g848")
     seen, lock = [], threading.Lock()
@@ -110,7 +119,7 @@ def test_members_join_and_leave_and_commits_never_go_backwards(broker):
     stop_watch = threading.Event()
     watcher = threading.Thread(target=watch_commits, args=(stop_watch,))
     watcher.start()
-    conf = {"auto.commit.interval.ms": 200}
+    conf = {"auto.commit.interval.ms": 200, "protocol": protocol}
     first = Member(broker, group, [topic], seen, lock, **conf)
     first.start()
     assert wait_for(split_evenly([first], 12))

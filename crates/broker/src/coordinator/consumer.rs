@@ -185,6 +185,15 @@ impl Member {
     }
 }
 
+fn fingerprint(topics: &Topics) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for (name, t) in topics {
+        (name, t.id, t.partitions).hash(&mut h);
+    }
+    h.finish()
+}
+
 /// A consumer group's state as KIP-848's ListGroups and describe calls name it.
 pub fn state_name(g: &ConsumerGroup) -> &'static str {
     if g.members.is_empty() {
@@ -212,6 +221,9 @@ pub struct ConsumerGroup {
     pub members: BTreeMap<String, Member>,
     /// The subscribed topics as of the last epoch bump; a change bumps the epoch.
     subscribed: Topics,
+    /// Fingerprint of the topics `subscribed` was computed from.
+    #[serde(skip)]
+    topics_seen: u64,
     /// When the group last became empty (wall clock, ms), for offset retention.
     #[serde(default)]
     pub empty_since_ms: Option<i64>,
@@ -229,30 +241,23 @@ impl ConsumerGroup {
             assignor: ASSIGNORS[0].to_string(),
             members: BTreeMap::new(),
             subscribed: Topics::new(),
+            topics_seen: 0,
             empty_since_ms: None,
             dirty: false,
         }
     }
 
-    /// What the metadata store must know to rebuild the group: epochs and
-    /// assignments. A heartbeat that changes none of it writes nothing.
-    fn persisted_state(&self) -> impl PartialEq {
+    /// What a heartbeat of `member` may change of the stored state: the group's
+    /// epochs (a new target changes every member's), its size, and the member's own
+    /// epoch and partitions. A heartbeat that changes none of it writes nothing.
+    fn persisted_state(&self, member: &str) -> impl PartialEq {
         (
             self.epoch,
             self.assignment_epoch,
+            self.members.len(),
             self.members
-                .values()
-                .map(|m| {
-                    (
-                        m.id.clone(),
-                        m.epoch,
-                        m.state,
-                        m.assigned.clone(),
-                        m.revoking.clone(),
-                        m.target.clone(),
-                    )
-                })
-                .collect::<Vec<_>>(),
+                .get(member)
+                .map(|m| (m.epoch, m.state, m.assigned.clone(), m.revoking.clone())),
         )
     }
 
@@ -275,6 +280,8 @@ impl ConsumerGroup {
         if self.members.remove(member).is_some() {
             self.epoch += 1;
             self.dirty = true;
+            // Its subscription no longer counts.
+            self.topics_seen = 0;
             if self.members.is_empty() {
                 self.empty_since_ms = Some(super::now_ms());
             }
@@ -283,16 +290,23 @@ impl ConsumerGroup {
 
     /// Bumps the epoch if the subscribed topics changed (a topic was created,
     /// deleted or grew partitions), then recomputes the target if it is behind.
+    /// `bump` says a member joined or changed its subscription.
     fn refresh(&mut self, topics: &Topics, mut bump: bool) {
-        let subscribed: Topics = self
-            .members
-            .values()
-            .flat_map(|m| m.subscribed(topics))
-            .map(|name| (name.to_string(), topics[name]))
-            .collect();
-        if subscribed != self.subscribed {
-            self.subscribed = subscribed;
-            bump = true;
+        // Recomputed only when subscriptions or topics changed: a heartbeat of a
+        // stable group costs a hash of the topic list, not a pass over every member.
+        let seen = fingerprint(topics);
+        if bump || seen != self.topics_seen {
+            self.topics_seen = seen;
+            let subscribed: Topics = self
+                .members
+                .values()
+                .flat_map(|m| m.subscribed(topics))
+                .map(|name| (name.to_string(), topics[name]))
+                .collect();
+            if subscribed != self.subscribed {
+                self.subscribed = subscribed;
+                bump = true;
+            }
         }
         if bump {
             self.epoch += 1;
@@ -522,6 +536,7 @@ impl ConsumerGroup {
                     m.epoch = m.previous_epoch.max(0);
                     self.members.insert(m.id.clone(), m);
                 }
+                self.dirty = true;
                 return Ok(false);
             }
         }
@@ -628,9 +643,10 @@ impl ConsumerGroups {
         }
         match groups.get_mut(group_id) {
             Some(g) => {
-                let before = g.persisted_state();
+                let member = hb.member_id.clone();
+                let before = g.persisted_state(&member);
                 let answer = g.heartbeat(hb, topics, Instant::now());
-                if g.persisted_state() != before {
+                if g.persisted_state(&member) != before {
                     g.dirty = true;
                 }
                 answer
@@ -873,6 +889,33 @@ mod tests {
         g.expire(Duration::from_secs(45), now + Duration::from_secs(46));
         assert!(g.members.is_empty());
         assert_eq!(state_name(&g), "Empty");
+    }
+
+    #[test]
+    fn a_static_member_comes_back_to_its_partitions_without_an_epoch_bump() {
+        let (topics, _) = topics(4);
+        let now = Instant::now();
+        let mut g = ConsumerGroup::new("g");
+        let static_join = |id: &str| Heartbeat {
+            instance_id: Some("i1".to_string()),
+            ..join(id)
+        };
+        let a = g.heartbeat(static_join("a"), &topics, now).unwrap();
+        let owned = a.assignment.clone().unwrap();
+        let epoch = g.epoch;
+        // While it is active, another process with its instance id is refused.
+        assert_eq!(
+            g.heartbeat(static_join("a2"), &topics, now),
+            Err(ResponseError::UnreleasedInstanceId)
+        );
+        let mut leave = beat("a", a.member_epoch, &owned);
+        leave.member_epoch = LEAVE_STATIC_EPOCH;
+        g.heartbeat(leave, &topics, now).unwrap();
+        let back = g.heartbeat(static_join("a2"), &topics, now).unwrap();
+        assert_eq!(back.member_epoch, a.member_epoch);
+        assert_eq!(back.assignment, Some(owned));
+        assert_eq!(g.epoch, epoch, "no new epoch, so no rebalance");
+        assert!(!g.members.contains_key("a"));
     }
 
     #[test]

@@ -332,6 +332,97 @@ impl Round<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::coordinator::consumer::{Heartbeat, Settings, TopicMeta, Topics};
+    use crate::coordinator::group::{JoinRequest, Pending};
+
+    #[test]
+    fn a_classic_group_is_written_when_stable_and_loads_as_it_was() {
+        let groups = Groups::new(Duration::ZERO);
+        let join = JoinRequest {
+            member_id: String::new(),
+            instance_id: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout: Duration::from_secs(10),
+            rebalance_timeout: Duration::from_secs(10),
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), bytes::Bytes::from_static(b"\0\x01meta"))],
+            require_known_member_id: false,
+        };
+        let Pending::Later(mut rx) = groups.join("g", join) else {
+            panic!("joins wait for the round")
+        };
+        let joined = rx.try_recv().expect("a lone member's round ends at once");
+        assert!(
+            groups.take_dirty().is_empty(),
+            "nothing to write before the sync"
+        );
+        let assignment = bytes::Bytes::from_static(b"\0\x01assigned");
+        let _ = groups.sync(
+            "g",
+            &joined.member_id,
+            joined.generation,
+            vec![(joined.member_id.clone(), assignment.clone())],
+        );
+        let dirty = groups.take_dirty();
+        assert_eq!(dirty.len(), 1);
+        assert!(groups.take_dirty().is_empty(), "written once");
+
+        let Stored::Classic(stored) = serde_json::from_slice(&dirty[0].1).unwrap() else {
+            panic!("a classic group")
+        };
+        let moved = Groups::new(Duration::ZERO);
+        moved.load("g", stored);
+        // The member's next heartbeat on the new coordinator succeeds.
+        assert_eq!(
+            moved.heartbeat("g", &joined.member_id, joined.generation),
+            Ok(())
+        );
+        let (state, held) = moved
+            .with_group("g", |g| {
+                (g.state, g.members[&joined.member_id].assignment.clone())
+            })
+            .unwrap();
+        assert_eq!(state, crate::coordinator::group::State::Stable);
+        assert_eq!(held, assignment);
+    }
+
+    #[test]
+    fn a_consumer_group_loads_with_its_epochs_and_partitions() {
+        let groups = ConsumerGroups::new(Settings::default());
+        let topics = Topics::from([(
+            "t".to_string(),
+            TopicMeta {
+                id: uuid::Uuid::new_v4(),
+                partitions: 3,
+            },
+        )]);
+        let hb = Heartbeat {
+            member_id: "m".into(),
+            rebalance_timeout_ms: 30_000,
+            topics: Some(vec!["t".into()]),
+            owned: Some(Default::default()),
+            ..Default::default()
+        };
+        let first = groups.heartbeat("g", hb.clone(), &topics).unwrap();
+        let dirty = groups.take_dirty();
+        let Stored::Consumer(stored) = serde_json::from_slice(&dirty[0].1).unwrap() else {
+            panic!("a consumer group")
+        };
+        let moved = ConsumerGroups::new(Settings::default());
+        moved.load(stored);
+        let again = Heartbeat {
+            member_epoch: first.member_epoch,
+            rebalance_timeout_ms: -1,
+            topics: None,
+            owned: first.assignment.clone(),
+            ..hb
+        };
+        let answer = moved.heartbeat("g", again, &topics).unwrap();
+        assert_eq!(answer.member_epoch, first.member_epoch, "not fenced");
+        assert_eq!(answer.assignment, None, "nothing changed");
+        assert!(moved.take_dirty().is_empty());
+    }
 
     #[test]
     fn state_keys_name_their_group() {
