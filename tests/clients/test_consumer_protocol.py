@@ -154,26 +154,25 @@ def test_members_join_and_leave_and_commits_never_go_backwards(broker, protocol)
         assert all(a >= b for a, b in zip(after, before)), f"{before} -> {after}"
 
 
-def _consume_forever(bootstrap, topic, group, ready):
+def _consume_forever(conf, topic, ready):
     # It never commits, so everything it read must be read again by the survivor.
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
-                  "group.protocol": "consumer", "auto.offset.reset": "earliest",
-                  "enable.auto.commit": False})
+    c = Consumer({**conf, "enable.auto.commit": False})
     c.subscribe([topic], on_assign=lambda *_: ready.set())
     while True:
         c.poll(0.2)
 
 
-def test_a_killed_member_loses_its_partitions_after_the_session_timeout(broker):
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_killed_member_loses_its_partitions_after_the_session_timeout(broker, protocol):
     topic = setup_topic(broker, n=120)
     group = unique("g848")
     ready = multiprocessing.Event()
     victim = multiprocessing.Process(target=_consume_forever,
-                                     args=(broker.bootstrap, topic, group, ready))
+                                     args=(member_conf(broker, group, protocol), topic, ready))
     victim.start()
     assert ready.wait(30), "the first member got an assignment"
     seen, lock = [], threading.Lock()
-    survivor = Member(broker, group, [topic], seen, lock)
+    survivor = Member(broker, group, [topic], seen, lock, protocol=protocol)
     survivor.start()
     assert wait_for(lambda: len(survivor.held) == 6), survivor.held
     os.kill(victim.pid, signal.SIGKILL)
@@ -183,7 +182,8 @@ def test_a_killed_member_loses_its_partitions_after_the_session_timeout(broker):
     took = time.time() - killed
     assert wait_for(lambda: {v for _, v in seen} >= set(range(120)))
     survivor.leave()
-    print(f"the survivor held every partition {took:.1f} s after the kill (session timeout 6 s)")
+    print(f"{protocol}: the survivor held every partition {took:.1f} s after the kill "
+          "(session timeout 6 s)")
 
 
 def test_a_restarted_member_resumes_after_its_commits(broker):

@@ -1,11 +1,10 @@
 """Consumer groups (classic protocol) with confluent-kafka, kafka-python and aiokafka:
 members split the partitions, every record is consumed, commits persist, a restarted
-member resumes after its committed offsets, a dead member's partitions move to the
-others, and ListGroups/DescribeGroups report the group."""
+member resumes after its committed offsets, and ListGroups/DescribeGroups report the
+group. (A killed member, and members joining and leaving, are tested on both
+protocols in test_consumer_protocol.py.)"""
 
 import asyncio
-import multiprocessing
-import os
 import signal
 import threading
 import time
@@ -139,39 +138,6 @@ def test_a_restarted_member_resumes_after_its_commits(broker):
     assert len(first) == PARTITIONS, first
     for p, o in first.items():
         assert o == max(positions[p], 0), f"partition {p} resumed at {o}, committed {positions[p]}"
-
-
-def _consume_forever(bootstrap, topic, group, ready):
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
-                  "auto.offset.reset": "earliest", "session.timeout.ms": 6000,
-                  "heartbeat.interval.ms": 500})
-    c.subscribe([topic], on_assign=lambda *_: ready.set())
-    while True:
-        c.poll(0.2)
-
-
-def test_a_killed_member_is_replaced_after_its_session_timeout(broker):
-    topic = setup_topic(broker, n=120)
-    group = unique("g")
-    ready = multiprocessing.Event()
-    victim = multiprocessing.Process(target=_consume_forever,
-                                     args=(broker.bootstrap, topic, group, ready))
-    victim.start()
-    assert ready.wait(30), "the first member got an assignment"
-    survivor = group_consumer(broker, group)
-    assigned = []
-    survivor.subscribe([topic], on_assign=lambda c, ps: assigned.append(len(ps)))
-    deadline = time.time() + 20
-    while not assigned and time.time() < deadline:
-        survivor.poll(0.2)
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.join()
-    killed = time.time()
-    while (not assigned or assigned[-1] != PARTITIONS) and time.time() < killed + 30:
-        survivor.poll(0.2)
-    assert assigned and assigned[-1] == PARTITIONS, f"assignments seen: {assigned}"
-    assert time.time() - killed < 6 + 10, "within the session timeout and a rebalance"
-    survivor.close()
 
 
 def test_list_and_describe_groups(broker):

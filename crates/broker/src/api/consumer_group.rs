@@ -73,7 +73,7 @@ pub fn heartbeat(
     if let Err(e) = local_shard(broker, &group) {
         return fail(e, "this broker does not coordinate the group");
     }
-    if broker.groups.with_group(&group, |g| !g.members.is_empty()) == Some(true) {
+    if broker.groups.has_members(&group) {
         return fail(
             ResponseError::GroupIdNotFound,
             "the group is a classic group with members",

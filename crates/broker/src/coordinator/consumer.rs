@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::assignor::{self, Assignment, MemberSpec, ASSIGNORS};
+use super::registry::{Kept, Registry};
 
 /// Epoch a member sends to leave for good, and to leave as a static member that
 /// will come back.
@@ -614,20 +615,39 @@ impl ConsumerGroup {
 
 /// Every consumer group this broker coordinates.
 pub struct ConsumerGroups {
-    groups: std::sync::Mutex<BTreeMap<String, ConsumerGroup>>,
+    groups: Registry<ConsumerGroup>,
     pub settings: Settings,
+}
+
+/// The registry's methods (lookup, delete, persistence marks) apply as they are.
+impl std::ops::Deref for ConsumerGroups {
+    type Target = Registry<ConsumerGroup>;
+    fn deref(&self) -> &Self::Target {
+        &self.groups
+    }
+}
+
+impl Kept for ConsumerGroup {
+    fn has_members(&self) -> bool {
+        !self.members.is_empty()
+    }
+    fn empty_since_ms(&self) -> Option<i64> {
+        self.empty_since_ms
+    }
+    fn dirty(&mut self) -> &mut bool {
+        &mut self.dirty
+    }
+    fn stored(&self) -> super::persist::Stored {
+        super::persist::Stored::Consumer(self.clone())
+    }
 }
 
 impl ConsumerGroups {
     pub fn new(settings: Settings) -> Self {
         Self {
-            groups: std::sync::Mutex::new(BTreeMap::new()),
+            groups: Registry::default(),
             settings,
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ConsumerGroup>> {
-        self.groups.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Handles a heartbeat; a join (epoch 0) creates the group.
@@ -669,61 +689,15 @@ impl ConsumerGroups {
         }
     }
 
-    /// Serialises the groups changed since the last call, clearing their marks.
-    pub fn take_dirty(&self) -> Vec<(String, Vec<u8>)> {
-        self.lock()
-            .values_mut()
-            .filter_map(|g| {
-                if !std::mem::take(&mut g.dirty) {
-                    return None;
-                }
-                let stored = super::persist::Stored::Consumer(g.clone());
-                serde_json::to_vec(&stored).ok().map(|b| (g.id.clone(), b))
-            })
-            .collect()
-    }
-
-    /// Marks a group for writing again (its last write failed).
-    pub fn mark_dirty(&self, group_id: &str) {
-        if let Some(g) = self.lock().get_mut(group_id) {
-            g.dirty = true;
-        }
-    }
-
     /// Installs a group read from the metadata store, unless one is already here.
-    pub fn load(&self, group: ConsumerGroup) {
-        self.lock()
-            .entry(group.id.clone())
-            .or_insert_with(|| group.loaded());
-    }
-
-    /// `None` if the group is not here; `Some(None)` while it has members;
-    /// `Some(Some(t))` if it has been empty since `t` (ms).
-    pub fn empty_since(&self, group_id: &str) -> Option<Option<i64>> {
-        self.lock().get(group_id).map(|g| {
-            if g.members.is_empty() {
-                Some(g.empty_since_ms.unwrap_or(0))
-            } else {
-                None
-            }
-        })
+    pub fn load_stored(&self, group: ConsumerGroup) {
+        let id = group.id.clone();
+        self.load(&id, || group.loaded());
     }
 
     /// Forgets the groups of shards this broker no longer coordinates.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
         self.lock().retain(|id, _| keep(id));
-    }
-
-    /// Whether the group exists here with members (a classic join must not take it).
-    pub fn has_members(&self, group_id: &str) -> bool {
-        self.lock()
-            .get(group_id)
-            .is_some_and(|g| !g.members.is_empty())
-    }
-
-    /// Runs `f` on a group, if it exists.
-    pub fn with_group<T>(&self, group_id: &str, f: impl FnOnce(&ConsumerGroup) -> T) -> Option<T> {
-        self.lock().get(group_id).map(f)
     }
 
     /// (group id, state) of every group.
@@ -732,18 +706,6 @@ impl ConsumerGroups {
             .values()
             .map(|g| (g.id.clone(), state_name(g)))
             .collect()
-    }
-
-    /// Deletes an empty group; NON_EMPTY_GROUP if it has members.
-    pub fn delete(&self, group_id: &str) -> Result<(), ResponseError> {
-        let mut groups = self.lock();
-        match groups.get(group_id) {
-            Some(g) if !g.members.is_empty() => Err(ResponseError::NonEmptyGroup),
-            _ => {
-                groups.remove(group_id);
-                Ok(())
-            }
-        }
     }
 
     /// The topics the members of a consumer group subscribe to (empty without

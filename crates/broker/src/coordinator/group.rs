@@ -22,7 +22,6 @@
 //! no rebalance happens merely because the coordinator moved.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -31,6 +30,7 @@ use kafka_protocol::error::ResponseError;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use super::registry::{Kept, Registry};
 use super::{b64, now_ms};
 
 /// Kafka's `group.min.session.timeout.ms` and `group.max.session.timeout.ms`.
@@ -455,8 +455,31 @@ impl Group {
 
 /// Every group this broker coordinates.
 pub struct Groups {
-    groups: Mutex<HashMap<String, Group>>,
+    groups: Registry<Group>,
     initial_delay: Duration,
+}
+
+/// The registry's methods (lookup, delete, persistence marks) apply as they are.
+impl std::ops::Deref for Groups {
+    type Target = Registry<Group>;
+    fn deref(&self) -> &Self::Target {
+        &self.groups
+    }
+}
+
+impl Kept for Group {
+    fn has_members(&self) -> bool {
+        !self.members.is_empty()
+    }
+    fn empty_since_ms(&self) -> Option<i64> {
+        self.empty_since_ms
+    }
+    fn dirty(&mut self) -> &mut bool {
+        &mut self.dirty
+    }
+    fn stored(&self) -> super::persist::Stored {
+        super::persist::Stored::Classic(self.stored())
+    }
 }
 
 /// A JoinGroup or SyncGroup is answered now or once the round completes.
@@ -468,13 +491,9 @@ pub enum Pending<T> {
 impl Groups {
     pub fn new(initial_delay: Duration) -> Self {
         Self {
-            groups: Mutex::new(HashMap::new()),
+            groups: Registry::default(),
             initial_delay,
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Group>> {
-        self.groups.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn join(&self, group_id: &str, req: JoinRequest) -> Pending<JoinOutcome> {
@@ -816,45 +835,9 @@ impl Groups {
         });
     }
 
-    /// Serialises the groups changed since the last call, clearing their marks.
-    pub fn take_dirty(&self) -> Vec<(String, Vec<u8>)> {
-        let mut groups = self.lock();
-        groups
-            .values_mut()
-            .filter_map(|g| {
-                if !std::mem::take(&mut g.dirty) {
-                    return None;
-                }
-                let stored = super::persist::Stored::Classic(g.stored());
-                serde_json::to_vec(&stored).ok().map(|b| (g.id.clone(), b))
-            })
-            .collect()
-    }
-
-    /// Marks a group for writing again (its last write failed).
-    pub fn mark_dirty(&self, group_id: &str) {
-        if let Some(g) = self.lock().get_mut(group_id) {
-            g.dirty = true;
-        }
-    }
-
     /// Installs a group read from the metadata store, unless one is already here.
-    pub fn load(&self, group_id: &str, stored: StoredGroup) {
-        self.lock()
-            .entry(group_id.to_string())
-            .or_insert_with(|| Group::from_stored(group_id, stored));
-    }
-
-    /// `None` if the group is not here; `Some(None)` while it has members;
-    /// `Some(Some(t))` if it has been empty since `t` (ms).
-    pub fn empty_since(&self, group_id: &str) -> Option<Option<i64>> {
-        self.lock().get(group_id).map(|g| {
-            if g.members.is_empty() {
-                Some(g.empty_since_ms.unwrap_or(0))
-            } else {
-                None
-            }
-        })
+    pub fn load_stored(&self, group_id: &str, stored: StoredGroup) {
+        self.load(group_id, || Group::from_stored(group_id, stored));
     }
 
     /// (group id, protocol type, state) of every group.
@@ -869,11 +852,6 @@ impl Groups {
                 )
             })
             .collect()
-    }
-
-    /// Runs `f` on a group, if it exists.
-    pub fn with_group<T>(&self, group_id: &str, f: impl FnOnce(&Group) -> T) -> Option<T> {
-        self.lock().get(group_id).map(f)
     }
 
     /// The topics a group's members subscribe to (empty without members), for
@@ -905,17 +883,5 @@ impl Groups {
             }
         }
         Ok(topics)
-    }
-
-    /// Deletes an empty group; NON_EMPTY_GROUP if it has members.
-    pub fn delete(&self, group_id: &str) -> Result<(), ResponseError> {
-        let mut groups = self.lock();
-        match groups.get(group_id) {
-            Some(g) if !g.members.is_empty() => Err(ResponseError::NonEmptyGroup),
-            _ => {
-                groups.remove(group_id);
-                Ok(())
-            }
-        }
     }
 }

@@ -15,6 +15,7 @@ pub mod consumer;
 pub mod group;
 pub mod offsets;
 pub mod persist;
+pub mod registry;
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;

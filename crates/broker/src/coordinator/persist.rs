@@ -201,8 +201,8 @@ impl Round<'_> {
                 continue;
             };
             match serde_json::from_slice::<Stored>(&kv.value) {
-                Ok(Stored::Classic(g)) => self.groups.load(&group, g),
-                Ok(Stored::Consumer(g)) => self.consumer_groups.load(g),
+                Ok(Stored::Classic(g)) => self.groups.load_stored(&group, g),
+                Ok(Stored::Consumer(g)) => self.consumer_groups.load_stored(g),
                 Err(e) => {
                     tracing::warn!(%group, error = %e, "unreadable group state; skipped");
                     continue;
@@ -372,7 +372,7 @@ mod tests {
             panic!("a classic group")
         };
         let moved = Groups::new(Duration::ZERO);
-        moved.load("g", stored);
+        moved.load_stored("g", stored);
         // The member's next heartbeat on the new coordinator succeeds.
         assert_eq!(
             moved.heartbeat("g", &joined.member_id, joined.generation),
@@ -410,7 +410,7 @@ mod tests {
             panic!("a consumer group")
         };
         let moved = ConsumerGroups::new(Settings::default());
-        moved.load(stored);
+        moved.load_stored(stored);
         let again = Heartbeat {
             member_epoch: first.member_epoch,
             rebalance_timeout_ms: -1,
