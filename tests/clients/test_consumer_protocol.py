@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from conftest import unique
-from test_groups import PARTITIONS, committed, produce, setup_topic
+from test_groups import PARTITIONS, committed, consume_and_commit, produce, setup_topic
 
 N = 1200
 
@@ -186,24 +186,17 @@ def test_a_killed_member_loses_its_partitions_after_the_session_timeout(broker, 
           "(session timeout 6 s)")
 
 
-def test_a_restarted_member_resumes_after_its_commits(broker):
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_restarted_member_resumes_after_its_commits(broker, protocol):
     topic = setup_topic(broker)
     group = unique("g848")
-    c = Consumer(member_conf(broker, group, **{"enable.auto.commit": False}))
-    c.subscribe([topic])
-    n = 0
-    while n < 600:
-        m = c.poll(5)
-        assert m is not None, "records arrive"
-        if not m.error():
-            n += 1
-    c.commit(asynchronous=False)
-    c.close()
+    consume_and_commit(broker, group, topic, 600, protocol)
     positions = committed(broker, group, topic)
     assert sum(max(o, 0) for o in positions) == 600, positions
 
+    # Every partition gets more records, so each has a first record to check.
     produce(broker, topic, N, 2 * N)
-    c = Consumer(member_conf(broker, group))
+    c = Consumer(member_conf(broker, group, protocol, **{"enable.auto.commit": False}))
     c.subscribe([topic])
     first = {}
     deadline = time.time() + 30

@@ -1,8 +1,8 @@
 """Consumer groups (classic protocol) with confluent-kafka, kafka-python and aiokafka:
-members split the partitions, every record is consumed, commits persist, a restarted
-member resumes after its committed offsets, and ListGroups/DescribeGroups report the
-group. (A killed member, and members joining and leaving, are tested on both
-protocols in test_consumer_protocol.py.)"""
+members split the partitions, every record is consumed, commits persist, and
+ListGroups/DescribeGroups report the group. (A restarted or killed member, and
+members joining and leaving, are tested on both protocols in
+test_consumer_protocol.py.)"""
 
 import asyncio
 import signal
@@ -103,9 +103,14 @@ def test_three_members_split_the_partitions(broker, strategy):
     assert committed(broker, group, topic) == [N // PARTITIONS] * PARTITIONS
 
 
-def consume_and_commit(broker, group, topic, n):
+def consume_and_commit(broker, group, topic, n, protocol="classic"):
     """One member subscribes, reads `n` records, commits them and closes."""
-    c = group_consumer(broker, group, **{"enable.auto.commit": False})
+    conf = {"enable.auto.commit": False}
+    if protocol == "consumer":
+        c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group,
+                      "group.protocol": "consumer", "auto.offset.reset": "earliest", **conf})
+    else:
+        c = group_consumer(broker, group, **conf)
     c.subscribe([topic])
     seen = 0
     while seen < n:
@@ -115,29 +120,6 @@ def consume_and_commit(broker, group, topic, n):
             seen += 1
     c.commit(asynchronous=False)
     c.close()
-
-
-def test_a_restarted_member_resumes_after_its_commits(broker):
-    topic = setup_topic(broker)
-    group = unique("g")
-    consume_and_commit(broker, group, topic, 600)
-    positions = committed(broker, group, topic)
-    assert sum(max(o, 0) for o in positions) == 600, positions
-
-    # Every partition gets more records, so each has a first record to check.
-    produce(broker, topic, N, 2 * N)
-    c = group_consumer(broker, group, **{"enable.auto.commit": False})
-    c.subscribe([topic])
-    first = {}
-    deadline = time.time() + 30
-    while len(first) < PARTITIONS and time.time() < deadline:
-        m = c.poll(1)
-        if m is not None and not m.error():
-            first.setdefault(m.partition(), m.offset())
-    c.close()
-    assert len(first) == PARTITIONS, first
-    for p, o in first.items():
-        assert o == max(positions[p], 0), f"partition {p} resumed at {o}, committed {positions[p]}"
 
 
 def test_list_and_describe_groups(broker):
