@@ -9,10 +9,10 @@
 //!    retention (Kafka's `offsets.retention.minutes`), and a group with nothing left.
 //!
 //! Invariants:
-//! - Every write compares the generation this broker had when it took the snapshot,
-//!   so a broker that lost the shard in between (the controller bumped its
-//!   generation) writes nothing, and a stale snapshot never overwrites the state a
-//!   newer coordinator wrote.
+//! - Every write compares the generation this broker had at the start of the round,
+//!   read before the shards' leadership, so a broker that lost the shard (the
+//!   controller bumped its generation) writes nothing, and a stale snapshot never
+//!   overwrites the state a newer coordinator wrote.
 //! - A shard is served only once its groups are loaded at its current leader epoch,
 //!   and loading replaces whatever was in memory for it.
 
@@ -124,8 +124,14 @@ pub fn start(
                 consumer_groups: &consumer_groups,
                 shards: &shards,
             };
+            // The generation is read before leadership: a follower adopts a new
+            // generation only after installing the leaders that came with it, so a
+            // guard that is already current means `follow_shards` sees every shard
+            // this broker lost (or lost and regained) and drops its stale groups
+            // before anything is written.
+            let guard = engine.generation_guard();
             round.follow_shards().await;
-            round.write_dirty().await;
+            round.write_dirty(guard).await;
             shards.rounds.send_modify(|r| *r += 1);
             if Instant::now() >= next_sweep {
                 let retention = shards.offsets_retention;
@@ -214,9 +220,8 @@ impl Round<'_> {
     }
 
     /// Writes every group changed since the last round, each compared against the
-    /// generation this broker had before taking the snapshots.
-    async fn write_dirty(&self) {
-        let guard = self.engine.generation_guard();
+    /// generation this broker had at the start of the round.
+    async fn write_dirty(&self, guard: sluice_meta::Compare) {
         let shards = self.shard_count();
         let dirty: Vec<(String, Vec<u8>, bool)> = self
             .groups
@@ -247,17 +252,23 @@ impl Round<'_> {
                 self.engine.keys().group(shard_of(&group, shards), &group)
             );
             let txn = Txn::when(vec![guard.clone()]).then(vec![Op::put(key, bytes)]);
-            match self.engine.meta().txn(txn).await {
-                Ok(r) if r.succeeded => {}
-                // The shard moved on: the new coordinator owns the state.
-                Ok(_) => {}
+            let written = match self.engine.meta().txn(txn).await {
+                Ok(r) => r.succeeded,
                 Err(e) => {
                     tracing::warn!(%group, error = %e, "cannot write group state; retrying");
-                    if classic {
-                        self.groups.mark_dirty(&group);
-                    } else {
-                        self.consumer_groups.mark_dirty(&group);
-                    }
+                    false
+                }
+            };
+            // Not written: etcd did not answer, or this broker's generation moved.
+            // Retry with a fresh snapshot next round. If the shard is gone by then,
+            // the group is dropped first and nothing is written; if it is still
+            // ours (the controller only took other partitions), the write succeeds
+            // under the new generation.
+            if !written {
+                if classic {
+                    self.groups.mark_dirty(&group);
+                } else {
+                    self.consumer_groups.mark_dirty(&group);
                 }
             }
         }
