@@ -62,25 +62,30 @@ fn uniform(
             }
         }
     }
-    let candidates = |topic: &Uuid| -> Vec<usize> {
-        (0..members.len())
-            .filter(|&i| members[i].topics.contains(topic))
-            .collect()
-    };
-    let least_loaded = |cands: &[usize], load: &[usize]| -> Option<usize> {
-        cands
+    // Each topic's subscribers, once.
+    let candidates: BTreeMap<Uuid, Vec<usize>> = partitions
+        .keys()
+        .map(|t| {
+            let subs = (0..members.len())
+                .filter(|&i| members[i].topics.contains(t))
+                .collect();
+            (*t, subs)
+        })
+        .collect();
+    let least_loaded = |topic: &Uuid, load: &[usize]| -> Option<usize> {
+        candidates
+            .get(topic)?
             .iter()
             .copied()
             .min_by_key(|&i| (load[i], members[i].id))
     };
     // Give every free partition to its least loaded candidate.
     for (topic, &count) in partitions {
-        let cands = candidates(topic);
         for p in 0..count {
             if owner.contains_key(&(*topic, p)) {
                 continue;
             }
-            if let Some(i) = least_loaded(&cands, &load) {
+            if let Some(i) = least_loaded(topic, &load) {
                 owner.insert((*topic, p), i);
                 load[i] += 1;
             }
@@ -89,23 +94,26 @@ fn uniform(
     // Balance: move a partition from the most loaded member that has one a member
     // with at least two fewer could take. Every move lowers the sum of squared
     // loads, so this ends; taking from the most loaded first keeps moves few.
+    let mut held: Vec<BTreeSet<(Uuid, i32)>> = vec![BTreeSet::new(); members.len()];
+    for (key, &i) in &owner {
+        held[i].insert(*key);
+    }
     loop {
         let mut order: Vec<usize> = (0..members.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(load[i]));
         let step = order.iter().find_map(|&from| {
-            owner
-                .iter()
-                .filter(|(_, &o)| o == from)
-                .find_map(|(key, _)| {
-                    least_loaded(&candidates(&key.0), &load)
-                        .filter(|&to| load[from] >= load[to] + 2)
-                        .map(|to| (*key, from, to))
-                })
+            held[from].iter().find_map(|key| {
+                least_loaded(&key.0, &load)
+                    .filter(|&to| load[from] >= load[to] + 2)
+                    .map(|to| (*key, from, to))
+            })
         });
         let Some((key, from, to)) = step else {
             break;
         };
         owner.insert(key, to);
+        held[from].remove(&key);
+        held[to].insert(key);
         load[from] -= 1;
         load[to] += 1;
     }
@@ -220,6 +228,39 @@ mod tests {
         assert_eq!(out["b"][&y].len(), 2);
         assert_eq!(count(&out["a"]) + count(&out["b"]), 6);
         assert_eq!(count(&out["a"]), 3, "balanced: {out:?}");
+    }
+
+    #[test]
+    fn uniform_stays_balanced_and_sticky_at_scale() {
+        let topics: Vec<Uuid> = (0..10).map(|_| Uuid::new_v4()).collect();
+        let parts: BTreeMap<Uuid, i32> = topics.iter().map(|t| (*t, 100)).collect();
+        let empty = Assignment::new();
+        let ids: Vec<String> = (0..7).map(|i| format!("m{i}")).collect();
+        let specs: Vec<MemberSpec<'_>> = ids.iter().map(|id| spec(id, &topics, &empty)).collect();
+        let first = assign("uniform", &specs, &parts);
+        let loads: Vec<usize> = first.values().map(count).collect();
+        assert_eq!(loads.iter().sum::<usize>(), 1000);
+        assert!(
+            loads.iter().max().unwrap() - loads.iter().min().unwrap() <= 1,
+            "{loads:?}"
+        );
+        // An eighth member joins: only about 1000/8 partitions move, all to it.
+        let newcomer = "m7".to_string();
+        let mut specs: Vec<MemberSpec<'_>> = ids
+            .iter()
+            .map(|id| spec(id, &topics, &first[id.as_str()]))
+            .collect();
+        specs.push(spec(&newcomer, &topics, &empty));
+        let second = assign("uniform", &specs, &parts);
+        for id in &ids {
+            for (t, ps) in &second[id.as_str()] {
+                assert!(
+                    ps.is_subset(&first[id.as_str()][t]),
+                    "{id} only gives partitions up"
+                );
+            }
+        }
+        assert_eq!(count(&second["m7"]), 125);
     }
 
     #[test]
