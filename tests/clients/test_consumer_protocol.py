@@ -14,7 +14,7 @@ import threading
 import time
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupType, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from conftest import unique
@@ -224,6 +224,11 @@ def test_regex_subscription_and_admin_views(broker):
     mine = [g for g in listed.valid if g.group_id == group]
     assert mine and str(mine[0].state).endswith("STABLE"), listed.valid
     assert str(mine[0].type).endswith("CONSUMER"), mine[0].type
+    # ListGroups v5 filters by type.
+    classic = admin.list_consumer_groups(types={ConsumerGroupType.CLASSIC}).result(timeout=10)
+    assert group not in {g.group_id for g in classic.valid}
+    consumer = admin.list_consumer_groups(types={ConsumerGroupType.CONSUMER}).result(timeout=10)
+    assert group in {g.group_id for g in consumer.valid}
     described = admin.describe_consumer_groups([group])[group].result(timeout=10)
     assert str(described.state).endswith("STABLE")
     assert described.partition_assignor == "uniform"

@@ -199,7 +199,8 @@ pub fn leave(broker: &Broker, req: LeaveGroupRequest, version: i16) -> ResponseK
 }
 
 pub async fn list(broker: &Broker, req: ListGroupsRequest, version: i16) -> ResponseKind {
-    let wanted: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
+    let lower = |v: &[StrBytes]| -> Vec<String> { v.iter().map(|s| s.to_lowercase()).collect() };
+    let (states, kinds) = (lower(&req.states_filter), lower(&req.types_filter));
     // (id, protocol type, state, group type)
     let mut groups: Vec<(String, String, &'static str, &'static str)> = broker
         .groups
@@ -237,7 +238,10 @@ pub async fn list(broker: &Broker, req: ListGroupsRequest, version: i16) -> Resp
     groups.sort();
     let groups = groups
         .into_iter()
-        .filter(|(_, _, state, _)| wanted.is_empty() || wanted.contains(&state.to_lowercase()))
+        .filter(|(_, _, state, kind)| {
+            (states.is_empty() || states.contains(&state.to_lowercase()))
+                && (kinds.is_empty() || kinds.iter().any(|k| k == kind))
+        })
         .map(|(id, protocol_type, state, kind)| {
             ListedGroup::default()
                 .with_group_id(GroupId(str_bytes(id)))
