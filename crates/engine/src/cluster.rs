@@ -477,6 +477,7 @@ impl Engine {
                         last_offset: s.last_offset,
                         max_timestamp: s.max_timestamp,
                         object: object.clone(),
+                        object_len: m.object_len,
                         start: s.start,
                         len: s.len,
                         cached: None,

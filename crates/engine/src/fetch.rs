@@ -2,11 +2,10 @@
 //! timestamp), all from committed state only.
 //!
 //! Recent data comes from the in-memory tail held in the offset index; older data is
-//! read by byte range from its object. A partition remembers the last object range it
-//! read, so a sequential consumer reading a large slice in small fetches costs one
-//! object read per slice, not one per fetch.
-
-use std::sync::Arc;
+//! read by byte range from its object through the block cache (memory, local disk,
+//! then the object store). A fetch that has to go past the tail also starts reading
+//! the entries after it (read-ahead), so a catching-up consumer finds its next fetch
+//! cached or in flight.
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -52,7 +51,7 @@ impl Engine {
         max_bytes: usize,
     ) -> Result<FetchedRecords> {
         partition.ensure_leader()?;
-        let (hwm, log_start, plan) = {
+        let (hwm, log_start, plan, ahead) = {
             let read = partition.read();
             let (hwm, log_start) = (read.high_watermark, read.log_start_offset);
             if offset < log_start || offset > hwm {
@@ -63,25 +62,48 @@ impl Engine {
                 });
             }
             let mut plan = Vec::new();
+            let mut ahead = Vec::new();
             if let Some(first) = read.find(offset) {
                 let mut planned = 0u64;
-                for e in &read.index[first..] {
+                let mut rest = read.index[first..].iter();
+                for e in rest.by_ref() {
                     if planned >= max_bytes as u64 && !plan.is_empty() {
+                        ahead.push(e.clone());
                         break;
                     }
                     planned += e.len;
                     plan.push(e.clone());
                 }
+                // Read-ahead: about one more fetch's worth of what is not in memory.
+                if plan.iter().any(|e| e.cached.is_none()) {
+                    let mut more = 0u64;
+                    for e in rest {
+                        if more >= max_bytes as u64 {
+                            break;
+                        }
+                        more += e.len;
+                        ahead.push(e.clone());
+                    }
+                } else {
+                    ahead.clear();
+                }
             }
-            (hwm, log_start, plan)
+            (hwm, log_start, plan, ahead)
         };
+        for e in ahead
+            .iter()
+            .filter(|e| e.cached.is_none() && e.object_len > 0)
+        {
+            self.cache
+                .prefetch(&e.object, e.start..e.start + e.len, e.object_len);
+        }
         let mut parts = Vec::with_capacity(plan.len());
         let mut total = 0usize;
         // Entries not in memory are read concurrently, in order, a few at a time:
         // with many small entries a sequential read would pay one round trip each.
         let mut reads = futures::stream::iter(plan)
             .map(|entry| async move {
-                let data = self.entry_bytes(partition, &entry).await;
+                let data = self.entry_bytes(&entry).await;
                 (entry, data)
             })
             .buffered(READ_CONCURRENCY);
@@ -124,18 +146,20 @@ impl Engine {
         })
     }
 
-    /// An index entry's bytes: from memory, the last read, or the object store.
-    async fn entry_bytes(&self, partition: &Partition, entry: &IndexEntry) -> Result<Bytes> {
+    /// An index entry's bytes: from the in-memory tail, else the block cache (or, for
+    /// objects of unknown length, one ranged GET).
+    async fn entry_bytes(&self, entry: &IndexEntry) -> Result<Bytes> {
         if let Some(b) = &entry.cached {
             return Ok(b.clone());
         }
-        if let Some(b) = partition.last_read(&entry.object, entry.start) {
-            return Ok(b);
-        }
         let range = entry.start..entry.start + entry.len;
-        let bytes = self.store.get_range(&entry.object, range).await?;
-        partition.remember_read(entry.object.clone(), entry.start, bytes.clone());
-        Ok(bytes)
+        if entry.object_len == 0 {
+            return Ok(self.store.get_range(&entry.object, range).await?);
+        }
+        self.cache
+            .read(&entry.object, range, entry.object_len)
+            .await
+            .map_err(|e| EngineError::Storage(e.to_string()))
     }
 
     /// Kafka's ListOffsets for one partition.
@@ -181,7 +205,7 @@ impl Engine {
                 let Some(entry) = candidates.first() else {
                     return Ok(None);
                 };
-                let data = self.entry_bytes(partition, entry).await?;
+                let data = self.entry_bytes(entry).await?;
                 find_in_batches(&data, timestamp, log_start)
             }
         }
@@ -231,17 +255,4 @@ fn find_in_batches(
         }
     }
     Ok(best)
-}
-
-impl Partition {
-    fn last_read(&self, object: &Arc<object_store::path::Path>, start: u64) -> Option<Bytes> {
-        let last = self.last_read.lock().unwrap_or_else(|p| p.into_inner());
-        last.as_ref()
-            .filter(|(o, s, _)| o == object && *s == start)
-            .map(|(_, _, b)| b.clone())
-    }
-
-    fn remember_read(&self, object: Arc<object_store::path::Path>, start: u64, bytes: Bytes) {
-        *self.last_read.lock().unwrap_or_else(|p| p.into_inner()) = Some((object, start, bytes));
-    }
 }

@@ -90,6 +90,7 @@ pub(crate) struct WalBuffer {
 struct Flight {
     put: Option<JoinHandle<object_store::Result<()>>>,
     object: Arc<Path>,
+    object_len: u64,
     slices: Vec<(Arc<Partition>, ManifestSlice, Bytes)>,
     waiters: Vec<oneshot::Sender<FlushResult>>,
     rollbacks: u64,
@@ -205,6 +206,7 @@ fn write_object(
             (partition, m, data)
         })
         .collect();
+    let object_len = payload.content_length() as u64;
     let put = (!slices.is_empty()).then(|| {
         let store = engine.store.clone();
         let put_key = key.clone();
@@ -213,6 +215,7 @@ fn write_object(
     Flight {
         put,
         object: Arc::new(key),
+        object_len,
         slices,
         waiters,
         rollbacks,
@@ -276,6 +279,7 @@ async fn run_committer(engine: Arc<Engine>, mut flights: mpsc::UnboundedReceiver
                         last_offset: m.last_offset,
                         max_timestamp: m.max_timestamp,
                         object: f.object.clone(),
+                        object_len: f.object_len,
                         start: m.start,
                         len: m.len,
                         cached: Some(data.clone()),
@@ -348,6 +352,7 @@ async fn commit(engine: &Engine, f: &mut Flight) -> Result<()> {
     }
     let manifest = Manifest {
         object: f.object.to_string(),
+        object_len: f.object_len,
         slices: f.slices.iter().map(|(_, m, _)| m.clone()).collect(),
     };
     let generation = Generation {

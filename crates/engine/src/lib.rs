@@ -55,6 +55,8 @@ pub struct EngineConfig {
     pub tail_bytes_total: usize,
     pub auto_create_topics: bool,
     pub default_partitions: i32,
+    /// The block cache in front of object reads.
+    pub cache: sluice_cache::CacheConfig,
 }
 
 impl Default for EngineConfig {
@@ -70,6 +72,7 @@ impl Default for EngineConfig {
             tail_bytes_total: 512 << 20,
             auto_create_topics: true,
             default_partitions: 1,
+            cache: sluice_cache::CacheConfig::default(),
         }
     }
 }
@@ -220,6 +223,8 @@ pub struct Engine {
     pub(crate) cfg: EngineConfig,
     pub(crate) meta: Arc<dyn MetaStore>,
     pub(crate) store: Arc<dyn ObjectStore>,
+    /// Object reads go through it (blocks in memory and on local disk).
+    pub(crate) cache: sluice_cache::BlockCache,
     pub(crate) keys: Keys,
     /// This process's identity in its generation key (see [`Generation`]).
     pub(crate) owner: Uuid,
@@ -255,10 +260,14 @@ impl Engine {
             cluster::claim_generation(meta.as_ref(), &keys.generation(cfg.broker_id), owner)
                 .await?;
         let (commits, _) = watch::channel(0);
+        let cache = sluice_cache::BlockCache::open(&cfg.cache, store.clone())
+            .await
+            .map_err(|e| EngineError::Storage(e.to_string()))?;
         let engine = Arc::new(Self {
             cfg,
             meta,
             store,
+            cache,
             keys,
             owner,
             catalog: RwLock::default(),
@@ -295,6 +304,11 @@ impl Engine {
     /// The generation this broker's commits are currently made under.
     pub fn generation(&self) -> u64 {
         self.wal().broker_generation
+    }
+
+    /// What the read cache did.
+    pub fn cache_metrics(&self) -> &Arc<sluice_cache::CacheMetrics> {
+        self.cache.metrics()
     }
 
     pub fn meta(&self) -> &Arc<dyn MetaStore> {

@@ -11,6 +11,9 @@ use crate::partition::ProducerBatch;
 pub struct Manifest {
     /// Object key of the WAL object.
     pub object: String,
+    /// Its length in bytes (0 in manifests written before it was recorded).
+    #[serde(default)]
+    pub object_len: u64,
     pub slices: Vec<ManifestSlice>,
 }
 

@@ -29,6 +29,8 @@ pub struct IndexEntry {
     pub last_offset: i64,
     pub max_timestamp: i64,
     pub object: Arc<Path>,
+    /// The object's length (0 if unknown), so reads can be cached in aligned blocks.
+    pub object_len: u64,
     pub start: u64,
     pub len: u64,
     /// The bytes themselves while they are in the in-memory tail.
@@ -208,8 +210,6 @@ pub struct Partition {
     leader_epoch: AtomicI32,
     write: Mutex<WriteState>,
     read: RwLock<ReadState>,
-    /// The last object range read for a fetch (read-ahead for sequential consumers).
-    pub(crate) last_read: Mutex<Option<(Arc<Path>, u64, Bytes)>>,
 }
 
 impl Partition {
@@ -221,7 +221,6 @@ impl Partition {
             leader_epoch: AtomicI32::new(-1),
             write: Mutex::default(),
             read: RwLock::default(),
-            last_read: Mutex::default(),
         }
     }
 
@@ -318,6 +317,7 @@ mod tests {
                     last_offset: i * 10 + 9,
                     max_timestamp: 0,
                     object: obj.clone(),
+                    object_len: 100,
                     start: 0,
                     len: 100,
                     cached: Some(Bytes::from(vec![0u8; 100])),
@@ -347,6 +347,7 @@ mod tests {
                 last_offset: 0,
                 max_timestamp: 0,
                 object: obj.clone(),
+                object_len: 100,
                 start: 0,
                 len: 100,
                 cached: Some(Bytes::from(vec![0u8; 100])),

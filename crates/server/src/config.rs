@@ -198,6 +198,25 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_DEFAULT_PARTITIONS", default_value_t = 1)]
     pub default_partitions: i32,
 
+    /// Bytes of the read cache kept in memory (blocks of objects read for consumers
+    /// that are behind the in-memory tail).
+    #[arg(long, env = "SLUICE_CACHE_MEMORY_BYTES", default_value_t = 256 << 20)]
+    pub cache_memory_bytes: usize,
+
+    /// Bytes of the read cache kept on local disk; 0 turns the disk tier off.
+    #[arg(long, env = "SLUICE_CACHE_DISK_BYTES", default_value_t = 1 << 30)]
+    pub cache_disk_bytes: usize,
+
+    /// Directory of the disk tier (default: <data-dir>/cache). Emptied at start;
+    /// losing it loses nothing.
+    #[arg(long, env = "SLUICE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Size of one cached block; object reads are aligned to it.
+    #[arg(long, env = "SLUICE_CACHE_BLOCK_BYTES", default_value_t = 1 << 20,
+          value_parser = clap::value_parser!(u64).range(4096..=(64 << 20)))]
+    pub cache_block_bytes: u64,
+
     /// Largest request frame accepted, in bytes (Kafka's socket.request.max.bytes).
     #[arg(long, env = "SLUICE_MAX_REQUEST_BYTES", default_value_t = 100 << 20)]
     pub max_request_bytes: usize,

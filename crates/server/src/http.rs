@@ -38,6 +38,7 @@ async fn metrics(
     engine
         .metrics
         .render(engine.led_partitions(), engine.generation(), &mut out);
+    engine.cache_metrics().render(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 

@@ -98,6 +98,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_inflight_flushes: args.wal_max_inflight.max(1),
             max_pending_bytes: args.wal_max_pending_bytes,
             tail_bytes_per_partition: args.tail_bytes_per_partition,
+            cache: sluice_cache::CacheConfig {
+                memory_bytes: args.cache_memory_bytes,
+                disk_dir: Some(
+                    args.cache_dir
+                        .clone()
+                        .unwrap_or_else(|| args.data_dir.join("cache")),
+                ),
+                disk_bytes: args.cache_disk_bytes,
+                block_bytes: args.cache_block_bytes,
+            },
             tail_bytes_total: args.tail_bytes_total,
             auto_create_topics: args.auto_create_topics,
             default_partitions: args.default_partitions.max(1),
