@@ -9,7 +9,9 @@
 //! 2. latency: a fixed `--rate` for `--rate-seconds` with a consumer tailing the
 //!    topic; prints produce (ack) latency and end-to-end latency percentiles.
 //! 3. catch-up: a fresh consumer reads everything from phase 1; prints MB/s and GETs
-//!    per GiB read.
+//!    per GiB read. With a broker the benchmark started, it then restarts it and
+//!    reads everything again twice: cold (tail and read cache empty, all from the
+//!    object store) and warm (from the read cache).
 //! 4. PUT rate: the latency phase's byte rate over 1 and over 1,000 partitions
 //!    (`--put-rate-partitions`); prints PUTs per second for each.
 //!
@@ -174,10 +176,44 @@ fn consumer(bootstrap: &str, topic: &str, partitions: i32, offset: Offset) -> Re
     Ok(c)
 }
 
+/// Reads everything phase 1 wrote with a fresh consumer; prints MB/s and GETs per
+/// GiB read under `name`.
+fn catch_up(name: &str, bootstrap: &str, args: &Args, own: Option<&Sluice>) -> Result<()> {
+    let c = consumer(
+        bootstrap,
+        "bench-throughput",
+        args.partitions,
+        Offset::Beginning,
+    )?;
+    let gets_before = requests(own, "get");
+    let start = Instant::now();
+    let mut n = 0u64;
+    let mut read_bytes = 0usize;
+    let deadline = start + Duration::from_secs(600);
+    while n < args.messages && Instant::now() < deadline {
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            read_bytes += m?.payload_len();
+            n += 1;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    if n < args.messages {
+        bail!("{name}: read only {n} of {} messages", args.messages);
+    }
+    println!("{name}_consume_mb_s: {:.1}", read_bytes as f64 / 1e6 / secs);
+    println!("{name}_consume_msgs_s: {:.0}", n as f64 / secs);
+    if let (Some(before), Some(after)) = (gets_before, requests(own, "get")) {
+        let gib = read_bytes as f64 / (1u64 << 30) as f64;
+        println!("{name}_object_gets: {}", after - before);
+        println!("{name}_gets_per_gib_read: {:.0}", (after - before) / gib);
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let extra: Vec<&str> = args.broker_arg.iter().map(String::as_str).collect();
-    let own = match &args.bootstrap {
+    let mut own = match &args.bootstrap {
         Some(_) => None,
         None if args.s3 => Some(Sluice::start_with(Some(S3Server::start()?), &extra)?),
         None => Some(Sluice::start_with(None, &extra)?),
@@ -304,38 +340,15 @@ fn main() -> Result<()> {
     println!("e2e_latency_p99_ms: {:.2}", percentile(&e2e_lat, 0.99));
     println!("e2e_samples: {} of {expected}", e2e_lat.len());
 
-    // 3. Catch-up consume of everything from phase 1.
-    let c = consumer(
-        &bootstrap,
-        "bench-throughput",
-        args.partitions,
-        Offset::Beginning,
-    )?;
-    let gets_before = requests(own.as_ref(), "get");
-    let start = Instant::now();
-    let mut n = 0u64;
-    let mut read_bytes = 0usize;
-    let deadline = start + Duration::from_secs(600);
-    while n < args.messages && Instant::now() < deadline {
-        if let Some(m) = c.poll(Duration::from_millis(100)) {
-            read_bytes += m?.payload_len();
-            n += 1;
-        }
+    // 3. Catch-up consume of everything from phase 1, while it is in the tail; then,
+    //    with a broker the benchmark started, again after a restart (tail and cache
+    //    empty: every byte comes from the object store) and once more (cache warm).
+    catch_up("catchup", &bootstrap, &args, own.as_ref())?;
+    if let Some(broker) = own.as_mut() {
+        broker.restart()?;
+        catch_up("cold_catchup", &bootstrap, &args, own.as_ref())?;
+        catch_up("warm_catchup", &bootstrap, &args, own.as_ref())?;
     }
-    let secs = start.elapsed().as_secs_f64();
-    if n < args.messages {
-        bail!("catch-up read only {n} of {} messages", args.messages);
-    }
-    println!("catchup_consume_mb_s: {:.1}", mb(read_bytes as f64) / secs);
-    println!("catchup_consume_msgs_s: {:.0}", n as f64 / secs);
-    if let (Some(before), Some(after)) = (gets_before, requests(own.as_ref(), "get")) {
-        println!("catchup_object_gets: {}", after - before);
-        println!(
-            "gets_per_gib_read: {:.0}",
-            (after - before) / gib(read_bytes as f64)
-        );
-    }
-    drop(c);
 
     // 4. The same byte rate over few and many partitions costs the same PUTs.
     for &partitions in &args.put_rate_partitions {
