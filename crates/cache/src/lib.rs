@@ -179,10 +179,19 @@ impl BlockCache {
                     .map_err(|e| CacheError::Cache(format!("dir={}: {e}", dir.display())))?;
                 // The disk tier's own unit of eviction: a few blocks each.
                 let engine_block = (4 * block_bytes as usize).clamp(1 << 20, 16 << 20);
+                // Blocks evicted from memory are queued for disk; a catch-up read
+                // evicts as fast as it reads, so the queue and writers are sized
+                // for bursts (foyer drops what does not fit; a dropped block only
+                // costs a GET later).
+                let engine = BlockEngineConfig::new(device)
+                    .with_block_size(engine_block)
+                    .with_flushers(2)
+                    .with_buffer_pool_size(16 * engine_block)
+                    .with_submit_queue_size_threshold(
+                        (config.memory_bytes / 2).clamp(16 << 20, 256 << 20),
+                    );
                 builder
-                    .with_engine_config(
-                        BlockEngineConfig::new(device).with_block_size(engine_block),
-                    )
+                    .with_engine_config(engine)
                     .with_recover_mode(RecoverMode::None)
             }
             _ => builder,

@@ -33,6 +33,11 @@ pub struct OffsetAndTimestamp {
     pub timestamp: i64,
 }
 
+/// How many fetches' worth of a partition's next entries a fetch that reads past the
+/// tail asks the cache for ahead of time. Enough to keep GETs in flight while the
+/// consumer processes what it got; past that, the prefetches only queue.
+const READ_AHEAD_FETCHES: u64 = 4;
+
 /// Object reads one fetch of one partition keeps in flight.
 const READ_CONCURRENCY: usize = 8;
 
@@ -74,11 +79,11 @@ impl Engine {
                     planned += e.len;
                     plan.push(e.clone());
                 }
-                // Read-ahead: about one more fetch's worth of what is not in memory.
+                // Read-ahead: the next few fetches' worth of what is not in memory.
                 if plan.iter().any(|e| e.cached.is_none()) {
                     let mut more = 0u64;
                     for e in rest {
-                        if more >= max_bytes as u64 {
+                        if more >= READ_AHEAD_FETCHES * max_bytes as u64 {
                             break;
                         }
                         more += e.len;
