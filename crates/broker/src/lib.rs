@@ -181,6 +181,9 @@ impl Broker {
             RequestKind::OffsetCommit(r) => {
                 Reply::Now(Box::new(api::offset_commit::handle(self, r).await))
             }
+            RequestKind::DeleteRecords(r) => {
+                Reply::Now(Box::new(api::delete_records::handle(self, r).await))
+            }
             RequestKind::OffsetDelete(r) => {
                 Reply::Now(Box::new(api::offset_delete::handle(self, r).await))
             }

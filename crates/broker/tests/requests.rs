@@ -255,6 +255,18 @@ fn request(api: ApiKey, topic_id: uuid::Uuid) -> RequestKind {
         ApiKey::DeleteGroups => RequestKind::DeleteGroups(
             DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s("gone"))]),
         ),
+        ApiKey::DeleteRecords => {
+            RequestKind::DeleteRecords(DeleteRecordsRequest::default().with_topics(vec![
+                delete_records_request::DeleteRecordsTopic::default()
+                    .with_name(topic_name(t))
+                    .with_partitions(vec![
+                        delete_records_request::DeleteRecordsPartition::default().with_offset(0),
+                        delete_records_request::DeleteRecordsPartition::default()
+                            .with_partition_index(7)
+                            .with_offset(5),
+                    ]),
+            ]))
+        }
         ApiKey::OffsetDelete => RequestKind::OffsetDelete(
             OffsetDeleteRequest::default()
                 .with_group_id(GroupId(s("gone")))

@@ -194,6 +194,13 @@ impl Keys {
     pub fn shard_groups(&self, shard: i32) -> String {
         format!("{}groups/{shard:05}/", self.root)
     }
+    /// A partition's log start offset, when it was ever moved.
+    pub fn log_start(&self, topic: Uuid, partition: i32) -> String {
+        format!("{}log_start/{topic}/{partition}", self.root)
+    }
+    pub fn log_starts(&self) -> String {
+        format!("{}log_start/", self.root)
+    }
     pub fn producer_ids(&self) -> String {
         format!("{}producer_ids/next", self.root)
     }
@@ -491,7 +498,23 @@ impl Engine {
             let mut state = ReadState::default();
             let mut entries = slices.remove(&(p.topic_id, p.index)).unwrap_or_default();
             entries.sort_by_key(|(e, _)| e.base_offset);
+            // The janitor may have deleted manifests wholly below the log start: the
+            // log then begins at the first entry that reaches it, or at the log
+            // start itself if none does.
+            let log_start = self.stored_log_start(p.topic_id, p.index).await?;
+            state.log_start_offset = log_start;
+            state.high_watermark = entries
+                .iter()
+                .find(|(e, _)| e.last_offset >= log_start)
+                .map_or(log_start, |(e, _)| e.base_offset.min(log_start));
             for (entry, producers) in entries {
+                if entry.last_offset < log_start {
+                    // Below the log start: only its producers' sequences matter.
+                    for b in &producers {
+                        state.producers.entry(b.producer_id).or_default().record(*b);
+                    }
+                    continue;
+                }
                 if entry.base_offset != state.high_watermark {
                     return Err(EngineError::Meta(format!(
                         "gap in committed offsets: topic={} partition={} expected={} found={}",

@@ -17,6 +17,7 @@ pub mod flush;
 pub mod manifest;
 pub mod partition;
 pub mod produce;
+pub mod retention;
 pub mod topics;
 
 use std::collections::{BTreeMap, HashMap};
@@ -57,6 +58,9 @@ pub struct EngineConfig {
     pub default_partitions: i32,
     /// The block cache in front of object reads.
     pub cache: sluice_cache::CacheConfig,
+    /// How often retention runs (Kafka's `log.retention.check.interval.ms`); the
+    /// controller's janitor deletes expired manifests and objects on the same tick.
+    pub retention_check_interval: Duration,
 }
 
 impl Default for EngineConfig {
@@ -73,6 +77,7 @@ impl Default for EngineConfig {
             auto_create_topics: true,
             default_partitions: 1,
             cache: sluice_cache::CacheConfig::default(),
+            retention_check_interval: Duration::from_secs(300),
         }
     }
 }
@@ -239,6 +244,8 @@ pub struct Engine {
     /// Wakes the cluster follower.
     pub(crate) resync: Arc<Notify>,
     pub(crate) sync_lock: AsyncMutex<()>,
+    /// Serialises log start offset changes.
+    pub(crate) log_start_lock: AsyncMutex<()>,
     pub(crate) view: RwLock<Arc<ClusterView>>,
     pub metrics: EngineMetrics,
 }
@@ -282,6 +289,7 @@ impl Engine {
             tail,
             resync: Arc::new(Notify::new()),
             sync_lock: AsyncMutex::new(()),
+            log_start_lock: AsyncMutex::new(()),
             view: RwLock::default(),
             metrics: EngineMetrics::default(),
         });
@@ -293,6 +301,7 @@ impl Engine {
             "opened the data path"
         );
         flush::start(engine.clone());
+        engine.start_retention(engine.cfg.retention_check_interval);
         engine.start_follower();
         Ok(engine)
     }

@@ -187,6 +187,20 @@ impl ReadState {
         }
     }
 
+    /// Moves the log start up to `offset`, dropping the index entries wholly below
+    /// it (their cached bytes go back to the budget).
+    pub fn truncate_before(&mut self, offset: i64, budget: &TailBudget) {
+        self.log_start_offset = self.log_start_offset.max(offset);
+        let gone = self.index.partition_point(|e| e.last_offset < offset);
+        for e in self.index.drain(..gone) {
+            if let Some(bytes) = e.cached {
+                self.cached_bytes -= bytes.len();
+                budget.used.fetch_sub(bytes.len(), Ordering::Relaxed);
+            }
+        }
+        self.first_cached = self.first_cached.saturating_sub(gone);
+    }
+
     /// Forgets everything, returning cached bytes to the budget.
     pub fn clear(&mut self, budget: &TailBudget) {
         budget.used.fetch_sub(self.cached_bytes, Ordering::Relaxed);

@@ -198,6 +198,13 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_DEFAULT_PARTITIONS", default_value_t = 1)]
     pub default_partitions: i32,
 
+    /// How often retention runs on the partitions this broker leads, and the
+    /// controller deletes expired manifests and objects (Kafka's
+    /// log.retention.check.interval.ms). An object goes one round after its manifest.
+    #[arg(long, env = "SLUICE_LOG_RETENTION_CHECK_INTERVAL_MS", default_value_t = 300_000,
+          value_parser = clap::value_parser!(u64).range(100..))]
+    pub log_retention_check_interval_ms: u64,
+
     /// Bytes of the read cache kept in memory (blocks of objects read for consumers
     /// that are behind the in-memory tail).
     #[arg(long, env = "SLUICE_CACHE_MEMORY_BYTES", default_value_t = 256 << 20)]

@@ -1,0 +1,289 @@
+//! Log start offsets and deleting old data: DeleteRecords, `retention.ms` and
+//! `retention.bytes` advance a partition's log start offset; the janitor then deletes
+//! the manifests (and, a round later, the write-ahead objects) that hold nothing at or
+//! above any log start offset.
+//!
+//! `log_start/<topic-id>/<partition>` holds the offset, written by the partition's
+//! leader with its generation compared, so a deposed leader cannot move it. A leader
+//! that gains the partition reads it during the rebuild.
+//!
+//! Invariants:
+//! - The log start offset only grows and never passes the high watermark.
+//! - A manifest is deleted only when every slice in it lies wholly below its
+//!   partition's log start offset, or belongs to a deleted topic. Both only become
+//!   more true with time, so any broker may delete such a manifest (the controller
+//!   does, to avoid duplicated work) and deleting it twice is harmless.
+//! - An object is deleted one janitor round after its manifest, so a fetch planned
+//!   just before can still read it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use object_store::path::Path;
+use object_store::ObjectStoreExt;
+use sluice_meta::{Compare, Op, Txn};
+use uuid::Uuid;
+
+use crate::manifest::Manifest;
+use crate::partition::Partition;
+use crate::{Engine, EngineError, Result};
+
+/// Deletions per metadata transaction (etcd allows 128 operations).
+const DELETES_PER_TXN: usize = 100;
+
+impl Engine {
+    /// Moves the partition's log start offset up to `offset` (DeleteRecords;
+    /// retention). Returns the log start offset now in force.
+    pub async fn advance_log_start(&self, partition: &Partition, offset: i64) -> Result<i64> {
+        partition.ensure_leader()?;
+        let _serial = self.log_start_lock.lock().await;
+        let (current, hwm) = {
+            let read = partition.read();
+            (read.log_start_offset, read.high_watermark)
+        };
+        if offset > hwm || offset < 0 {
+            return Err(EngineError::OffsetOutOfRange {
+                offset,
+                log_start: current,
+                high_watermark: hwm,
+            });
+        }
+        if offset <= current {
+            return Ok(current);
+        }
+        let key = self.keys.log_start(partition.topic_id, partition.index);
+        let txn = Txn::when(vec![self.generation_guard()])
+            .then(vec![Op::put(key, offset.to_string().into_bytes())]);
+        if !self.meta.txn(txn).await?.succeeded {
+            return Err(EngineError::NotLeader {
+                epoch: self.generation(),
+            });
+        }
+        partition.read_mut().truncate_before(offset, &self.tail);
+        tracing::info!(
+            topic = %partition.topic, partition = partition.index, log_start = offset,
+            "log start offset advanced"
+        );
+        Ok(offset)
+    }
+
+    /// The stored log start offset of a partition (0 if never moved).
+    pub(crate) async fn stored_log_start(&self, topic: Uuid, partition: i32) -> Result<i64> {
+        Ok(self
+            .meta
+            .get(&self.keys.log_start(topic, partition))
+            .await?
+            .and_then(|kv| std::str::from_utf8(&kv.value).ok()?.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Applies `retention.ms` and `retention.bytes` to every partition this broker
+    /// leads, at index-entry granularity (as Kafka deletes whole segments).
+    pub async fn enforce_retention(&self) {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        for topic in self.topics() {
+            let policy = topic.record.config("cleanup.policy").unwrap_or("delete");
+            if !policy.split(',').any(|p| p.trim() == "delete") {
+                continue;
+            }
+            let setting = |name: &str| {
+                topic
+                    .record
+                    .config(name)
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .filter(|v| *v >= 0)
+            };
+            let (by_time, by_bytes) = (setting("retention.ms"), setting("retention.bytes"));
+            if by_time.is_none() && by_bytes.is_none() {
+                continue;
+            }
+            for p in topic
+                .partitions
+                .iter()
+                .filter(|p| p.leader_epoch().is_some())
+            {
+                let target = {
+                    let read = p.read();
+                    retention_start(&read.index, read.high_watermark, now_ms, by_time, by_bytes)
+                };
+                if target > p.read().log_start_offset {
+                    if let Err(e) = self.advance_log_start(p, target).await {
+                        tracing::warn!(topic = %p.topic, partition = p.index, error = %e,
+                            "cannot apply retention");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Deletes the manifests that hold nothing at or above any log start offset, and
+    /// the objects of those deleted in an earlier round (`doomed`). Returns the
+    /// objects to delete next round.
+    pub async fn collect_garbage(&self, doomed: Vec<Path>) -> Result<Vec<Path>> {
+        for object in doomed {
+            match self.store.delete(&object).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => tracing::warn!(%object, error = %e, "cannot delete an expired object"),
+            }
+        }
+        let mut starts: HashMap<(Uuid, i32), i64> = HashMap::new();
+        let prefix = self.keys.log_starts();
+        for kv in self.meta.range(&prefix).await? {
+            let Some((topic, partition)) = kv
+                .key
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.split_once('/'))
+            else {
+                continue;
+            };
+            let (Ok(topic), Ok(partition)) = (topic.parse::<Uuid>(), partition.parse::<i32>())
+            else {
+                continue;
+            };
+            let start = std::str::from_utf8(&kv.value)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            starts.insert((topic, partition), start);
+        }
+        let mut expired: Vec<(String, i64, Path)> = Vec::new();
+        for kv in self.meta.range(&self.keys.manifests()).await? {
+            let Ok(m) = Manifest::decode(&kv.value) else {
+                continue;
+            };
+            let gone = m.slices.iter().all(|s| {
+                self.topic_by_id(s.topic_id).is_none()
+                    || s.last_offset < starts.get(&(s.topic_id, s.partition)).copied().unwrap_or(0)
+            });
+            if gone {
+                expired.push((kv.key, kv.mod_revision, Path::from(m.object.as_str())));
+            }
+        }
+        let mut next = Vec::with_capacity(expired.len());
+        for chunk in expired.chunks(DELETES_PER_TXN / 2) {
+            let compares = chunk
+                .iter()
+                .map(|(k, rev, _)| Compare::ModRevision(k.clone(), *rev))
+                .collect();
+            let ops = chunk
+                .iter()
+                .map(|(k, _, _)| Op::Delete(k.clone()))
+                .collect();
+            if self
+                .meta
+                .txn(Txn::when(compares).then(ops))
+                .await?
+                .succeeded
+            {
+                next.extend(chunk.iter().map(|(_, _, o)| o.clone()));
+            }
+        }
+        if !next.is_empty() {
+            tracing::info!(manifests = next.len(), "deleted expired manifests");
+        }
+        Ok(next)
+    }
+
+    /// Runs retention on led partitions and, on the controller, the janitor, every
+    /// `interval`, until the engine is dropped.
+    pub fn start_retention(self: &Arc<Self>, interval: Duration) {
+        let weak: Weak<Engine> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick =
+                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut doomed = Vec::new();
+            loop {
+                tick.tick().await;
+                let Some(engine) = weak.upgrade() else {
+                    return;
+                };
+                engine.enforce_retention().await;
+                if engine.view().controller == Some(engine.cfg.broker_id) {
+                    match engine.collect_garbage(std::mem::take(&mut doomed)).await {
+                        Ok(next) => doomed = next,
+                        Err(e) => tracing::warn!(error = %e, "janitor round failed"),
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Where retention puts the log start: the first entry young enough and within the
+/// size limit (or the high watermark if none is).
+fn retention_start(
+    index: &[crate::partition::IndexEntry],
+    high_watermark: i64,
+    now_ms: i64,
+    by_time: Option<i64>,
+    by_bytes: Option<i64>,
+) -> i64 {
+    // By time: from the first entry holding a record newer than the cutoff.
+    let mut keep_from = match by_time {
+        Some(ms) => {
+            let cutoff = now_ms.saturating_sub(ms);
+            index
+                .iter()
+                .position(|e| e.max_timestamp >= cutoff)
+                .unwrap_or(index.len())
+        }
+        None => 0,
+    };
+    // By size: drop the oldest entries while the rest still exceeds the limit.
+    if let Some(limit) = by_bytes {
+        let mut total: i64 = index[keep_from..].iter().map(|e| e.len as i64).sum();
+        while keep_from < index.len() && total > limit {
+            total -= index[keep_from].len as i64;
+            keep_from += 1;
+        }
+    }
+    index
+        .get(keep_from)
+        .map_or(high_watermark, |e| e.base_offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::partition::IndexEntry;
+
+    fn entry(base: i64, last: i64, ts: i64, len: u64) -> IndexEntry {
+        IndexEntry {
+            base_offset: base,
+            last_offset: last,
+            max_timestamp: ts,
+            object: Arc::new(Path::from("o")),
+            object_len: 100,
+            start: 0,
+            len,
+            cached: None,
+        }
+    }
+
+    #[test]
+    fn retention_keeps_young_entries_within_the_size_limit() {
+        let index = vec![
+            entry(0, 9, 1_000, 100),
+            entry(10, 19, 2_000, 100),
+            entry(20, 29, 3_000, 100),
+        ];
+        // Nothing set: keep everything.
+        assert_eq!(retention_start(&index, 30, 10_000, None, None), 0);
+        // Older than 7.5 s at t=10 s: the first two go.
+        assert_eq!(retention_start(&index, 30, 10_000, Some(7_500), None), 20);
+        // Everything expired: the log starts at the high watermark.
+        assert_eq!(retention_start(&index, 30, 10_000, Some(1_000), None), 30);
+        // At most 150 bytes: only the last entry fits.
+        assert_eq!(retention_start(&index, 30, 10_000, None, Some(150)), 20);
+        assert_eq!(retention_start(&index, 30, 10_000, None, Some(300)), 0);
+        // Both: the later start wins.
+        assert_eq!(
+            retention_start(&index, 30, 10_000, Some(8_500), Some(1_000)),
+            10
+        );
+    }
+}

@@ -1,0 +1,89 @@
+//! Log start offsets and the janitor: advancing the log start hides older records,
+//! survives a new leader's rebuild, and lets the janitor delete the manifests and
+//! then the objects that hold only records below it.
+
+#![allow(clippy::unwrap_used)] // a test: panicking is how it fails
+
+use std::sync::Arc;
+
+use sluice_engine::EngineError;
+use sluice_meta::{EmbeddedStore, MetaStore};
+
+mod common;
+use common::*;
+
+#[tokio::test]
+async fn deleted_records_stay_deleted_and_their_objects_go() {
+    let meta = EmbeddedStore::in_memory();
+    let store = faulty();
+    let (engine, topic) = open(&meta, store.clone()).await;
+    for i in 0..5 {
+        let v = format!("v{i}");
+        produce(&engine, &topic, batch(&[&v, &v], None))
+            .await
+            .unwrap();
+    }
+    assert_eq!(wal_objects(&store).await, 5);
+    let partition = topic.partition(0).unwrap();
+    let from_5 = values_from(&engine, &topic, 5).await;
+
+    // Beyond the high watermark: refused.
+    assert!(matches!(
+        engine.advance_log_start(partition, 11).await,
+        Err(EngineError::OffsetOutOfRange { .. })
+    ));
+    // Into the third flush (offsets 4-5): the first two flushes are wholly below.
+    assert_eq!(engine.advance_log_start(partition, 5).await.unwrap(), 5);
+    assert_eq!(
+        engine.advance_log_start(partition, 3).await.unwrap(),
+        5,
+        "never back"
+    );
+    assert!(matches!(
+        engine.read(partition, 4, 1 << 20).await,
+        Err(EngineError::OffsetOutOfRange { .. })
+    ));
+    let fetched = engine.read(partition, 5, 1 << 20).await.unwrap();
+    assert_eq!(fetched.log_start_offset, 5);
+
+    // The janitor deletes the two manifests now, their objects on the next round.
+    let doomed = engine.collect_garbage(Vec::new()).await.unwrap();
+    assert_eq!(doomed.len(), 2);
+    assert_eq!(wal_objects(&store).await, 5);
+    let next = engine.collect_garbage(doomed).await.unwrap();
+    assert!(next.is_empty());
+    assert_eq!(wal_objects(&store).await, 3);
+
+    // A new process rebuilds from what is left: the log starts at 5, ends at 10.
+    drop(engine);
+    let (engine, topic) = open_on(Arc::new(meta.clone()) as Arc<dyn MetaStore>, store).await;
+    let partition = topic.partition(0).unwrap();
+    let read = engine.read(partition, 5, 1 << 20).await.unwrap();
+    assert_eq!((read.log_start_offset, read.high_watermark), (5, 10));
+    assert_eq!(values_from(&engine, &topic, 5).await, from_5);
+    assert!(matches!(
+        engine.read(partition, 4, 1 << 20).await,
+        Err(EngineError::OffsetOutOfRange { .. })
+    ));
+    produce(&engine, &topic, batch(&["next"], None))
+        .await
+        .unwrap();
+    assert_eq!(partition.read().high_watermark, 11);
+}
+
+async fn values_from(
+    engine: &sluice_engine::Engine,
+    topic: &sluice_engine::Topic,
+    offset: i64,
+) -> Vec<i64> {
+    let fetched = engine
+        .read(topic.partition(0).unwrap(), offset, 1 << 20)
+        .await
+        .unwrap();
+    let mut bytes = fetched.records.clone();
+    kafka_protocol::records::RecordBatchDecoder::decode_all(&mut bytes)
+        .unwrap()
+        .into_iter()
+        .flat_map(|set| set.records.into_iter().map(|r| r.offset))
+        .collect()
+}
