@@ -114,6 +114,13 @@ class Broker:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def metric(self, name: str, label: str = "") -> float:
+        """Sum of the series `name` in /metrics whose labels contain `label`."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics", timeout=5) as r:
+            body = r.read().decode()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
+                   if line.startswith(name + "{") and label in line)
+
     def start(self):
         # A free port can be taken by someone else before the broker binds it (the
         # kernel hands the same range out for outgoing connections): on a first start
@@ -136,6 +143,8 @@ class Broker:
             # tests take a fraction of a second; a dead member is noticed after 6 s.
             "--group-consumer-heartbeat-interval-ms=500",
             "--group-consumer-session-timeout-ms=6000",
+            # Retention and the janitor run every 500 ms (Kafka: 5 min).
+            "--log-retention-check-interval-ms=500",
             "--kafka-listen", self.bootstrap,
             "--http-listen", f"127.0.0.1:{self.http_port}",
             *self.extra_args,

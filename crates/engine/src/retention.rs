@@ -100,6 +100,7 @@ impl Engine {
             if by_time.is_none() && by_bytes.is_none() {
                 continue;
             }
+            let segment = setting("segment.bytes").unwrap_or(1 << 30);
             for p in topic
                 .partitions
                 .iter()
@@ -107,7 +108,12 @@ impl Engine {
             {
                 let target = {
                     let read = p.read();
-                    retention_start(&read.index, read.high_watermark, now_ms, by_time, by_bytes)
+                    let limits = Limits {
+                        by_time,
+                        by_bytes,
+                        segment,
+                    };
+                    retention_start(&read.index, read.high_watermark, now_ms, limits)
                 };
                 if target > p.read().log_start_offset {
                     if let Err(e) = self.advance_log_start(p, target).await {
@@ -213,15 +219,31 @@ impl Engine {
     }
 }
 
+/// A topic's retention settings.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// `retention.ms`, if not unlimited.
+    by_time: Option<i64>,
+    /// `retention.bytes`, if not unlimited.
+    by_bytes: Option<i64>,
+    /// `segment.bytes`: the newest entries up to this size are the active segment.
+    segment: i64,
+}
+
 /// Where retention puts the log start: the first entry young enough and within the
-/// size limit (or the high watermark if none is).
+/// size limit. As in Kafka, which never deletes a partition's active segment, the
+/// newest `segment.bytes` of entries (at least the last one) are always kept.
 fn retention_start(
     index: &[crate::partition::IndexEntry],
     high_watermark: i64,
     now_ms: i64,
-    by_time: Option<i64>,
-    by_bytes: Option<i64>,
+    limits: Limits,
 ) -> i64 {
+    let Limits {
+        by_time,
+        by_bytes,
+        segment,
+    } = limits;
     // By time: from the first entry holding a record newer than the cutoff.
     let mut keep_from = match by_time {
         Some(ms) => {
@@ -241,8 +263,15 @@ fn retention_start(
             keep_from += 1;
         }
     }
+    // The active segment: the longest suffix within `segment.bytes`, at least one.
+    let mut active = index.len().saturating_sub(1);
+    let mut size = index.last().map_or(0, |e| e.len as i64);
+    while active > 0 && size + index[active - 1].len as i64 <= segment {
+        active -= 1;
+        size += index[active].len as i64;
+    }
     index
-        .get(keep_from)
+        .get(keep_from.min(active))
         .map_or(high_watermark, |e| e.base_offset)
 }
 
@@ -264,6 +293,14 @@ mod tests {
         }
     }
 
+    fn limits(by_time: Option<i64>, by_bytes: Option<i64>, segment: i64) -> Limits {
+        Limits {
+            by_time,
+            by_bytes,
+            segment,
+        }
+    }
+
     #[test]
     fn retention_keeps_young_entries_within_the_size_limit() {
         let index = vec![
@@ -271,19 +308,27 @@ mod tests {
             entry(10, 19, 2_000, 100),
             entry(20, 29, 3_000, 100),
         ];
+        let start = |t, b| retention_start(&index, 30, 10_000, limits(t, b, 100));
         // Nothing set: keep everything.
-        assert_eq!(retention_start(&index, 30, 10_000, None, None), 0);
+        assert_eq!(start(None, None), 0);
         // Older than 7.5 s at t=10 s: the first two go.
-        assert_eq!(retention_start(&index, 30, 10_000, Some(7_500), None), 20);
-        // Everything expired: the log starts at the high watermark.
-        assert_eq!(retention_start(&index, 30, 10_000, Some(1_000), None), 30);
+        assert_eq!(start(Some(7_500), None), 20);
+        // Everything expired: the active segment (the last entry) stays.
+        assert_eq!(start(Some(1_000), None), 20);
         // At most 150 bytes: only the last entry fits.
-        assert_eq!(retention_start(&index, 30, 10_000, None, Some(150)), 20);
-        assert_eq!(retention_start(&index, 30, 10_000, None, Some(300)), 0);
+        assert_eq!(start(None, Some(150)), 20);
+        assert_eq!(start(None, Some(300)), 0);
         // Both: the later start wins.
+        assert_eq!(start(Some(8_500), Some(1_000)), 10);
+        // A large active segment protects everything, as Kafka's would.
         assert_eq!(
-            retention_start(&index, 30, 10_000, Some(8_500), Some(1_000)),
-            10
+            retention_start(&index, 30, 10_000, limits(Some(1), None, 1 << 30)),
+            0
+        );
+        // No entries: the log start is the high watermark.
+        assert_eq!(
+            retention_start(&[], 30, 10_000, limits(Some(1), None, 100)),
+            30
         );
     }
 }
