@@ -201,6 +201,11 @@ impl Keys {
     pub fn log_starts(&self) -> String {
         format!("{}log_start/", self.root)
     }
+    /// Bumped by the janitor before it deletes orphaned objects; every manifest
+    /// commit compares its revision (see `retention.rs`).
+    pub fn gc_horizon(&self) -> String {
+        format!("{}gc/horizon", self.root)
+    }
     pub fn producer_ids(&self) -> String {
         format!("{}producer_ids/next", self.root)
     }
@@ -371,6 +376,7 @@ impl Engine {
         let brokers = self.meta.range(&self.keys.brokers()).await?;
         let assignments = self.meta.range(&self.keys.assignments()).await?;
         let controller = self.meta.get(&self.keys.controller()).await?;
+        self.refresh_gc_horizon().await?;
 
         let mut records = Vec::with_capacity(topics.len());
         for kv in &topics {

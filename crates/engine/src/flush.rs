@@ -91,6 +91,9 @@ struct Flight {
     put: Option<JoinHandle<object_store::Result<()>>>,
     object: Arc<Path>,
     object_len: u64,
+    /// The janitor's horizon revision known before the object was written: the
+    /// commit fails if the janitor moved it since (it may be deleting this object).
+    gc_rev: i64,
     slices: Vec<(Arc<Partition>, ManifestSlice, Bytes)>,
     waiters: Vec<oneshot::Sender<FlushResult>>,
     rollbacks: u64,
@@ -166,6 +169,7 @@ fn write_object(
     seq: u64,
     permit: OwnedSemaphorePermit,
 ) -> Flight {
+    let gc_rev = engine.gc_horizon_rev.load(Relaxed);
     let mut builder = WalObjectBuilder::new();
     let mut parts = Vec::with_capacity(slices.len());
     for ((topic_id, partition), s) in slices {
@@ -216,6 +220,7 @@ fn write_object(
         put,
         object: Arc::new(key),
         object_len,
+        gc_rev,
         slices,
         waiters,
         rollbacks,
@@ -362,10 +367,13 @@ async fn commit(engine: &Engine, f: &mut Flight) -> Result<()> {
     let key = engine
         .keys
         .manifest(engine.cfg.broker_id, f.broker_generation, f.seq);
-    let txn = Txn::when(vec![Compare::ValueEquals(
-        engine.keys.generation(engine.cfg.broker_id),
-        generation.encode(),
-    )])
+    let txn = Txn::when(vec![
+        Compare::ValueEquals(
+            engine.keys.generation(engine.cfg.broker_id),
+            generation.encode(),
+        ),
+        Compare::ModRevision(engine.keys.gc_horizon(), f.gc_rev),
+    ])
     .then(vec![Op::put(key.clone(), manifest.encode())]);
     let mut backoff = Duration::from_millis(50);
     let mut unknown_outcome = false;

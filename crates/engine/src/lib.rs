@@ -61,6 +61,8 @@ pub struct EngineConfig {
     /// How often retention runs (Kafka's `log.retention.check.interval.ms`); the
     /// controller's janitor deletes expired manifests and objects on the same tick.
     pub retention_check_interval: Duration,
+    /// Age after which a write-ahead object no manifest references is deleted.
+    pub orphan_grace: Duration,
 }
 
 impl Default for EngineConfig {
@@ -78,6 +80,7 @@ impl Default for EngineConfig {
             default_partitions: 1,
             cache: sluice_cache::CacheConfig::default(),
             retention_check_interval: Duration::from_secs(300),
+            orphan_grace: Duration::from_secs(3600),
         }
     }
 }
@@ -246,6 +249,8 @@ pub struct Engine {
     pub(crate) sync_lock: AsyncMutex<()>,
     /// Serialises log start offset changes.
     pub(crate) log_start_lock: AsyncMutex<()>,
+    /// The last known revision of the janitor's `gc/horizon` key.
+    pub(crate) gc_horizon_rev: std::sync::atomic::AtomicI64,
     pub(crate) view: RwLock<Arc<ClusterView>>,
     pub metrics: EngineMetrics,
 }
@@ -290,6 +295,7 @@ impl Engine {
             resync: Arc::new(Notify::new()),
             sync_lock: AsyncMutex::new(()),
             log_start_lock: AsyncMutex::new(()),
+            gc_horizon_rev: std::sync::atomic::AtomicI64::new(0),
             view: RwLock::default(),
             metrics: EngineMetrics::default(),
         });

@@ -15,14 +15,22 @@
 //!   does, to avoid duplicated work) and deleting it twice is harmless.
 //! - An object is deleted one janitor round after its manifest, so a fetch planned
 //!   just before can still read it.
+//! - Orphans (objects a crash left between their PUT and their commit) are deleted
+//!   once older than the grace period and referenced by no manifest. Before deleting
+//!   any, the janitor bumps `gc/horizon`; every manifest commit compares the
+//!   horizon's revision as its broker knew it before writing the object, so a commit
+//!   still pending for an object the janitor might delete fails (retriably) instead
+//!   of landing after the deletion. Manifests are read again after the bump.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
 use sluice_meta::{Compare, Op, Txn};
+use sluice_storage::paths::WAL_PREFIX;
 use uuid::Uuid;
 
 use crate::manifest::Manifest;
@@ -81,9 +89,7 @@ impl Engine {
     /// Applies `retention.ms` and `retention.bytes` to every partition this broker
     /// leads, at index-entry granularity (as Kafka deletes whole segments).
     pub async fn enforce_retention(&self) {
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now_ms = now_ms();
         for topic in self.topics() {
             let policy = topic.record.config("cleanup.policy").unwrap_or("delete");
             if !policy.split(',').any(|p| p.trim() == "delete") {
@@ -156,10 +162,12 @@ impl Engine {
             starts.insert((topic, partition), start);
         }
         let mut expired: Vec<(String, i64, Path)> = Vec::new();
+        let mut referenced = HashSet::new();
         for kv in self.meta.range(&self.keys.manifests()).await? {
             let Ok(m) = Manifest::decode(&kv.value) else {
                 continue;
             };
+            referenced.insert(m.object.clone());
             let gone = m.slices.iter().all(|s| {
                 self.topic_by_id(s.topic_id).is_none()
                     || s.last_offset < starts.get(&(s.topic_id, s.partition)).copied().unwrap_or(0)
@@ -190,7 +198,70 @@ impl Engine {
         if !next.is_empty() {
             tracing::info!(manifests = next.len(), "deleted expired manifests");
         }
+        self.collect_orphans(&referenced).await?;
         Ok(next)
+    }
+
+    /// Reads the janitor's horizon revision (at every cluster sync).
+    pub(crate) async fn refresh_gc_horizon(&self) -> Result<()> {
+        let rev = self
+            .meta
+            .get(&self.keys.gc_horizon())
+            .await?
+            .map_or(0, |kv| kv.mod_revision);
+        self.gc_horizon_rev
+            .store(rev, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Deletes write-ahead objects older than the grace period that no manifest
+    /// references (`referenced`, read before). Returns how many went.
+    async fn collect_orphans(&self, referenced: &HashSet<String>) -> Result<usize> {
+        let grace_ms = i64::try_from(self.cfg.orphan_grace.as_millis()).unwrap_or(i64::MAX);
+        let horizon_ms = now_ms().saturating_sub(grace_ms);
+        let old_unreferenced = |listed: &[object_store::ObjectMeta],
+                                referenced: &HashSet<String>| {
+            listed
+                .iter()
+                .filter(|o| o.last_modified.timestamp_millis() < horizon_ms)
+                .filter(|o| !referenced.contains(o.location.as_ref()))
+                .map(|o| o.location.clone())
+                .collect::<Vec<Path>>()
+        };
+        let listed: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&Path::from(WAL_PREFIX)))
+            .try_collect()
+            .await?;
+        if old_unreferenced(&listed, referenced).is_empty() {
+            return Ok(0);
+        }
+        // Fence pending commits of objects written before now, then look again:
+        // whatever committed before the bump is in the manifests now.
+        let key = self.keys.gc_horizon();
+        let current = self.meta.get(&key).await?.map_or(0, |kv| kv.mod_revision);
+        let bump = Txn::when(vec![Compare::ModRevision(key.clone(), current)])
+            .then(vec![Op::put(key, now_ms().to_string().into_bytes())]);
+        if !self.meta.txn(bump).await?.succeeded {
+            return Ok(0); // another janitor is at it
+        }
+        self.refresh_gc_horizon().await?;
+        let mut referenced = HashSet::new();
+        for kv in self.meta.range(&self.keys.manifests()).await? {
+            if let Ok(m) = Manifest::decode(&kv.value) {
+                referenced.insert(m.object);
+            }
+        }
+        let orphans = old_unreferenced(&listed, &referenced);
+        for object in &orphans {
+            match self.store.delete(object).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                    tracing::info!(%object, "deleted an orphaned object");
+                }
+                Err(e) => tracing::warn!(%object, error = %e, "cannot delete an orphan"),
+            }
+        }
+        Ok(orphans.len())
     }
 
     /// Runs retention on led partitions and, on the controller, the janitor, every
@@ -217,6 +288,12 @@ impl Engine {
             }
         });
     }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A topic's retention settings.

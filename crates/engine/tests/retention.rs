@@ -87,3 +87,61 @@ async fn values_from(
         .flat_map(|set| set.records.into_iter().map(|r| r.offset))
         .collect()
 }
+
+#[tokio::test]
+async fn an_orphan_is_deleted_and_pending_commits_are_fenced_first() {
+    use object_store::path::Path;
+    use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+    use sluice_engine::{Engine, EngineConfig};
+
+    let meta = EmbeddedStore::in_memory();
+    let store = faulty();
+    let (engine, topic) = open(&meta, store.clone()).await;
+    produce(&engine, &topic, batch(&["kept"], None))
+        .await
+        .unwrap();
+    // What a crash between PUT and commit leaves behind.
+    let orphan = Path::from("wal/0/1/01ORPHAN.wal");
+    store
+        .put(&orphan, PutPayload::from_static(b"never committed"))
+        .await
+        .unwrap();
+    assert_eq!(wal_objects(&store).await, 2);
+
+    // Another broker runs the janitor with no grace.
+    let janitor = Engine::open(
+        EngineConfig {
+            broker_id: 1,
+            orphan_grace: std::time::Duration::ZERO,
+            ..Default::default()
+        },
+        Arc::new(meta.clone()),
+        store.clone() as Arc<dyn ObjectStore>,
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    janitor.collect_garbage(Vec::new()).await.unwrap();
+    assert_eq!(
+        wal_objects(&store).await,
+        1,
+        "the orphan went, the committed object stayed"
+    );
+    assert!(store.head(&orphan).await.is_err());
+
+    // The first broker's next commit knew the old horizon: it is fenced (its object
+    // could have been taken for an orphan), fails retriably, and the retry lands.
+    assert!(matches!(
+        produce(&engine, &topic, batch(&["fenced"], None)).await,
+        Err(EngineError::NotLeader { .. })
+    ));
+    let mut retried = Err(EngineError::TimedOut);
+    for _ in 0..50 {
+        retried = produce(&engine, &topic, batch(&["again"], None)).await;
+        if retried.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(retried.unwrap(), 1);
+}

@@ -205,6 +205,13 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(100..))]
     pub log_retention_check_interval_ms: u64,
 
+    /// Age after which the janitor deletes a write-ahead object that no manifest
+    /// references (left by a crash between its PUT and its commit). Commits of
+    /// objects the janitor might delete are fenced, so this only bounds how long
+    /// orphans stay.
+    #[arg(long, env = "SLUICE_WAL_ORPHAN_GRACE_MS", default_value_t = 3_600_000)]
+    pub wal_orphan_grace_ms: u64,
+
     /// Bytes of the read cache kept in memory (blocks of objects read for consumers
     /// that are behind the in-memory tail).
     #[arg(long, env = "SLUICE_CACHE_MEMORY_BYTES", default_value_t = 256 << 20)]
