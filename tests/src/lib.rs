@@ -298,6 +298,28 @@ impl Sluice {
     }
 
     /// Write-ahead objects the broker has written (local directory or S3 bucket).
+    /// Leaves a write-ahead object no manifest references, as a crash between an
+    /// object's PUT and its commit does.
+    pub fn put_orphan(&self, name: &str) -> Result<()> {
+        match &self.s3 {
+            Some(s3) => {
+                s3.request("PUT", &format!("/{}/broker/wal/9/9/{name}.wal", s3.bucket))?;
+            }
+            None => {
+                let dir = self
+                    .dir
+                    .path()
+                    .join("objects")
+                    .join("wal")
+                    .join("9")
+                    .join("9");
+                std::fs::create_dir_all(&dir)?;
+                std::fs::write(dir.join(format!("{name}.wal")), b"never committed")?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn wal_objects(&self) -> usize {
         match &self.s3 {
             Some(s3) => s3.keys("broker/wal/").map_or(0, |k| k.len()),
