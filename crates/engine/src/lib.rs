@@ -1,7 +1,9 @@
 //! The data path of one Sluice broker, one file per stage:
 //! [`produce`] (validate, assign offsets, append to the WAL buffer) →
 //! [`flush`] (one WAL object per flush, one metadata commit, then acknowledge) →
-//! [`fetch`] (in-memory tail, then objects through the offset index) and offsets.
+//! [`fetch`] (in-memory tail, then objects through the offset index and the read
+//! cache) and offsets → [`retention`] (log start offsets, deleting old manifests,
+//! objects and orphans).
 //!
 //! Invariants:
 //! - An acknowledged produce is in an object *and* in a committed manifest.
@@ -9,7 +11,9 @@
 //!   the WAL buffer; commits of one partition apply in offset order.
 //! - Every manifest commit is conditional on this broker's epoch, so a deposed
 //!   instance (another process bumped the epoch) can never commit again.
-//! - Fetch never returns data at or past the high watermark.
+//! - Fetch never returns data at or past the high watermark, nor below the log start.
+//! - No manifest commit lands for an object the janitor may have deleted: commits
+//!   compare the janitor's `gc/horizon` revision.
 
 pub mod cluster;
 pub mod fetch;
