@@ -163,13 +163,25 @@ impl Engine {
         }
         let mut expired: Vec<(String, i64, Path)> = Vec::new();
         let mut referenced = HashSet::new();
-        for kv in self.meta.range(&self.keys.manifests()).await? {
+        let manifests = self.meta.range(&self.keys.manifests()).await?;
+        // Topics are read from the store after the manifests, never from this
+        // broker's catalog (which may not have caught up with a new topic yet): a
+        // manifest's topic was created before the manifest, so it is in this read
+        // unless it has been deleted.
+        let mut live: HashSet<Uuid> = HashSet::new();
+        for kv in self.meta.range(&self.keys.topics()).await? {
+            // An unreadable topic record must not make its data look deleted.
+            let t: crate::TopicRecord = serde_json::from_slice(&kv.value)
+                .map_err(|e| EngineError::Meta(format!("topic key={}: {e}", kv.key)))?;
+            live.insert(t.id);
+        }
+        for kv in manifests {
             let Ok(m) = Manifest::decode(&kv.value) else {
                 continue;
             };
             referenced.insert(m.object.clone());
             let gone = m.slices.iter().all(|s| {
-                self.topic_by_id(s.topic_id).is_none()
+                !live.contains(&s.topic_id)
                     || s.last_offset < starts.get(&(s.topic_id, s.partition)).copied().unwrap_or(0)
             });
             if gone {

@@ -145,3 +145,34 @@ async fn an_orphan_is_deleted_and_pending_commits_are_fenced_first() {
     }
     assert_eq!(retried.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn a_janitor_on_another_broker_keeps_a_live_topics_data() {
+    use object_store::ObjectStore;
+    use sluice_engine::{Engine, EngineConfig};
+
+    let meta = EmbeddedStore::in_memory();
+    let store = faulty();
+    // The janitor's broker opened before the topic existed. (It reads topics from
+    // the store after the manifests, so even a catalog that has not caught up with
+    // the topic could not make its data look deleted.)
+    let janitor = Engine::open(
+        EngineConfig {
+            broker_id: 1,
+            ..Default::default()
+        },
+        Arc::new(meta.clone()),
+        store.clone() as Arc<dyn ObjectStore>,
+    )
+    .await
+    .unwrap();
+    let (engine, topic) = open(&meta, store.clone()).await;
+    produce(&engine, &topic, batch(&["a", "b"], None))
+        .await
+        .unwrap();
+    let doomed = janitor.collect_garbage(Vec::new()).await.unwrap();
+    assert!(doomed.is_empty(), "nothing of a live topic is deleted");
+    janitor.collect_garbage(doomed).await.unwrap();
+    assert_eq!(wal_objects(&store).await, 1);
+    assert_eq!(values(&engine, &topic).await.len(), 2);
+}
