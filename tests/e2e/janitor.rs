@@ -38,6 +38,10 @@ async fn an_orphaned_object_is_deleted_and_committed_data_stays() -> anyhow::Res
         committed,
         "the orphan is gone, nothing else"
     );
+    assert_eq!(
+        sluice.metric("sluice_janitor_deleted_total", "kind=\"orphaned_object\"")?,
+        1.0
+    );
     let msgs =
         tokio::task::spawn_blocking(move || consume_all(&bootstrap, "kept", 1, 100)).await??;
     assert_eq!(u32_payloads(&msgs), (0..100).collect::<Vec<_>>());

@@ -175,6 +175,13 @@ pub struct EngineMetrics {
     pub commits_fenced: std::sync::atomic::AtomicU64,
     /// Commit attempts whose outcome was unknown and were retried.
     pub commit_retries: std::sync::atomic::AtomicU64,
+    /// Log start offsets moved (DeleteRecords and retention).
+    pub log_start_moves: std::sync::atomic::AtomicU64,
+    /// Manifests the janitor deleted (all their records below the log start).
+    pub manifests_expired: std::sync::atomic::AtomicU64,
+    /// Objects the janitor deleted: of expired manifests, and orphans.
+    pub objects_expired: std::sync::atomic::AtomicU64,
+    pub objects_orphaned: std::sync::atomic::AtomicU64,
 }
 
 impl EngineMetrics {
@@ -191,6 +198,24 @@ impl EngineMetrics {
             let _ = writeln!(
                 out,
                 "sluice_commits_total{{outcome=\"{outcome}\"}} {}",
+                v.load(Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# TYPE sluice_log_start_moves_total counter");
+        let _ = writeln!(
+            out,
+            "sluice_log_start_moves_total {}",
+            self.log_start_moves.load(Relaxed)
+        );
+        let _ = writeln!(out, "# TYPE sluice_janitor_deleted_total counter");
+        for (what, v) in [
+            ("manifest", &self.manifests_expired),
+            ("expired_object", &self.objects_expired),
+            ("orphaned_object", &self.objects_orphaned),
+        ] {
+            let _ = writeln!(
+                out,
+                "sluice_janitor_deleted_total{{kind=\"{what}\"}} {}",
                 v.load(Relaxed)
             );
         }

@@ -69,6 +69,9 @@ impl Engine {
             });
         }
         partition.read_mut().truncate_before(offset, &self.tail);
+        self.metrics
+            .log_start_moves
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(
             topic = %partition.topic, partition = partition.index, log_start = offset,
             "log start offset advanced"
@@ -137,7 +140,11 @@ impl Engine {
     pub async fn collect_garbage(&self, doomed: Vec<Path>) -> Result<Vec<Path>> {
         for object in doomed {
             match self.store.delete(&object).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                    self.metrics
+                        .objects_expired
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 Err(e) => tracing::warn!(%object, error = %e, "cannot delete an expired object"),
             }
         }
@@ -209,6 +216,9 @@ impl Engine {
         }
         if !next.is_empty() {
             tracing::info!(manifests = next.len(), "deleted expired manifests");
+            self.metrics
+                .manifests_expired
+                .fetch_add(next.len() as u64, std::sync::atomic::Ordering::Relaxed);
         }
         self.collect_orphans(&referenced).await?;
         Ok(next)
@@ -269,6 +279,9 @@ impl Engine {
             match self.store.delete(object).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {
                     tracing::info!(%object, "deleted an orphaned object");
+                    self.metrics
+                        .objects_orphaned
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 Err(e) => tracing::warn!(%object, error = %e, "cannot delete an orphan"),
             }

@@ -53,6 +53,10 @@ async fn deleted_records_stay_deleted_and_their_objects_go() {
     let next = engine.collect_garbage(doomed).await.unwrap();
     assert!(next.is_empty());
     assert_eq!(wal_objects(&store).await, 3);
+    let counted = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(counted(&engine.metrics.manifests_expired), 2);
+    assert_eq!(counted(&engine.metrics.objects_expired), 2);
+    assert_eq!(counted(&engine.metrics.log_start_moves), 1);
 
     // A new process rebuilds from what is left: the log starts at 5, ends at 10.
     drop(engine);
