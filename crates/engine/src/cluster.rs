@@ -194,6 +194,14 @@ impl Keys {
     pub fn shard_groups(&self, shard: i32) -> String {
         format!("{}groups/{shard:05}/", self.root)
     }
+    /// The group a key under [`Keys::shard_groups`] belongs to (unescaped), and the
+    /// rest of the key after the group (e.g. `state`, `offsets/<topic>`).
+    pub fn group_of<'k>(&self, shard: i32, key: &'k str) -> Option<(String, &'k str)> {
+        let (escaped, rest) = key
+            .strip_prefix(&self.shard_groups(shard))?
+            .split_once('/')?;
+        Some((escaped.replace("%2F", "/").replace("%25", "%"), rest))
+    }
     /// A partition's log start offset, when it was ever moved.
     pub fn log_start(&self, topic: Uuid, partition: i32) -> String {
         format!("{}log_start/{topic}/{partition}", self.root)

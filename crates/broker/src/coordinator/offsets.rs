@@ -162,14 +162,9 @@ pub async fn groups_with_offsets(engine: &Engine, shard: i32) -> Result<Vec<Stri
     let prefix = engine.keys().shard_groups(shard);
     let mut out: Vec<String> = Vec::new();
     for kv in engine.meta().range(&prefix).await? {
-        let Some((escaped, _)) = kv
-            .key
-            .strip_prefix(&prefix)
-            .and_then(|rest| rest.split_once('/'))
-        else {
+        let Some((group, _)) = engine.keys().group_of(shard, &kv.key) else {
             continue;
         };
-        let group = escaped.replace("%2F", "/").replace("%25", "%");
         if out.last() != Some(&group) {
             out.push(group);
         }

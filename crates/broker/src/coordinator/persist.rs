@@ -91,12 +91,6 @@ impl Shards {
     }
 }
 
-/// The group of a `state` key under `prefix` (`groups/<shard>/`).
-fn group_of_state_key(key: &str, prefix: &str) -> Option<String> {
-    let escaped = key.strip_prefix(prefix)?.strip_suffix("/state")?;
-    Some(escaped.replace("%2F", "/").replace("%25", "%"))
-}
-
 /// Runs the persistence task until the engine is dropped.
 pub fn start(
     engine: Weak<Engine>,
@@ -200,10 +194,10 @@ impl Round<'_> {
     }
 
     async fn load(&self, shard: i32) -> sluice_engine::Result<usize> {
-        let prefix = self.engine.keys().shard_groups(shard);
+        let keys = self.engine.keys();
         let mut n = 0;
-        for kv in self.engine.meta().range(&prefix).await? {
-            let Some(group) = group_of_state_key(&kv.key, &prefix) else {
+        for kv in self.engine.meta().range(&keys.shard_groups(shard)).await? {
+            let Some((group, "state")) = keys.group_of(shard, &kv.key) else {
                 continue;
             };
             match serde_json::from_slice::<Stored>(&kv.value) {
@@ -437,14 +431,17 @@ mod tests {
 
     #[test]
     fn state_keys_name_their_group() {
-        let p = "sluice/groups/00003/";
+        let keys = sluice_engine::cluster::Keys::new("sluice");
+        let state = format!("{}state", keys.group(3, "a/b%c"));
         assert_eq!(
-            group_of_state_key("sluice/groups/00003/a%2Fb%25c/state", p).as_deref(),
-            Some("a/b%c")
+            keys.group_of(3, &state),
+            Some(("a/b%c".to_string(), "state"))
         );
+        let offsets = format!("{}offsets/t", keys.group(3, "g"));
         assert_eq!(
-            group_of_state_key("sluice/groups/00003/g/offsets/t", p),
-            None
+            keys.group_of(3, &offsets),
+            Some(("g".to_string(), "offsets/t"))
         );
+        assert_eq!(keys.group_of(4, &state), None, "another shard's key");
     }
 }
