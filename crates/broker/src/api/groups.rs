@@ -219,7 +219,7 @@ pub async fn list(broker: &Broker, req: ListGroupsRequest, version: i16) -> Resp
     );
     // Groups with committed offsets but no members (consumers stopped, or the
     // coordinator moved) are listed as Empty, as Kafka lists them.
-    for shard in led_shards(broker) {
+    for shard in crate::coordinator::led_shards(&broker.engine).into_keys() {
         match offsets::groups_with_offsets(&broker.engine, shard).await {
             Ok(ids) => {
                 for id in ids {
@@ -259,21 +259,6 @@ pub async fn list(broker: &Broker, req: ListGroupsRequest, version: i16) -> Resp
         })
         .collect();
     ResponseKind::ListGroups(ListGroupsResponse::default().with_groups(groups))
-}
-
-/// The coordinator shards this broker leads.
-fn led_shards(broker: &Broker) -> Vec<i32> {
-    broker
-        .engine
-        .topic(crate::coordinator::GROUPS_TOPIC)
-        .map(|t| {
-            t.partitions
-                .iter()
-                .filter(|p| p.leader_epoch().is_some())
-                .map(|p| p.index)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 pub async fn describe(broker: &Broker, req: DescribeGroupsRequest, version: i16) -> ResponseKind {

@@ -66,6 +66,19 @@ pub fn coordinator_of(broker: &Broker, group: &str) -> Result<BrokerRecord, Resp
         .ok_or(ResponseError::CoordinatorNotAvailable)
 }
 
+/// Shard → leader epoch, for the coordinator shards this broker leads.
+pub fn led_shards(engine: &Engine) -> std::collections::BTreeMap<i32, i32> {
+    engine
+        .topic(GROUPS_TOPIC)
+        .map(|t| {
+            t.partitions
+                .iter()
+                .filter_map(|p| p.leader_epoch().map(|e| (p.index, e)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The shard of `group` if this broker leads it (its groups may not be loaded yet).
 fn led_shard(engine: &Engine, group: &str) -> Result<(i32, i32), ResponseError> {
     match shard_partition(engine, group) {

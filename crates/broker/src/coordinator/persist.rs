@@ -26,7 +26,7 @@ use sluice_meta::{Op, Txn};
 
 use super::consumer::{ConsumerGroup, ConsumerGroups};
 use super::group::{Groups, StoredGroup};
-use super::{now_ms, offsets, shard_of, GROUPS_TOPIC};
+use super::{led_shards, now_ms, offsets, shard_of, GROUPS_TOPIC};
 
 /// The value of a `state` key.
 #[derive(Debug, Serialize, Deserialize)]
@@ -145,19 +145,6 @@ struct Round<'a> {
 }
 
 impl Round<'_> {
-    /// Shard → leader epoch, for the shards this broker leads.
-    fn led(&self) -> BTreeMap<i32, i32> {
-        self.engine
-            .topic(GROUPS_TOPIC)
-            .map(|t| {
-                t.partitions
-                    .iter()
-                    .filter_map(|p| p.leader_epoch().map(|e| (p.index, e)))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
     fn shard_count(&self) -> i32 {
         self.engine
             .topic(GROUPS_TOPIC)
@@ -166,7 +153,7 @@ impl Round<'_> {
 
     /// Drops the groups of shards no longer led and loads those of shards gained.
     async fn follow_shards(&self) {
-        let led = self.led();
+        let led = led_shards(self.engine);
         let shards = self.shard_count();
         let gained: Vec<(i32, i32)> = led
             .iter()
@@ -273,7 +260,7 @@ impl Round<'_> {
     async fn expire_offsets(&self, retention: Duration) {
         let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
         let now = now_ms();
-        for (shard, epoch) in self.led() {
+        for (shard, epoch) in led_shards(self.engine) {
             if !self.shards.is_loaded(shard, epoch) {
                 continue;
             }
