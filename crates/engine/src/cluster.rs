@@ -209,6 +209,11 @@ impl Keys {
     pub fn log_starts(&self) -> String {
         format!("{}log_start/", self.root)
     }
+    /// The partition a [`Keys::log_start`] key names.
+    pub fn log_start_partition(&self, key: &str) -> Option<(Uuid, i32)> {
+        let (topic, partition) = key.strip_prefix(&self.log_starts())?.split_once('/')?;
+        Some((topic.parse().ok()?, partition.parse().ok()?))
+    }
     /// Bumped by the janitor before it deletes orphaned objects; every manifest
     /// commit compares its revision (see `retention.rs`).
     pub fn gc_horizon(&self) -> String {

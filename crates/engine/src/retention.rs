@@ -85,8 +85,7 @@ impl Engine {
             .meta
             .get(&self.keys.log_start(topic, partition))
             .await?
-            .and_then(|kv| std::str::from_utf8(&kv.value).ok()?.parse().ok())
-            .unwrap_or(0))
+            .map_or(0, |kv| decode_offset(&kv.value)))
     }
 
     /// Applies `retention.ms` and `retention.bytes` to every partition this broker
@@ -149,24 +148,10 @@ impl Engine {
             }
         }
         let mut starts: HashMap<(Uuid, i32), i64> = HashMap::new();
-        let prefix = self.keys.log_starts();
-        for kv in self.meta.range(&prefix).await? {
-            let Some((topic, partition)) = kv
-                .key
-                .strip_prefix(&prefix)
-                .and_then(|rest| rest.split_once('/'))
-            else {
-                continue;
-            };
-            let (Ok(topic), Ok(partition)) = (topic.parse::<Uuid>(), partition.parse::<i32>())
-            else {
-                continue;
-            };
-            let start = std::str::from_utf8(&kv.value)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            starts.insert((topic, partition), start);
+        for kv in self.meta.range(&self.keys.log_starts()).await? {
+            if let Some(partition) = self.keys.log_start_partition(&kv.key) {
+                starts.insert(partition, decode_offset(&kv.value));
+            }
         }
         let mut expired: Vec<(String, i64, Path)> = Vec::new();
         let mut referenced = HashSet::new();
@@ -313,6 +298,14 @@ impl Engine {
             }
         });
     }
+}
+
+/// A log start value: a decimal offset (0 if unreadable, which keeps everything).
+fn decode_offset(value: &[u8]) -> i64 {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 fn now_ms() -> i64 {
