@@ -11,12 +11,14 @@
 //! - Decoding never panics on any input; malformed input is a [`ProtocolError`].
 //! - Record batches are never re-encoded: [`batch`] validates a v2 batch in place
 //!   (sizes, magic, CRC-32C) and patches only the fields the broker owns (base offset,
-//!   leader epoch, log-append time).
+//!   leader epoch, log-append time). Only [`records`] looks inside a batch, to turn
+//!   stored history into lake rows and back.
 
 pub mod api;
 pub mod batch;
 pub mod codec;
 pub mod frame;
+pub mod records;
 
 pub use kafka_protocol;
 
