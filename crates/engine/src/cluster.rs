@@ -211,8 +211,18 @@ impl Keys {
     }
     /// The partition a [`Keys::log_start`] key names.
     pub fn log_start_partition(&self, key: &str) -> Option<(Uuid, i32)> {
-        let (topic, partition) = key.strip_prefix(&self.log_starts())?.split_once('/')?;
-        Some((topic.parse().ok()?, partition.parse().ok()?))
+        partition_of(key.strip_prefix(&self.log_starts())?)
+    }
+    /// What compaction folded out of a partition's write-ahead objects.
+    pub fn checkpoint(&self, topic: Uuid, partition: i32) -> String {
+        format!("{}checkpoint/{topic}/{partition}", self.root)
+    }
+    pub fn checkpoints(&self) -> String {
+        format!("{}checkpoint/", self.root)
+    }
+    /// The partition a [`Keys::checkpoint`] key names.
+    pub fn checkpoint_partition(&self, key: &str) -> Option<(Uuid, i32)> {
+        partition_of(key.strip_prefix(&self.checkpoints())?)
     }
     /// Bumped by the janitor before it deletes orphaned objects; every manifest
     /// commit compares its revision (see `retention.rs`).
@@ -225,6 +235,12 @@ impl Keys {
 }
 
 /// Splits `brokers/` keys into live records and generations by broker id.
+/// `<topic-id>/<partition>`, the tail of per-partition keys.
+fn partition_of(tail: &str) -> Option<(Uuid, i32)> {
+    let (topic, partition) = tail.split_once('/')?;
+    Some((topic.parse().ok()?, partition.parse().ok()?))
+}
+
 pub fn parse_brokers(
     keys: &Keys,
     kvs: &[sluice_meta::KeyValue],
@@ -484,7 +500,8 @@ impl Engine {
         Ok(())
     }
 
-    /// Rebuilds the committed state of `gained` partitions from the live manifests.
+    /// Rebuilds the committed state of `gained` partitions from their checkpoints and
+    /// the live manifests.
     async fn rebuild(&self, gained: &[(Arc<Partition>, i32)]) -> Result<Vec<ReadState>> {
         let wanted: HashSet<(Uuid, i32)> =
             gained.iter().map(|(p, _)| (p.topic_id, p.index)).collect();
@@ -507,6 +524,7 @@ impl Engine {
                         start: s.start,
                         len: s.len,
                         cached: None,
+                        format: crate::partition::Format::Batches,
                     },
                     s.producers,
                 ));
@@ -515,8 +533,26 @@ impl Engine {
         let mut out = Vec::with_capacity(gained.len());
         for (p, _) in gained {
             let mut state = ReadState::default();
-            let mut entries = slices.remove(&(p.topic_id, p.index)).unwrap_or_default();
+            // Read after the manifests: a manifest the janitor deleted before that
+            // read lies below a `folded_to` this read sees (checkpoints only grow).
+            let checkpoint = self.stored_checkpoint(p.topic_id, p.index).await?;
+            for b in &checkpoint.producers {
+                state.producers.entry(b.producer_id).or_default().record(*b);
+            }
+            let mut entries: Vec<RecoveredSlice> = checkpoint
+                .files
+                .iter()
+                .map(|f| (f.entry(), Vec::new()))
+                .collect();
+            entries.extend(
+                slices
+                    .remove(&(p.topic_id, p.index))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|(e, _)| e.base_offset >= checkpoint.folded_to),
+            );
             entries.sort_by_key(|(e, _)| e.base_offset);
+            state.checkpoint = checkpoint;
             // The janitor may have deleted manifests wholly below the log start: the
             // log then begins at the first entry that reaches it, or at the log
             // start itself if none does.

@@ -14,7 +14,7 @@ use object_store::ObjectStoreExt;
 use sluice_protocol::batch;
 
 use crate::flush::concat;
-use crate::partition::{IndexEntry, Partition};
+use crate::partition::{Format, IndexEntry, Partition};
 use crate::{Engine, EngineError, Result};
 
 /// Records read from a partition.
@@ -97,7 +97,7 @@ impl Engine {
         };
         for e in ahead
             .iter()
-            .filter(|e| e.cached.is_none() && e.object_len > 0)
+            .filter(|e| e.cached.is_none() && e.object_len > 0 && e.format == Format::Batches)
         {
             self.cache
                 .prefetch(&e.object, e.start..e.start + e.len, e.object_len);
@@ -108,7 +108,9 @@ impl Engine {
         // with many small entries a sequential read would pay one round trip each.
         let mut reads = futures::stream::iter(plan)
             .map(|entry| async move {
-                let data = self.entry_bytes(&entry).await;
+                let data = self
+                    .entry_bytes(&entry, offset.max(entry.base_offset))
+                    .await;
                 (entry, data)
             })
             .buffered(READ_CONCURRENCY);
@@ -116,6 +118,7 @@ impl Engine {
             let data = data?;
             // The batches kept from one entry are contiguous: take them as one slice.
             let (mut kept, mut pos, mut full) = (None, 0usize, false);
+            let mut reached = entry.base_offset - 1;
             for b in batch::iter_batches(&data) {
                 let (h, _) = b.map_err(|e| {
                     EngineError::Storage(format!(
@@ -125,6 +128,7 @@ impl Engine {
                 })?;
                 let start = pos;
                 pos += h.size;
+                reached = h.last_offset();
                 if h.last_offset() < offset {
                     continue;
                 }
@@ -138,7 +142,9 @@ impl Engine {
             if let Some((from, to)) = kept {
                 parts.push(data.slice(from..to));
             }
-            if full {
+            // A lake entry yields one row group at a time: the next fetch goes on
+            // from where it ended.
+            if full || reached < entry.last_offset {
                 break;
             }
         }
@@ -151,11 +157,15 @@ impl Engine {
         })
     }
 
-    /// An index entry's bytes: from the in-memory tail, else the block cache (or, for
-    /// objects of unknown length, one ranged GET).
-    async fn entry_bytes(&self, entry: &IndexEntry) -> Result<Bytes> {
+    /// An index entry's batches from `offset` on: from the in-memory tail, else the
+    /// block cache (or, for objects of unknown length, one ranged GET). A lake entry
+    /// yields the batches of the row group holding `offset`.
+    pub(crate) async fn entry_bytes(&self, entry: &IndexEntry, offset: i64) -> Result<Bytes> {
         if let Some(b) = &entry.cached {
             return Ok(b.clone());
+        }
+        if entry.format == Format::Parquet {
+            return self.lake_batches(entry, offset).await;
         }
         let range = entry.start..entry.start + entry.len;
         if entry.object_len == 0 {
@@ -210,7 +220,10 @@ impl Engine {
                 let Some(entry) = candidates.first() else {
                     return Ok(None);
                 };
-                let data = self.entry_bytes(entry).await?;
+                let data = match entry.format {
+                    Format::Batches => self.entry_bytes(entry, entry.base_offset).await?,
+                    Format::Parquet => self.lake_batches_by_time(entry, timestamp).await?,
+                };
                 find_in_batches(&data, timestamp, log_start)
             }
         }

@@ -288,6 +288,7 @@ async fn run_committer(engine: Arc<Engine>, mut flights: mpsc::UnboundedReceiver
                         start: m.start,
                         len: m.len,
                         cached: Some(data.clone()),
+                        format: crate::partition::Format::Batches,
                     };
                     let mut read = partition.read_mut();
                     // A partition that moved away and back while this flush was

@@ -2,8 +2,9 @@
 //! [`produce`] (validate, assign offsets, append to the WAL buffer) →
 //! [`flush`] (one WAL object per flush, one metadata commit, then acknowledge) →
 //! [`fetch`] (in-memory tail, then objects through the offset index and the read
-//! cache) and offsets → [`retention`] (log start offsets, deleting old manifests,
-//! objects and orphans).
+//! cache; lake files through [`lake`]) and offsets → [`compaction`] (leaders fold
+//! write-ahead slices into per-partition segments and old data into Parquet) →
+//! [`retention`] (log start offsets, deleting old manifests, objects and orphans).
 //!
 //! Invariants:
 //! - An acknowledged produce is in an object *and* in a committed manifest.
@@ -16,8 +17,10 @@
 //!   compare the janitor's `gc/horizon` revision.
 
 pub mod cluster;
+pub mod compaction;
 pub mod fetch;
 pub mod flush;
+pub mod lake;
 pub mod manifest;
 pub mod partition;
 pub mod produce;
@@ -65,8 +68,10 @@ pub struct EngineConfig {
     /// How often retention runs (Kafka's `log.retention.check.interval.ms`); the
     /// controller's janitor deletes expired manifests and objects on the same tick.
     pub retention_check_interval: Duration,
-    /// Age after which a write-ahead object no manifest references is deleted.
+    /// Age after which an object nothing references is deleted.
     pub orphan_grace: Duration,
+    /// How often partition leaders look for runs to fold (segments, Parquet).
+    pub compaction_interval: Duration,
 }
 
 impl Default for EngineConfig {
@@ -85,6 +90,7 @@ impl Default for EngineConfig {
             cache: sluice_cache::CacheConfig::default(),
             retention_check_interval: Duration::from_secs(300),
             orphan_grace: Duration::from_secs(3600),
+            compaction_interval: Duration::from_secs(60),
         }
     }
 }
@@ -182,6 +188,9 @@ pub struct EngineMetrics {
     /// Objects the janitor deleted: of expired manifests, and orphans.
     pub objects_expired: std::sync::atomic::AtomicU64,
     pub objects_orphaned: std::sync::atomic::AtomicU64,
+    /// Folds committed: into segments, and into lake files.
+    pub folds_segment: std::sync::atomic::AtomicU64,
+    pub folds_lake: std::sync::atomic::AtomicU64,
 }
 
 impl EngineMetrics {
@@ -216,6 +225,17 @@ impl EngineMetrics {
             let _ = writeln!(
                 out,
                 "sluice_janitor_deleted_total{{kind=\"{what}\"}} {}",
+                v.load(Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# TYPE sluice_folds_total counter");
+        for (format, v) in [
+            ("segment", &self.folds_segment),
+            ("parquet", &self.folds_lake),
+        ] {
+            let _ = writeln!(
+                out,
+                "sluice_folds_total{{format=\"{format}\"}} {}",
                 v.load(Relaxed)
             );
         }
@@ -281,6 +301,8 @@ pub struct Engine {
     /// The last known revision of the janitor's `gc/horizon` key.
     pub(crate) gc_horizon_rev: std::sync::atomic::AtomicI64,
     pub(crate) view: RwLock<Arc<ClusterView>>,
+    /// Lake footers and re-encoded row groups recently read.
+    pub(crate) lake: lake::LakeMemo,
     pub metrics: EngineMetrics,
 }
 
@@ -326,6 +348,7 @@ impl Engine {
             log_start_lock: AsyncMutex::new(()),
             gc_horizon_rev: std::sync::atomic::AtomicI64::new(0),
             view: RwLock::default(),
+            lake: lake::LakeMemo::default(),
             metrics: EngineMetrics::default(),
         });
         engine.sync_cluster().await?;
@@ -337,6 +360,7 @@ impl Engine {
         );
         flush::start(engine.clone());
         engine.start_retention(engine.cfg.retention_check_interval);
+        engine.start_compaction(engine.cfg.compaction_interval);
         engine.start_follower();
         Ok(engine)
     }

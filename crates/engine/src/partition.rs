@@ -22,6 +22,17 @@ use uuid::Uuid;
 /// How many recent batches per producer are remembered to recognise retries (Kafka's 5).
 const PRODUCER_BATCH_HISTORY: usize = 5;
 
+/// How an index entry's object holds its records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Record batches as produced (write-ahead objects and segments), read as bytes.
+    #[default]
+    Batches,
+    /// A lake file: Parquet rows, turned back into batches when fetched.
+    Parquet,
+}
+
 /// Where a committed run of batches lives.
 #[derive(Debug, Clone)]
 pub struct IndexEntry {
@@ -35,6 +46,17 @@ pub struct IndexEntry {
     pub len: u64,
     /// The bytes themselves while they are in the in-memory tail.
     pub cached: Option<Bytes>,
+    pub format: Format,
+}
+
+impl IndexEntry {
+    /// Whether the entry is a slice of a shared write-ahead object (not yet folded).
+    pub fn in_wal(&self) -> bool {
+        self.format == Format::Batches
+            && self.object.prefix_matches(&object_store::path::Path::from(
+                sluice_storage::paths::WAL_PREFIX,
+            ))
+    }
 }
 
 /// A batch an idempotent producer wrote: enough to recognise its retry.
@@ -107,7 +129,16 @@ impl ProducerState {
         }
     }
 
+    /// Remembers an appended batch. Replaying history is harmless: a batch older
+    /// than the last one remembered is ignored (a rebuild applies a checkpoint's
+    /// producer state, then the manifests it may overlap).
     pub fn record(&mut self, b: ProducerBatch) {
+        if let Some(last) = self.recent.back() {
+            if b.epoch < self.epoch || (b.epoch == self.epoch && b.base_offset <= last.base_offset)
+            {
+                return;
+            }
+        }
         if b.epoch != self.epoch {
             self.recent.clear();
             self.epoch = b.epoch;
@@ -160,6 +191,8 @@ pub struct ReadState {
     pub high_watermark: i64,
     pub index: Vec<IndexEntry>,
     pub producers: HashMap<i64, ProducerState>,
+    /// What compaction folded out of write-ahead objects, as last committed.
+    pub checkpoint: crate::compaction::Checkpoint,
     cached_bytes: usize,
     /// Index entries before this one hold no cached bytes.
     first_cached: usize,
@@ -199,6 +232,33 @@ impl ReadState {
             }
         }
         self.first_cached = self.first_cached.saturating_sub(gone);
+    }
+
+    /// Replaces the `count` entries from `at` by `entry` (a fold), keeping the
+    /// tail's byte accounting.
+    pub fn replace_run(&mut self, at: usize, count: usize, entry: IndexEntry, budget: &TailBudget) {
+        let added = entry.cached.as_ref().map_or(0, Bytes::len);
+        let removed: usize = self.index[at..at + count]
+            .iter()
+            .filter_map(|e| e.cached.as_ref().map(Bytes::len))
+            .sum();
+        self.cached_bytes = self.cached_bytes + added - removed;
+        budget.used.fetch_add(added, Ordering::Relaxed);
+        budget.used.fetch_sub(removed, Ordering::Relaxed);
+        self.index.splice(at..at + count, [entry]);
+        if self.first_cached >= at + count {
+            self.first_cached -= count - 1;
+        } else if self.first_cached > at {
+            self.first_cached = at;
+        }
+    }
+
+    /// The producer state as a list of batches (for a checkpoint).
+    pub fn producer_batches(&self) -> Vec<ProducerBatch> {
+        self.producers
+            .values()
+            .flat_map(|s| s.recent.iter().copied())
+            .collect()
     }
 
     /// Forgets everything, returning cached bytes to the budget.
@@ -335,6 +395,7 @@ mod tests {
                     start: 0,
                     len: 100,
                     cached: Some(Bytes::from(vec![0u8; 100])),
+                    format: Format::Batches,
                 },
                 &[],
                 &budget,
@@ -365,6 +426,7 @@ mod tests {
                 start: 0,
                 len: 100,
                 cached: Some(Bytes::from(vec![0u8; 100])),
+                format: Format::Batches,
             };
             r.append(entry, &[], &budget);
             assert!(

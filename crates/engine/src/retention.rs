@@ -30,9 +30,10 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
 use sluice_meta::{Compare, Op, Txn};
-use sluice_storage::paths::WAL_PREFIX;
+use sluice_storage::paths::{LAKE_PREFIX, SEGMENT_PREFIX, WAL_PREFIX};
 use uuid::Uuid;
 
+use crate::compaction::Checkpoint;
 use crate::manifest::Manifest;
 use crate::partition::Partition;
 use crate::{Engine, EngineError, Result};
@@ -61,14 +62,29 @@ impl Engine {
             return Ok(current);
         }
         let key = self.keys.log_start(partition.topic_id, partition.index);
-        let txn = Txn::when(vec![self.generation_guard()])
-            .then(vec![Op::put(key, offset.to_string().into_bytes())]);
+        let mut ops = vec![Op::put(key, offset.to_string().into_bytes())];
+        // Folded files wholly below the new log start leave the checkpoint (the
+        // janitor deletes them once unreferenced for the grace period).
+        let mut checkpoint = partition.read().checkpoint.clone();
+        let files = checkpoint.files.len();
+        checkpoint.files.retain(|f| f.last_offset >= offset);
+        if checkpoint.files.len() != files {
+            ops.push(Op::put(
+                self.keys.checkpoint(partition.topic_id, partition.index),
+                checkpoint.encode(),
+            ));
+        }
+        let txn = Txn::when(vec![self.generation_guard()]).then(ops);
         if !self.meta.txn(txn).await?.succeeded {
             return Err(EngineError::NotLeader {
                 epoch: self.generation(),
             });
         }
-        partition.read_mut().truncate_before(offset, &self.tail);
+        {
+            let mut read = partition.read_mut();
+            read.truncate_before(offset, &self.tail);
+            read.checkpoint = checkpoint;
+        }
         self.metrics
             .log_start_moves
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -147,14 +163,33 @@ impl Engine {
                 Err(e) => tracing::warn!(%object, error = %e, "cannot delete an expired object"),
             }
         }
-        let mut starts: HashMap<(Uuid, i32), i64> = HashMap::new();
+        // Per partition: below this offset, manifests' slices are no longer needed
+        // (the log start, or what compaction folded). Both only grow, so reading
+        // them before the manifests is safe.
+        let mut folded: HashMap<(Uuid, i32), i64> = HashMap::new();
+        // Per-partition keys, to delete with their topic.
+        let mut partition_keys: Vec<(Uuid, String, i64)> = Vec::new();
         for kv in self.meta.range(&self.keys.log_starts()).await? {
             if let Some(partition) = self.keys.log_start_partition(&kv.key) {
-                starts.insert(partition, decode_offset(&kv.value));
+                let at = folded.entry(partition).or_default();
+                *at = (*at).max(decode_offset(&kv.value));
+                partition_keys.push((partition.0, kv.key, kv.mod_revision));
             }
         }
-        let mut expired: Vec<(String, i64, Path)> = Vec::new();
         let mut referenced = HashSet::new();
+        for kv in self.meta.range(&self.keys.checkpoints()).await? {
+            let Some(partition) = self.keys.checkpoint_partition(&kv.key) else {
+                continue;
+            };
+            // An unreadable checkpoint must not make its files look unreferenced.
+            let c = Checkpoint::decode(&kv.value)
+                .map_err(|e| EngineError::Meta(format!("checkpoint key={}: {e}", kv.key)))?;
+            let at = folded.entry(partition).or_default();
+            *at = (*at).max(c.folded_to);
+            referenced.extend(c.files.into_iter().map(|f| f.object));
+            partition_keys.push((partition.0, kv.key, kv.mod_revision));
+        }
+        let mut expired: Vec<(String, i64, Path)> = Vec::new();
         let manifests = self.meta.range(&self.keys.manifests()).await?;
         // Topics are read from the store after the manifests, never from this
         // broker's catalog (which may not have caught up with a new topic yet): a
@@ -174,12 +209,20 @@ impl Engine {
             referenced.insert(m.object.clone());
             let gone = m.slices.iter().all(|s| {
                 !live.contains(&s.topic_id)
-                    || s.last_offset < starts.get(&(s.topic_id, s.partition)).copied().unwrap_or(0)
+                    || s.last_offset < folded.get(&(s.topic_id, s.partition)).copied().unwrap_or(0)
             });
             if gone {
                 expired.push((kv.key, kv.mod_revision, Path::from(m.object.as_str())));
             }
         }
+        // A deleted topic's log start and checkpoint keys go too (its files then
+        // become orphans).
+        expired.extend(
+            partition_keys
+                .into_iter()
+                .filter(|(topic, _, _)| !live.contains(topic))
+                .map(|(_, key, rev)| (key, rev, Path::default())),
+        );
         let mut next = Vec::with_capacity(expired.len());
         for chunk in expired.chunks(DELETES_PER_TXN / 2) {
             let compares = chunk
@@ -196,7 +239,12 @@ impl Engine {
                 .await?
                 .succeeded
             {
-                next.extend(chunk.iter().map(|(_, _, o)| o.clone()));
+                next.extend(
+                    chunk
+                        .iter()
+                        .filter(|(_, _, o)| !o.as_ref().is_empty())
+                        .map(|(_, _, o)| o.clone()),
+                );
             }
         }
         if !next.is_empty() {
@@ -221,8 +269,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Deletes write-ahead objects older than the grace period that no manifest
-    /// references (`referenced`, read before). Returns how many went.
+    /// Deletes objects (write-ahead, segments, lake files) older than the grace
+    /// period that no manifest or checkpoint references (`referenced`, read before).
+    /// Returns how many went.
     async fn collect_orphans(&self, referenced: &HashSet<String>) -> Result<usize> {
         let grace_ms = i64::try_from(self.cfg.orphan_grace.as_millis()).unwrap_or(i64::MAX);
         let horizon_ms = now_ms().saturating_sub(grace_ms);
@@ -235,11 +284,15 @@ impl Engine {
                 .map(|o| o.location.clone())
                 .collect::<Vec<Path>>()
         };
-        let listed: Vec<object_store::ObjectMeta> = self
-            .store
-            .list(Some(&Path::from(WAL_PREFIX)))
-            .try_collect()
-            .await?;
+        let mut listed: Vec<object_store::ObjectMeta> = Vec::new();
+        for prefix in [WAL_PREFIX, SEGMENT_PREFIX, LAKE_PREFIX] {
+            let mut objects: Vec<object_store::ObjectMeta> = self
+                .store
+                .list(Some(&Path::from(prefix)))
+                .try_collect()
+                .await?;
+            listed.append(&mut objects);
+        }
         if old_unreferenced(&listed, referenced).is_empty() {
             return Ok(0);
         }
@@ -258,6 +311,11 @@ impl Engine {
             if let Ok(m) = Manifest::decode(&kv.value) {
                 referenced.insert(m.object);
             }
+        }
+        for kv in self.meta.range(&self.keys.checkpoints()).await? {
+            let c = Checkpoint::decode(&kv.value)
+                .map_err(|e| EngineError::Meta(format!("checkpoint key={}: {e}", kv.key)))?;
+            referenced.extend(c.files.into_iter().map(|f| f.object));
         }
         let orphans = old_unreferenced(&listed, &referenced);
         for object in &orphans {
@@ -308,7 +366,7 @@ fn decode_offset(value: &[u8]) -> i64 {
         .unwrap_or(0)
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -385,6 +443,7 @@ mod tests {
             start: 0,
             len,
             cached: None,
+            format: crate::partition::Format::Batches,
         }
     }
 

@@ -38,8 +38,11 @@ pub struct ConfigDef {
 /// Broker-side default of `max.message.bytes` (Kafka's).
 pub const DEFAULT_MAX_MESSAGE_BYTES: i64 = 1_048_588;
 
-/// Topic configs, Kafka's names and defaults. Stored and returned for all; enforced
-/// today: `max.message.bytes`, `message.timestamp.type`.
+/// Topic configs, Kafka's names and defaults (plus Sluice's `sluice.lake.after.ms`).
+/// Stored and returned for all; enforced today: `max.message.bytes`,
+/// `message.timestamp.type`, `cleanup.policy` (delete), `retention.ms`,
+/// `retention.bytes`, `segment.bytes` (as the active segment retention spares),
+/// `sluice.lake.after.ms`.
 pub const CONFIGS: &[ConfigDef] = &[
     ConfigDef {
         name: "cleanup.policy",
@@ -135,6 +138,11 @@ pub const CONFIGS: &[ConfigDef] = &[
         name: "segment.ms",
         default: "604800000",
         kind: Kind::Long { min: 1 },
+    },
+    ConfigDef {
+        name: crate::compaction::LAKE_AFTER_MS,
+        default: "14400000",
+        kind: Kind::Long { min: -1 },
     },
     ConfigDef {
         name: "unclean.leader.election.enable",

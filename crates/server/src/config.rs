@@ -205,12 +205,21 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(100..))]
     pub log_retention_check_interval_ms: u64,
 
-    /// Age after which the janitor deletes a write-ahead object that no manifest
-    /// references (left by a crash between its PUT and its commit). Commits of
+    /// Age after which the janitor deletes an object nothing references: a
+    /// write-ahead object left by a crash between its PUT and its commit, or a
+    /// segment or lake file compaction replaced or retention dropped. Commits of
     /// objects the janitor might delete are fenced, so this only bounds how long
-    /// orphans stay.
+    /// orphans stay (and how long a replaced file stays readable).
     #[arg(long, env = "SLUICE_WAL_ORPHAN_GRACE_MS", default_value_t = 3_600_000)]
     pub wal_orphan_grace_ms: u64,
+
+    /// How often partition leaders fold write-ahead slices into per-partition
+    /// segments, and data older than a topic's sluice.lake.after.ms into Parquet.
+    /// A run is folded at 64 slices or 8 MiB, or once its oldest record is ten
+    /// intervals old.
+    #[arg(long, env = "SLUICE_COMPACTION_INTERVAL_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(100..))]
+    pub compaction_interval_ms: u64,
 
     /// Bytes of the read cache kept in memory (blocks of objects read for consumers
     /// that are behind the in-memory tail).

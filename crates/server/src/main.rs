@@ -100,6 +100,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tail_bytes_per_partition: args.tail_bytes_per_partition,
             retention_check_interval: Duration::from_millis(args.log_retention_check_interval_ms),
             orphan_grace: Duration::from_millis(args.wal_orphan_grace_ms),
+            compaction_interval: Duration::from_millis(args.compaction_interval_ms),
             cache: sluice_cache::CacheConfig {
                 memory_bytes: args.cache_memory_bytes,
                 disk_dir: Some(

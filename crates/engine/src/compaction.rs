@@ -1,0 +1,467 @@
+//! Compaction: each partition's leader folds its history out of the shared
+//! write-ahead objects into objects of its own, so old manifests (one metadata key
+//! per flush) can go and old data is laid out for reading.
+//!
+//! Two folds, both of a run of the partition's oldest unfolded index entries:
+//! - **segment**: write-ahead slices, concatenated as they are into
+//!   `seg/<topic-id>/<p>/…seg`, once a partition has [`SEGMENT_ENTRIES`] of them (or
+//!   [`FOLD_MIN_BYTES`], or its oldest has waited the maximum delay);
+//! - **lake**: record batches older than the topic's `sluice.lake.after.ms`
+//!   (write-ahead slices or segments), rewritten as Parquet under
+//!   `lake/<topic>/partition=<p>/…parquet` (see `sluice-lake`). The Parquet file is
+//!   then the one copy of those records: fetches read it back as batches.
+//!
+//! A fold writes its object, then commits `checkpoint/<topic-id>/<p>` ([`Checkpoint`]:
+//! the partition's folded files, `folded_to`, and its producer state) in one
+//! transaction that compares the broker's generation as it was before the fold and
+//! the janitor's `gc/horizon` revision, then swaps the run for the new entry in the
+//! offset index.
+//!
+//! Invariants:
+//! - Only the leader folds, and a fold commits only under the generation it read
+//!   the partition under: a leader that lost the partition (its generation was
+//!   bumped) cannot overwrite its successor's checkpoint.
+//! - The checkpoint lists files in offset order, contiguous with each other and
+//!   with the manifests' slices from `folded_to` on; the janitor deletes a manifest
+//!   only when each of its slices lies below `max(log start, folded_to)`.
+//! - A file leaves the checkpoint only when it is below the log start or replaced by
+//!   a file holding the same offsets; unreferenced files are deleted by the
+//!   janitor's orphan rule after the grace period.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::ObjectStoreExt;
+use serde::{Deserialize, Serialize};
+use sluice_meta::{Compare, Op, Txn};
+use sluice_protocol::batch;
+use sluice_protocol::records::{decode_batch, Record};
+use sluice_storage::paths;
+
+use crate::cluster::Generation;
+use crate::partition::{Format, IndexEntry, Partition, ProducerBatch};
+use crate::{Engine, EngineError, Result, TopicRecord};
+
+/// Topic config: age (by record timestamp) after which data becomes Parquet; -1
+/// never.
+pub const LAKE_AFTER_MS: &str = "sluice.lake.after.ms";
+
+/// Write-ahead slices a partition gathers before they are folded into a segment.
+pub const SEGMENT_ENTRIES: usize = 64;
+/// Record bytes that make a fold worth doing before it is due by age.
+pub const FOLD_MIN_BYTES: u64 = 8 << 20;
+/// Record bytes one fold reads at most (one segment or lake file).
+pub const FOLD_MAX_BYTES: u64 = 64 << 20;
+/// Folds of one partition per round, so one busy partition cannot stall the rest.
+const FOLDS_PER_ROUND: usize = 8;
+/// Entries read at once while folding.
+const READ_CONCURRENCY: usize = 8;
+
+/// `checkpoint/<topic-id>/<p>`: what compaction folded out of a partition's
+/// write-ahead objects.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Slices of manifests below this offset are in `files` (or below the log start).
+    pub folded_to: i64,
+    /// In offset order.
+    pub files: Vec<FoldedFile>,
+    /// The partition's idempotent-producer state when the checkpoint was written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub producers: Vec<ProducerBatch>,
+}
+
+/// A segment or lake file of one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FoldedFile {
+    pub object: String,
+    pub object_len: u64,
+    pub format: Format,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+    /// Record-batch bytes it holds (as produced, before any Parquet encoding).
+    pub len: u64,
+}
+
+impl FoldedFile {
+    /// Its offset index entry.
+    pub fn entry(&self) -> IndexEntry {
+        IndexEntry {
+            base_offset: self.base_offset,
+            last_offset: self.last_offset,
+            max_timestamp: self.max_timestamp,
+            object: Arc::new(Path::from(self.object.as_str())),
+            object_len: self.object_len,
+            start: 0,
+            len: match self.format {
+                Format::Batches => self.object_len,
+                Format::Parquet => self.len,
+            },
+            cached: None,
+            format: self.format,
+        }
+    }
+}
+
+impl Checkpoint {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> std::result::Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+/// When folds are due.
+#[derive(Debug, Clone, Copy)]
+pub struct FoldPolicy {
+    pub now_ms: i64,
+    /// Records with a timestamp at or before this go to the lake (None: never).
+    pub lake_cutoff: Option<i64>,
+    /// A run whose oldest record is older than this (by its timestamp) is folded
+    /// whatever its size.
+    pub max_wait_ms: i64,
+}
+
+/// The next run of index entries to fold, and into what.
+pub fn plan(index: &[IndexEntry], policy: FoldPolicy) -> Option<(std::ops::Range<usize>, Format)> {
+    let first = index.iter().position(|e| e.format == Format::Batches)?;
+    // A run of batches entries from `from` while `take` holds, within the byte cap.
+    let run = |from: usize, take: &dyn Fn(&IndexEntry) -> bool| {
+        let (mut end, mut bytes) = (from, 0u64);
+        while end < index.len() && take(&index[end]) && bytes < FOLD_MAX_BYTES {
+            bytes += index[end].len;
+            end += 1;
+        }
+        (end, bytes)
+    };
+    let waited = |e: &IndexEntry, reference: i64| {
+        reference.saturating_sub(e.max_timestamp) >= policy.max_wait_ms
+    };
+    if let Some(cutoff) = policy.lake_cutoff {
+        let (end, bytes) = run(first, &|e| {
+            e.format == Format::Batches && e.max_timestamp <= cutoff
+        });
+        if end > first
+            && (bytes >= FOLD_MIN_BYTES
+                || end - first >= SEGMENT_ENTRIES
+                || waited(&index[first], cutoff))
+        {
+            return Some((first..end, Format::Parquet));
+        }
+    }
+    let wal = first + index[first..].iter().position(IndexEntry::in_wal)?;
+    let (end, bytes) = run(wal, &IndexEntry::in_wal);
+    let due = bytes >= FOLD_MIN_BYTES
+        || end - wal >= SEGMENT_ENTRIES
+        || waited(&index[wal], policy.now_ms);
+    (end > wal && due).then_some((wal..end, Format::Batches))
+}
+
+impl Engine {
+    /// The stored checkpoint of a partition (empty if it was never folded).
+    pub(crate) async fn stored_checkpoint(
+        &self,
+        topic: uuid::Uuid,
+        partition: i32,
+    ) -> Result<Checkpoint> {
+        let key = self.keys.checkpoint(topic, partition);
+        match self.meta.get(&key).await? {
+            None => Ok(Checkpoint::default()),
+            Some(kv) => Checkpoint::decode(&kv.value)
+                .map_err(|e| EngineError::Meta(format!("checkpoint key={key}: {e}"))),
+        }
+    }
+
+    /// Folds what is due in every partition this broker leads.
+    pub async fn compact(&self) {
+        let now_ms = crate::retention::now_ms();
+        let max_wait_ms = i64::try_from(self.cfg.compaction_interval.as_millis())
+            .unwrap_or(i64::MAX)
+            .saturating_mul(10);
+        for topic in self.topics() {
+            let lake_cutoff = topic
+                .record
+                .config(LAKE_AFTER_MS)
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .filter(|v| *v >= 0)
+                .map(|after| now_ms.saturating_sub(after));
+            let policy = FoldPolicy {
+                now_ms,
+                lake_cutoff,
+                max_wait_ms,
+            };
+            for p in topic
+                .partitions
+                .iter()
+                .filter(|p| p.leader_epoch().is_some())
+            {
+                for _ in 0..FOLDS_PER_ROUND {
+                    match self.fold(&topic.record, p, policy).await {
+                        Ok(true) => {}
+                        Ok(false) => break,
+                        Err(e) => {
+                            tracing::warn!(topic = %p.topic, partition = p.index, error = %e,
+                                "cannot fold");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Folds the partition's next due run, if any. Returns whether it folded.
+    pub async fn fold(
+        &self,
+        topic: &TopicRecord,
+        p: &Partition,
+        policy: FoldPolicy,
+    ) -> Result<bool> {
+        let Some(epoch) = p.leader_epoch() else {
+            return Ok(false);
+        };
+        let generation = Generation {
+            number: self.generation(),
+            owner: self.owner,
+        };
+        let gc_rev = self.gc_horizon_rev.load(Relaxed);
+        // Retention moves the log start (and drops entries) under this lock too.
+        let _serial = self.log_start_lock.lock().await;
+        let (run, format, log_start) = {
+            let read = p.read();
+            let Some((range, format)) = plan(&read.index, policy) else {
+                return Ok(false);
+            };
+            (read.index[range].to_vec(), format, read.log_start_offset)
+        };
+        let (Some(first), Some(last)) = (run.first(), run.last()) else {
+            return Ok(false);
+        };
+        let (base, last_offset) = (first.base_offset, last.last_offset);
+        let datas: Vec<Bytes> = futures::stream::iter(run.clone())
+            .map(|e| async move { self.entry_bytes(&e, e.base_offset).await })
+            .buffered(READ_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let all_cached = run.iter().all(|e| e.cached.is_some());
+        let id = ulid::Ulid::new();
+        let (object, body) = match format {
+            Format::Batches => (
+                paths::segment(&topic.id.to_string(), p.index, base, id),
+                crate::flush::concat(datas),
+            ),
+            Format::Parquet => {
+                let partition = p.index;
+                let body =
+                    tokio::task::spawn_blocking(move || lake_file(partition, &datas, log_start))
+                        .await
+                        .map_err(|e| {
+                            EngineError::Storage(format!("lake encoder panicked: {e}"))
+                        })??;
+                (
+                    paths::lake_file(&topic.name, p.index, base, last_offset, id),
+                    body,
+                )
+            }
+        };
+        let file = FoldedFile {
+            object: object.to_string(),
+            object_len: body.len() as u64,
+            format,
+            base_offset: base,
+            last_offset,
+            max_timestamp: run.iter().map(|e| e.max_timestamp).max().unwrap_or(-1),
+            len: run.iter().map(|e| e.len).sum(),
+        };
+        self.store.put(&object, body.clone().into()).await?;
+
+        let checkpoint = {
+            let read = p.read();
+            let mut c = read.checkpoint.clone();
+            c.files.retain(|f| {
+                f.last_offset >= read.log_start_offset
+                    && !(f.base_offset >= base && f.last_offset <= last_offset)
+            });
+            c.files.push(file.clone());
+            c.files.sort_by_key(|f| f.base_offset);
+            c.folded_to = c.folded_to.max(last_offset + 1);
+            c.producers = read.producer_batches();
+            c
+        };
+        let key = self.keys.checkpoint(p.topic_id, p.index);
+        let value = checkpoint.encode();
+        let txn = Txn::when(vec![
+            Compare::ValueEquals(
+                self.keys.generation(self.cfg.broker_id),
+                generation.encode(),
+            ),
+            Compare::ModRevision(self.keys.gc_horizon(), gc_rev),
+        ])
+        .then(vec![Op::put(key.clone(), value.clone())]);
+        let committed = match self.meta.txn(txn).await {
+            Ok(r) => r.succeeded,
+            // Unknown outcome: the stored value says whether it landed.
+            Err(e) => match self.meta.get(&key).await {
+                Ok(Some(kv)) if kv.value[..] == value[..] => true,
+                _ => return Err(e.into()),
+            },
+        };
+        if !committed {
+            // Leadership moved, or the janitor fenced writes of older objects; the
+            // object is an orphan now, and the next round tries again.
+            return Ok(false);
+        }
+
+        let mut read = p.read_mut();
+        if p.leader_epoch() != Some(epoch) {
+            return Ok(false);
+        }
+        let at = read.index.iter().position(|e| e.base_offset == base);
+        let Some(at) = at.filter(|at| {
+            read.index
+                .get(at + run.len() - 1)
+                .is_some_and(|e| e.last_offset == last_offset)
+        }) else {
+            tracing::warn!(topic = %p.topic, partition = p.index, base, "index changed under a fold");
+            return Ok(false);
+        };
+        let mut entry = file.entry();
+        if format == Format::Batches && all_cached {
+            entry.cached = Some(body);
+        }
+        read.replace_run(at, run.len(), entry, &self.tail);
+        read.checkpoint = checkpoint;
+        drop(read);
+        let counter = match format {
+            Format::Batches => &self.metrics.folds_segment,
+            Format::Parquet => &self.metrics.folds_lake,
+        };
+        counter.fetch_add(1, Relaxed);
+        tracing::debug!(topic = %p.topic, partition = p.index, base, last = last_offset,
+            object = %object, "folded");
+        Ok(true)
+    }
+
+    /// Folds due runs every `interval`, until the engine is dropped.
+    pub fn start_compaction(self: &Arc<Self>, interval: Duration) {
+        let weak: Weak<Engine> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick =
+                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(engine) = weak.upgrade() else {
+                    return;
+                };
+                engine.compact().await;
+            }
+        });
+    }
+}
+
+/// One lake file holding the records of `datas` (stored batches) at or above the
+/// log start.
+fn lake_file(partition: i32, datas: &[Bytes], log_start: i64) -> Result<Bytes> {
+    let corrupt = |e: String| EngineError::Storage(format!("stored batch unreadable: {e}"));
+    let mut records: Vec<Record> = Vec::new();
+    for data in datas {
+        for b in batch::iter_batches(data) {
+            let (_, bytes) = b.map_err(|e| corrupt(e.to_string()))?;
+            records.extend(
+                decode_batch(&bytes)
+                    .map_err(|e| corrupt(e.to_string()))?
+                    .into_iter()
+                    .filter(|r| r.offset >= log_start),
+            );
+        }
+    }
+    sluice_lake::write(partition, &records, sluice_lake::WriteOptions::default())
+        .map_err(|e| EngineError::Storage(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(base: i64, ts: i64, len: u64, object: &str, format: Format) -> IndexEntry {
+        IndexEntry {
+            base_offset: base,
+            last_offset: base + 9,
+            max_timestamp: ts,
+            object: Arc::new(Path::from(object)),
+            object_len: 1000,
+            start: 0,
+            len,
+            cached: None,
+            format,
+        }
+    }
+
+    fn policy(now_ms: i64, lake_cutoff: Option<i64>) -> FoldPolicy {
+        FoldPolicy {
+            now_ms,
+            lake_cutoff,
+            max_wait_ms: 1_000,
+        }
+    }
+
+    #[test]
+    fn plans_segments_by_count_size_or_age() {
+        let wal = |i: i64, ts| entry(i * 10, ts, 100, "wal/0/1/x.wal", Format::Batches);
+        let few: Vec<IndexEntry> = (0..5).map(|i| wal(i, 10_000)).collect();
+        assert_eq!(plan(&few, policy(10_500, None)), None);
+        // Old enough: folded whatever the size.
+        assert_eq!(
+            plan(&few, policy(11_000, None)),
+            Some((0..5, Format::Batches))
+        );
+        let many: Vec<IndexEntry> = (0..70).map(|i| wal(i, 10_000)).collect();
+        assert_eq!(
+            plan(&many, policy(10_000, None)),
+            Some((0..70, Format::Batches))
+        );
+        // Already folded entries are skipped.
+        let mut mixed = vec![
+            entry(0, 1, 100, "lake/t/partition=0/a.parquet", Format::Parquet),
+            entry(10, 1, 100, "seg/x/0/b.seg", Format::Batches),
+        ];
+        mixed.extend((2..5).map(|i| wal(i, 1)));
+        assert_eq!(
+            plan(&mixed, policy(10_000, None)),
+            Some((2..5, Format::Batches))
+        );
+        // Past the lake cutoff: segments and slices alike become Parquet.
+        assert_eq!(
+            plan(&mixed, policy(10_000, Some(5_000))),
+            Some((1..5, Format::Parquet))
+        );
+        // A young run waits unless it is large.
+        assert_eq!(
+            plan(&mixed, policy(10_000, Some(0))),
+            Some((2..5, Format::Batches))
+        );
+    }
+
+    #[test]
+    fn lake_runs_stop_at_young_records_and_the_byte_cap() {
+        let big = FOLD_MAX_BYTES / 4;
+        let index: Vec<IndexEntry> = (0..10)
+            .map(|i| entry(i * 10, i * 100, big, "wal/0/1/x.wal", Format::Batches))
+            .collect();
+        assert_eq!(
+            plan(&index, policy(100_000, Some(250))),
+            Some((0..3, Format::Parquet))
+        );
+        assert_eq!(
+            plan(&index, policy(100_000, Some(100_000))),
+            Some((0..4, Format::Parquet))
+        );
+    }
+}

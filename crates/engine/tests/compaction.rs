@@ -1,0 +1,269 @@
+//! Compaction: write-ahead slices folded into a segment, then into a lake file, read
+//! back record for record (repeated headers, null keys and values, compressed and
+//! log-append-time batches), through a new leader's rebuild from the checkpoint, with
+//! the janitor deleting the manifests and objects the folds made unnecessary.
+
+#![allow(clippy::unwrap_used)] // a test: panicking is how it fails
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use kafka_protocol::records::{Compression, RecordBatchEncoder, RecordEncodeOptions};
+use object_store::path::Path;
+use object_store::ObjectStore;
+use sluice_engine::compaction::FoldPolicy;
+use sluice_engine::fetch::{OffsetAndTimestamp, MAX_TIMESTAMP};
+use sluice_engine::partition::Format;
+use sluice_engine::{Engine, EngineConfig, EngineError};
+use sluice_meta::{EmbeddedStore, MetaStore};
+use sluice_protocol::records::{decode_batch, encode_batch, Record};
+
+mod common;
+use common::*;
+
+/// A batch (as a producer sends it, offsets from 0) of `n` records with keys,
+/// values and headers that exercise every nullable field and repeated header keys.
+fn rich_batch(seed: usize, n: usize) -> Bytes {
+    let records: Vec<Record> = (0..n)
+        .map(|i| {
+            let k = seed * 100 + i;
+            Record {
+                offset: i as i64,
+                timestamp: 1_000_000 + k as i64,
+                log_append_time: false,
+                key: (!k.is_multiple_of(4)).then(|| Bytes::from(format!("key-{}", k % 10))),
+                value: (!k.is_multiple_of(9))
+                    .then(|| Bytes::from(format!("value-{k}-{}", "x".repeat(k % 50)))),
+                headers: (0..k % 3)
+                    .map(|h| {
+                        (
+                            Bytes::from_static(b"trace"),
+                            (h != 1).then(|| Bytes::from(format!("{k}/{h}"))),
+                        )
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    encode_batch(&records)
+}
+
+/// A gzip batch written by another encoder.
+fn gzip_batch(values: &[&str]) -> Bytes {
+    let records: Vec<kafka_protocol::records::Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| kafka_protocol::records::Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: kafka_protocol::records::TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: 2_000_000 + i as i64,
+            key: None,
+            value: Some(Bytes::copy_from_slice(v.as_bytes())),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::Gzip,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
+
+/// Every record from `from` to the high watermark, fetching 4 KiB at a time.
+async fn all_records(engine: &Engine, topic: &sluice_engine::Topic, from: i64) -> Vec<Record> {
+    let p = topic.partition(0).unwrap();
+    let mut out: Vec<Record> = Vec::new();
+    let mut next = from;
+    loop {
+        let fetched = engine.read(p, next, 4096).await.unwrap();
+        if next >= fetched.high_watermark {
+            return out;
+        }
+        let mut pos = 0;
+        while pos < fetched.records.len() {
+            let h = sluice_protocol::batch::BatchHeader::parse(&fetched.records[pos..]).unwrap();
+            let b = fetched.records.slice(pos..pos + h.size);
+            out.extend(
+                decode_batch(&b)
+                    .unwrap()
+                    .into_iter()
+                    .filter(|r| r.offset >= next),
+            );
+            pos += h.size;
+        }
+        next = out.last().unwrap().offset + 1;
+    }
+}
+
+fn policy(lake: bool) -> FoldPolicy {
+    FoldPolicy {
+        now_ms: i64::MAX / 2,
+        lake_cutoff: lake.then_some(i64::MAX / 2),
+        max_wait_ms: 0,
+    }
+}
+
+async fn objects(store: &dyn ObjectStore, prefix: &str) -> Vec<Path> {
+    store
+        .list(Some(&Path::from(prefix)))
+        .map(|m| m.unwrap().location)
+        .collect()
+        .await
+}
+
+#[tokio::test]
+async fn folded_history_reads_back_identically_and_survives_a_rebuild() {
+    let meta = EmbeddedStore::in_memory();
+    let store = faulty();
+    let (engine, topic) = open(&meta, store.clone()).await;
+    for i in 0..30 {
+        produce(&engine, &topic, rich_batch(i, 7)).await.unwrap();
+    }
+    produce(&engine, &topic, gzip_batch(&["g1", "g2", "g3"]))
+        .await
+        .unwrap();
+    // An idempotent producer whose retry must still be recognised after the rebuild.
+    let idempotent = batch(&["i1", "i2"], Some((42, 0)));
+    produce(&engine, &topic, idempotent.clone()).await.unwrap();
+    let produced = all_records(&engine, &topic, 0).await;
+    assert_eq!(produced.len(), 30 * 7 + 3 + 2);
+    assert!(produced
+        .iter()
+        .any(|r| r.headers.len() == 2 && r.headers[1].1.is_none()));
+    let p = topic.partition(0).unwrap();
+    let record = topic.record.clone();
+
+    // Segment: every write-ahead slice (32 entries) into one object.
+    assert!(engine.fold(&record, p, policy(false)).await.unwrap());
+    assert!(
+        !engine.fold(&record, p, policy(false)).await.unwrap(),
+        "nothing left"
+    );
+    assert_eq!(p.read().index.len(), 1);
+    assert_eq!(objects(store.as_ref(), "seg").await.len(), 1);
+    assert_eq!(all_records(&engine, &topic, 0).await, produced);
+
+    // Lake: the segment becomes Parquet, the one copy of those records.
+    assert!(engine.fold(&record, p, policy(true)).await.unwrap());
+    assert_eq!(p.read().index[0].format, Format::Parquet);
+    let lake = objects(store.as_ref(), "lake/t/partition=0").await;
+    assert_eq!(lake.len(), 1, "{lake:?}");
+    assert_eq!(all_records(&engine, &topic, 0).await, produced);
+    assert_eq!(all_records(&engine, &topic, 100).await, produced[100..]);
+    // Offsets by time come from the Parquet too.
+    let at = |t| engine.list_offset(p, t);
+    assert_eq!(
+        at(1_000_150).await.unwrap(),
+        Some(OffsetAndTimestamp {
+            offset: 14,
+            timestamp: 1_000_200
+        })
+    );
+    assert_eq!(
+        at(MAX_TIMESTAMP).await.unwrap().map(|o| o.timestamp),
+        Some(2_000_002)
+    );
+
+    // The janitor: every manifest is below folded_to, so manifests go, then their
+    // write-ahead objects; the segment is unreferenced but within the grace period.
+    let doomed = engine.collect_garbage(Vec::new()).await.unwrap();
+    assert_eq!(doomed.len(), 32);
+    engine.collect_garbage(doomed).await.unwrap();
+    assert_eq!(wal_objects(&store).await, 0);
+    assert_eq!(
+        meta.range(&engine.keys().manifests()).await.unwrap().len(),
+        0
+    );
+    assert_eq!(objects(store.as_ref(), "seg").await.len(), 1);
+
+    // A new leader rebuilds from the checkpoint alone.
+    drop(engine);
+    let (engine, topic) =
+        open_on(Arc::new(meta.clone()) as Arc<dyn MetaStore>, store.clone()).await;
+    assert_eq!(all_records(&engine, &topic, 0).await, produced);
+    // The producer's retry is recognised (its state was in the checkpoint), and
+    // new records follow the folded ones.
+    assert_eq!(produce(&engine, &topic, idempotent).await.unwrap(), 213);
+    assert_eq!(
+        produce(&engine, &topic, batch(&["after"], None))
+            .await
+            .unwrap(),
+        215
+    );
+    assert!(matches!(
+        produce(&engine, &topic, batch(&["i3"], Some((42, 5)))).await,
+        Err(EngineError::OutOfOrderSequence { producer_id: 42 })
+    ));
+
+    // With no grace, the replaced segment is an orphan and goes.
+    let janitor = Engine::open(
+        EngineConfig {
+            broker_id: 1,
+            orphan_grace: Duration::ZERO,
+            ..Default::default()
+        },
+        Arc::new(meta.clone()),
+        store.clone() as Arc<dyn ObjectStore>,
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    janitor.collect_garbage(Vec::new()).await.unwrap();
+    assert!(objects(store.as_ref(), "seg").await.is_empty());
+    assert_eq!(objects(store.as_ref(), "lake").await, lake);
+    assert_eq!(
+        all_records(&engine, &topic, 0).await[..produced.len()],
+        produced
+    );
+}
+
+#[tokio::test]
+async fn retention_drops_folded_files_from_the_checkpoint() {
+    let meta = EmbeddedStore::in_memory();
+    let store = faulty();
+    let (engine, topic) = open(&meta, store.clone()).await;
+    let p = topic.partition(0).unwrap();
+    let record = topic.record.clone();
+    for round in 0..3 {
+        for i in 0..4 {
+            produce(&engine, &topic, rich_batch(round * 4 + i, 5))
+                .await
+                .unwrap();
+        }
+        assert!(engine.fold(&record, p, policy(true)).await.unwrap());
+    }
+    assert_eq!(p.read().checkpoint.files.len(), 3);
+    assert_eq!(p.read().checkpoint.folded_to, 60);
+    // Into the second file: the first leaves the checkpoint, the others stay.
+    engine.advance_log_start(p, 25).await.unwrap();
+    let files = p.read().checkpoint.files.clone();
+    assert_eq!(
+        files.iter().map(|f| f.base_offset).collect::<Vec<_>>(),
+        vec![20, 40]
+    );
+    let kept = all_records(&engine, &topic, 25).await;
+    assert_eq!(kept.first().map(|r| r.offset), Some(25));
+    assert_eq!(kept.len(), 35);
+    drop(engine);
+    let (engine, topic) = open_on(Arc::new(meta.clone()) as Arc<dyn MetaStore>, store).await;
+    assert_eq!(all_records(&engine, &topic, 25).await, kept);
+    assert!(matches!(
+        engine.read(topic.partition(0).unwrap(), 24, 1 << 20).await,
+        Err(EngineError::OffsetOutOfRange { .. })
+    ));
+}
