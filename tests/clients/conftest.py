@@ -145,6 +145,9 @@ class Broker:
             "--group-consumer-session-timeout-ms=6000",
             # Retention and the janitor run every 500 ms (Kafka: 5 min).
             "--log-retention-check-interval-ms=500",
+            # Compaction looks for runs to fold every 300 ms (default 60 s): slices
+            # become segments (and lake files) within seconds.
+            "--compaction-interval-ms=300",
             "--kafka-listen", self.bootstrap,
             "--http-listen", f"127.0.0.1:{self.http_port}",
             *self.extra_args,

@@ -224,6 +224,10 @@ impl Keys {
     pub fn checkpoint_partition(&self, key: &str) -> Option<(Uuid, i32)> {
         partition_of(key.strip_prefix(&self.checkpoints())?)
     }
+    /// Where a topic's Iceberg table stands (see `tables.rs`).
+    pub fn lake_table(&self, topic: Uuid) -> String {
+        format!("{}lake_table/{topic}", self.root)
+    }
     /// Bumped by the janitor before it deletes orphaned objects; every manifest
     /// commit compares its revision (see `retention.rs`).
     pub fn gc_horizon(&self) -> String {

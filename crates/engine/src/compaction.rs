@@ -85,6 +85,9 @@ pub struct FoldedFile {
     pub max_timestamp: i64,
     /// Record-batch bytes it holds (as produced, before any Parquet encoding).
     pub len: u64,
+    /// Rows of a lake file (0 for a segment).
+    #[serde(default)]
+    pub records: u64,
 }
 
 impl FoldedFile {
@@ -251,14 +254,15 @@ impl Engine {
             .await?;
         let all_cached = run.iter().all(|e| e.cached.is_some());
         let id = ulid::Ulid::new();
-        let (object, body) = match format {
+        let (object, body, records) = match format {
             Format::Batches => (
                 paths::segment(&topic.id.to_string(), p.index, base, id),
                 crate::flush::concat(datas),
+                0,
             ),
             Format::Parquet => {
                 let partition = p.index;
-                let body =
+                let (body, records) =
                     tokio::task::spawn_blocking(move || lake_file(partition, &datas, log_start))
                         .await
                         .map_err(|e| {
@@ -267,6 +271,7 @@ impl Engine {
                 (
                     paths::lake_file(&topic.name, p.index, base, last_offset, id),
                     body,
+                    records,
                 )
             }
         };
@@ -278,6 +283,7 @@ impl Engine {
             last_offset,
             max_timestamp: run.iter().map(|e| e.max_timestamp).max().unwrap_or(-1),
             len: run.iter().map(|e| e.len).sum(),
+            records,
         };
         self.store.put(&object, body.clone().into()).await?;
 
@@ -348,7 +354,8 @@ impl Engine {
         Ok(true)
     }
 
-    /// Folds due runs every `interval`, until the engine is dropped.
+    /// Folds due runs (and, on the controller, publishes the lake's Iceberg tables)
+    /// every `interval`, until the engine is dropped.
     pub fn start_compaction(self: &Arc<Self>, interval: Duration) {
         let weak: Weak<Engine> = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -361,6 +368,11 @@ impl Engine {
                     return;
                 };
                 engine.compact().await;
+                if engine.view().controller == Some(engine.cfg.broker_id) {
+                    if let Err(e) = engine.publish_tables().await {
+                        tracing::warn!(error = %e, "cannot publish lake tables");
+                    }
+                }
             }
         });
     }
@@ -368,7 +380,7 @@ impl Engine {
 
 /// One lake file holding the records of `datas` (stored batches) at or above the
 /// log start.
-fn lake_file(partition: i32, datas: &[Bytes], log_start: i64) -> Result<Bytes> {
+fn lake_file(partition: i32, datas: &[Bytes], log_start: i64) -> Result<(Bytes, u64)> {
     let corrupt = |e: String| EngineError::Storage(format!("stored batch unreadable: {e}"));
     let mut records: Vec<Record> = Vec::new();
     for data in datas {
@@ -382,8 +394,9 @@ fn lake_file(partition: i32, datas: &[Bytes], log_start: i64) -> Result<Bytes> {
             );
         }
     }
-    sluice_lake::write(partition, &records, sluice_lake::WriteOptions::default())
-        .map_err(|e| EngineError::Storage(e.to_string()))
+    let file = sluice_lake::write(partition, &records, sluice_lake::WriteOptions::default())
+        .map_err(|e| EngineError::Storage(e.to_string()))?;
+    Ok((file, records.len() as u64))
 }
 
 #[cfg(test)]

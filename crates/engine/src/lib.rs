@@ -25,6 +25,7 @@ pub mod manifest;
 pub mod partition;
 pub mod produce;
 pub mod retention;
+pub mod tables;
 pub mod topics;
 
 use std::collections::{BTreeMap, HashMap};
@@ -70,8 +71,12 @@ pub struct EngineConfig {
     pub retention_check_interval: Duration,
     /// Age after which an object nothing references is deleted.
     pub orphan_grace: Duration,
-    /// How often partition leaders look for runs to fold (segments, Parquet).
+    /// How often partition leaders look for runs to fold (segments, Parquet); the
+    /// controller publishes Iceberg tables on the same tick.
     pub compaction_interval: Duration,
+    /// The URI of the object store's root (`s3://bucket/prefix`), for the paths in
+    /// Iceberg metadata; none: no Iceberg tables.
+    pub object_root: Option<String>,
 }
 
 impl Default for EngineConfig {
@@ -91,6 +96,7 @@ impl Default for EngineConfig {
             retention_check_interval: Duration::from_secs(300),
             orphan_grace: Duration::from_secs(3600),
             compaction_interval: Duration::from_secs(60),
+            object_root: None,
         }
     }
 }

@@ -286,12 +286,17 @@ impl Engine {
         };
         let mut listed: Vec<object_store::ObjectMeta> = Vec::new();
         for prefix in [WAL_PREFIX, SEGMENT_PREFIX, LAKE_PREFIX] {
-            let mut objects: Vec<object_store::ObjectMeta> = self
+            let objects: Vec<object_store::ObjectMeta> = self
                 .store
                 .list(Some(&Path::from(prefix)))
                 .try_collect()
                 .await?;
-            listed.append(&mut objects);
+            // Under lake/, only data files: table metadata is the tables' own.
+            listed.extend(
+                objects
+                    .into_iter()
+                    .filter(|o| prefix != LAKE_PREFIX || o.location.as_ref().ends_with(".parquet")),
+            );
         }
         if old_unreferenced(&listed, referenced).is_empty() {
             return Ok(0);

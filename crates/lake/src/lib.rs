@@ -15,6 +15,8 @@
 //!   group: offsets, timestamps and their type, keys, values and headers.
 //! - A malformed or foreign file is an error, never a panic.
 
+pub mod iceberg;
+
 use std::ops::Range;
 use std::sync::Arc;
 

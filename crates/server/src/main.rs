@@ -101,6 +101,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             retention_check_interval: Duration::from_millis(args.log_retention_check_interval_ms),
             orphan_grace: Duration::from_millis(args.wal_orphan_grace_ms),
             compaction_interval: Duration::from_millis(args.compaction_interval_ms),
+            object_root: store_url.root_uri(),
             cache: sluice_cache::CacheConfig {
                 memory_bytes: args.cache_memory_bytes,
                 disk_dir: Some(

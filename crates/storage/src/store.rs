@@ -95,6 +95,24 @@ impl ObjectStoreUrl {
             "expected file://<dir>, s3://bucket/prefix or memory://",
         ))
     }
+
+    /// The URI other tools reach the objects at (`s3://bucket/prefix`,
+    /// `file:///abs/dir`), as written into Iceberg metadata; none for memory.
+    pub fn root_uri(&self) -> Option<String> {
+        match self {
+            Self::File(dir) => {
+                let abs = std::path::absolute(dir).ok()?;
+                Some(
+                    format!("file://{}", abs.display())
+                        .trim_end_matches('/')
+                        .to_string(),
+                )
+            }
+            Self::Memory => None,
+            Self::S3 { bucket, prefix } if prefix.is_empty() => Some(format!("s3://{bucket}")),
+            Self::S3 { bucket, prefix } => Some(format!("s3://{bucket}/{prefix}")),
+        }
+    }
 }
 
 /// Opens the object store, creating a local directory if needed.

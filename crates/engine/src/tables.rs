@@ -1,0 +1,235 @@
+//! Iceberg tables over the lake: the controller publishes, for every topic with lake
+//! files, a table at `lake/_iceberg/kafka/<topic>/` whose current snapshot lists
+//! exactly the lake files (under `lake/<topic>/`) the partitions' checkpoints
+//! reference (see `sluice_lake::iceberg`). `lake/_iceberg` is a Hadoop-catalog
+//! warehouse: Spark or Trino find the table as `kafka.<topic>`.
+//!
+//! `lake_table/<topic-id>` records the published version, its metadata file and a
+//! digest of its file list. A round that finds the checkpoints' list different
+//! writes a manifest, a manifest list and `metadata/<version>-<uuid>.metadata.json`,
+//! then moves the key (revision compared, so two controllers cannot both publish a
+//! version), and only then writes `metadata/v<version>.metadata.json` and
+//! `metadata/version-hint.text` for readers that find tables by directory. The
+//! objects of versions older than the last [`VERSIONS_KEPT`] are deleted.
+//!
+//! Invariant: a published snapshot only lists files some checkpoint referenced when
+//! it was read. A file retention drops stays readable for the janitor's grace
+//! period, so readers of a snapshot a round old still find it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use object_store::path::Path;
+use object_store::ObjectStoreExt;
+use serde::{Deserialize, Serialize};
+use sluice_lake::iceberg::{self, DataFile, ManifestSummary, Snapshot};
+use sluice_meta::{Compare, Op, Txn};
+use sluice_storage::paths::LAKE_PREFIX;
+use uuid::Uuid;
+
+use crate::compaction::{Checkpoint, FoldedFile};
+use crate::partition::Format;
+use crate::{Engine, Result, TopicRecord};
+
+/// Table versions whose metadata objects are kept.
+const VERSIONS_KEPT: usize = 20;
+
+/// Where tables live under `lake/`: a Hadoop-catalog warehouse with one namespace,
+/// `kafka`. The leading `_` keeps Parquet readers of `lake/` (which skip such
+/// directories) and of `lake/<topic>/` from seeing metadata files.
+pub const TABLES_DIR: &str = "_iceberg/kafka";
+
+/// `lake_table/<topic-id>`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct TableState {
+    version: i64,
+    /// Object key of the current metadata file.
+    metadata: String,
+    snapshot_id: i64,
+    /// Of the file list the current snapshot holds.
+    digest: String,
+    /// The objects each kept version wrote, oldest first.
+    history: Vec<Vec<String>>,
+}
+
+impl Engine {
+    /// Publishes a new snapshot of every topic whose lake files changed.
+    pub async fn publish_tables(&self) -> Result<()> {
+        let Some(root) = self.cfg.object_root.clone() else {
+            return Ok(());
+        };
+        let mut files: HashMap<Uuid, Vec<(i32, FoldedFile)>> = HashMap::new();
+        for kv in self.meta.range(&self.keys.checkpoints()).await? {
+            let (Some((topic, partition)), Ok(c)) = (
+                self.keys.checkpoint_partition(&kv.key),
+                Checkpoint::decode(&kv.value),
+            ) else {
+                continue;
+            };
+            files.entry(topic).or_default().extend(
+                c.files
+                    .into_iter()
+                    .filter(|f| f.format == Format::Parquet)
+                    .map(|f| (partition, f)),
+            );
+        }
+        for topic in self.topics() {
+            let Some(mut list) = files.remove(&topic.record.id) else {
+                continue;
+            };
+            list.sort_by_key(|(p, f)| (*p, f.base_offset));
+            if let Err(e) = self.publish_table(&root, &topic.record, &list).await {
+                tracing::warn!(topic = %topic.record.name, error = %e,
+                    "cannot publish the lake table");
+            }
+        }
+        Ok(())
+    }
+
+    async fn publish_table(
+        &self,
+        root: &str,
+        topic: &TopicRecord,
+        files: &[(i32, FoldedFile)],
+    ) -> Result<()> {
+        let key = self.keys.lake_table(topic.id);
+        let (state, rev) = match self.meta.get(&key).await? {
+            Some(kv) => (
+                serde_json::from_slice::<TableState>(&kv.value).unwrap_or_default(),
+                kv.mod_revision,
+            ),
+            None => (TableState::default(), 0),
+        };
+        let digest = digest(files);
+        if state.digest == digest {
+            return Ok(());
+        }
+        let version = state.version + 1;
+        let now = crate::retention::now_ms();
+        let snapshot_id = (now << 10) | (version & 1023);
+        let table_dir = format!("{LAKE_PREFIX}/{TABLES_DIR}/{}", topic.name);
+        let dir = format!("{table_dir}/metadata");
+        let id = Uuid::new_v4();
+
+        let data_files: Vec<DataFile> = files
+            .iter()
+            .map(|(p, f)| DataFile {
+                path: format!("{root}/{}", f.object),
+                partition: *p,
+                record_count: f.records as i64,
+                file_size: f.object_len as i64,
+                first_offset: f.base_offset,
+                last_offset: f.last_offset,
+            })
+            .collect();
+        let rows: i64 = data_files.iter().map(|f| f.record_count).sum();
+        let manifest_key = format!("{dir}/{id}-m0.avro");
+        let manifest = iceberg::manifest(snapshot_id, version, &data_files);
+        let manifest_len = manifest.len() as i64;
+        self.put_object(&manifest_key, manifest).await?;
+        let list_key = format!("{dir}/snap-{snapshot_id}-{id}.avro");
+        let parent = (state.version > 0).then_some(state.snapshot_id);
+        let list = iceberg::manifest_list(
+            snapshot_id,
+            parent,
+            version,
+            &ManifestSummary {
+                path: format!("{root}/{manifest_key}"),
+                length: manifest_len,
+                files: data_files.len() as i32,
+                rows,
+            },
+        );
+        self.put_object(&list_key, list).await?;
+
+        let previous = if state.version > 0 {
+            let bytes = self.store.get(&Path::from(state.metadata.as_str())).await?;
+            serde_json::from_slice::<serde_json::Value>(&bytes.bytes().await?).ok()
+        } else {
+            None
+        };
+        let mut offsets: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
+        for (p, f) in files {
+            let o = offsets.entry(*p).or_insert((f.base_offset, f.last_offset));
+            *o = (o.0.min(f.base_offset), o.1.max(f.last_offset));
+        }
+        let snapshot = Snapshot {
+            id: snapshot_id,
+            sequence_number: version,
+            timestamp_ms: now,
+            manifest_list: format!("{root}/{list_key}"),
+            summary: offsets
+                .iter()
+                .map(|(p, (a, b))| (format!("sluice.partition.{p}.offsets"), format!("{a}-{b}")))
+                .collect(),
+            files: data_files.len() as i64,
+            rows,
+        };
+        let metadata = iceberg::table_metadata(
+            previous.as_ref(),
+            (state.version > 0)
+                .then(|| format!("{root}/{}", state.metadata))
+                .as_deref(),
+            &topic.id.to_string(),
+            &format!("{root}/{table_dir}"),
+            &snapshot,
+        );
+        let metadata = serde_json::to_vec_pretty(&metadata).unwrap_or_default();
+        let metadata_key = format!("{dir}/{version:05}-{id}.metadata.json");
+        self.put_object(&metadata_key, metadata.clone()).await?;
+
+        let numbered = format!("{dir}/v{version}.metadata.json");
+        let mut history = state.history;
+        history.push(vec![
+            manifest_key,
+            list_key,
+            metadata_key.clone(),
+            numbered.clone(),
+        ]);
+        let dropped: Vec<Vec<String>> = history
+            .drain(..history.len().saturating_sub(VERSIONS_KEPT))
+            .collect();
+        let next = TableState {
+            version,
+            metadata: metadata_key,
+            snapshot_id,
+            digest,
+            history,
+        };
+        let txn = Txn::when(vec![Compare::ModRevision(key.clone(), rev)]).then(vec![Op::put(
+            key,
+            serde_json::to_vec(&next).unwrap_or_default(),
+        )]);
+        if !self.meta.txn(txn).await?.succeeded {
+            return Ok(()); // another controller published; the next round looks again
+        }
+        self.put_object(&numbered, metadata).await?;
+        self.put_object(
+            &format!("{dir}/version-hint.text"),
+            version.to_string().into_bytes(),
+        )
+        .await?;
+        for object in dropped.into_iter().flatten() {
+            if let Err(e) = self.store.delete(&Path::from(object.as_str())).await {
+                tracing::debug!(%object, error = %e, "cannot delete old table metadata");
+            }
+        }
+        tracing::info!(topic = %topic.name, version, files = files.len(), rows,
+            "published the lake table");
+        Ok(())
+    }
+
+    async fn put_object(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+        self.store.put(&Path::from(key), bytes.into()).await?;
+        Ok(())
+    }
+}
+
+/// Identifies a file list: its length and a CRC of its objects.
+fn digest(files: &[(i32, FoldedFile)]) -> String {
+    let mut crc = 0u32;
+    for (_, f) in files {
+        crc = crc32c::crc32c_append(crc, f.object.as_bytes());
+        crc = crc32c::crc32c_append(crc, b"\n");
+    }
+    format!("{}-{crc:08x}", files.len())
+}
