@@ -56,6 +56,8 @@ pub const SEGMENT_ENTRIES: usize = 64;
 pub const FOLD_MIN_BYTES: u64 = 8 << 20;
 /// Record bytes one fold reads at most (one segment or lake file).
 pub const FOLD_MAX_BYTES: u64 = 64 << 20;
+/// Record bytes one cleaning (log compaction) rewrites at most.
+pub const CLEAN_MAX_BYTES: u64 = 256 << 20;
 /// Folds of one partition per round, so one busy partition cannot stall the rest.
 const FOLDS_PER_ROUND: usize = 8;
 /// Entries read at once while folding.
@@ -67,6 +69,9 @@ const READ_CONCURRENCY: usize = 8;
 pub struct Checkpoint {
     /// Slices of manifests below this offset are in `files` (or below the log start).
     pub folded_to: i64,
+    /// Log compaction has cleaned everything below this offset.
+    #[serde(default)]
+    pub cleaned_to: i64,
     /// In offset order.
     pub files: Vec<FoldedFile>,
     /// The partition's idempotent-producer state when the checkpoint was written.
@@ -181,7 +186,8 @@ impl Engine {
         }
     }
 
-    /// Folds what is due in every partition this broker leads.
+    /// Cleans (log compaction) and folds what is due in every partition this broker
+    /// leads.
     pub async fn compact(&self) {
         let now_ms = crate::retention::now_ms();
         let max_wait_ms = i64::try_from(self.cfg.compaction_interval.as_millis())
@@ -199,11 +205,21 @@ impl Engine {
                 lake_cutoff,
                 max_wait_ms,
             };
+            let compacted = topic
+                .record
+                .config("cleanup.policy")
+                .is_some_and(|v| v.split(',').any(|p| p.trim() == "compact"));
             for p in topic
                 .partitions
                 .iter()
                 .filter(|p| p.leader_epoch().is_some())
             {
+                if compacted {
+                    if let Err(e) = self.clean(&topic.record, p, now_ms).await {
+                        tracing::warn!(topic = %p.topic, partition = p.index, error = %e,
+                            "cannot compact the log");
+                    }
+                }
                 for _ in 0..FOLDS_PER_ROUND {
                     match self.fold(&topic.record, p, policy).await {
                         Ok(true) => {}
@@ -226,14 +242,9 @@ impl Engine {
         p: &Partition,
         policy: FoldPolicy,
     ) -> Result<bool> {
-        let Some(epoch) = p.leader_epoch() else {
+        let Some(fence) = Fence::take(self, p) else {
             return Ok(false);
         };
-        let generation = Generation {
-            number: self.generation(),
-            owner: self.owner,
-        };
-        let gc_rev = self.gc_horizon_rev.load(Relaxed);
         // Retention moves the log start (and drops entries) under this lock too.
         let _serial = self.log_start_lock.lock().await;
         let (run, format, log_start) = {
@@ -243,49 +254,138 @@ impl Engine {
             };
             (read.index[range].to_vec(), format, read.log_start_offset)
         };
+        let datas = self.read_entries(&run).await?;
+        let cache = format == Format::Batches && run.iter().all(|e| e.cached.is_some());
+        let (body, records) = match format {
+            Format::Batches => (crate::flush::concat(datas), 0),
+            Format::Parquet => {
+                let partition = p.index;
+                blocking(move || {
+                    let records = records_of(&datas, log_start)?;
+                    let rows = records.len() as u64;
+                    Ok((lake_bytes(partition, &records)?, rows))
+                })
+                .await?
+            }
+        };
+        self.install_rewrite(
+            topic,
+            p,
+            fence,
+            &run,
+            Rewrite {
+                format,
+                body,
+                records,
+                cache,
+                cleaned_to: None,
+            },
+        )
+        .await
+    }
+
+    /// Log compaction (`cleanup.policy` with `compact`): rewrites the partition's
+    /// history before its active segment keeping, per key, only the record with the
+    /// latest offset, and dropping tombstones older than `delete.retention.ms`
+    /// (by record timestamp). Runs when the share of bytes not cleaned before
+    /// reaches `min.cleanable.dirty.ratio`. Returns whether it rewrote anything.
+    pub async fn clean(&self, topic: &TopicRecord, p: &Partition, now_ms: i64) -> Result<bool> {
+        let setting = |name: &str| {
+            topic
+                .config(name)
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        };
+        let segment = setting("segment.bytes").map_or(1 << 30, |v| v as i64);
+        let ratio = setting("min.cleanable.dirty.ratio").unwrap_or(0.5);
+        let tombstone_ms = setting("delete.retention.ms").map_or(86_400_000, |v| v as i64);
+        let Some(fence) = Fence::take(self, p) else {
+            return Ok(false);
+        };
+        let _serial = self.log_start_lock.lock().await;
+        let (run, log_start) = {
+            let read = p.read();
+            let Some(range) = clean_plan(&read.index, read.checkpoint.cleaned_to, segment, ratio)
+            else {
+                return Ok(false);
+            };
+            (read.index[range].to_vec(), read.log_start_offset)
+        };
+        let datas = self.read_entries(&run).await?;
+        let format = if run.iter().any(|e| e.format == Format::Parquet) {
+            Format::Parquet
+        } else {
+            Format::Batches
+        };
+        let (partition, horizon) = (p.index, now_ms.saturating_sub(tombstone_ms));
+        let (body, records) = blocking(move || {
+            let kept = latest_per_key(records_of(&datas, log_start)?, horizon);
+            let rows = kept.len() as u64;
+            let body = match format {
+                Format::Batches => crate::lake::encode_batches(&kept),
+                Format::Parquet => lake_bytes(partition, &kept)?,
+            };
+            Ok((body, rows))
+        })
+        .await?;
+        let cleaned_to = run.last().map(|e| e.last_offset + 1);
+        let rewrite = Rewrite {
+            format,
+            body,
+            records,
+            cache: false,
+            cleaned_to,
+        };
+        let done = self.install_rewrite(topic, p, fence, &run, rewrite).await?;
+        if done {
+            self.metrics.cleanings.fetch_add(1, Relaxed);
+        }
+        Ok(done)
+    }
+
+    /// The batches of `run`, whole (every row group of a lake file).
+    async fn read_entries(&self, run: &[IndexEntry]) -> Result<Vec<Bytes>> {
+        futures::stream::iter(run.to_vec())
+            .map(|e| async move {
+                match e.format {
+                    Format::Batches => self.entry_bytes(&e, e.base_offset).await,
+                    Format::Parquet => self.lake_all_batches(&e).await,
+                }
+            })
+            .buffered(READ_CONCURRENCY)
+            .try_collect()
+            .await
+    }
+
+    /// Writes a rewrite of `run` as one object, commits the checkpoint that swaps it
+    /// in, and swaps it into the offset index. Called with the log start lock held.
+    async fn install_rewrite(
+        &self,
+        topic: &TopicRecord,
+        p: &Partition,
+        fence: Fence,
+        run: &[IndexEntry],
+        rw: Rewrite,
+    ) -> Result<bool> {
         let (Some(first), Some(last)) = (run.first(), run.last()) else {
             return Ok(false);
         };
         let (base, last_offset) = (first.base_offset, last.last_offset);
-        let datas: Vec<Bytes> = futures::stream::iter(run.clone())
-            .map(|e| async move { self.entry_bytes(&e, e.base_offset).await })
-            .buffered(READ_CONCURRENCY)
-            .try_collect()
-            .await?;
-        let all_cached = run.iter().all(|e| e.cached.is_some());
         let id = ulid::Ulid::new();
-        let (object, body, records) = match format {
-            Format::Batches => (
-                paths::segment(&topic.id.to_string(), p.index, base, id),
-                crate::flush::concat(datas),
-                0,
-            ),
-            Format::Parquet => {
-                let partition = p.index;
-                let (body, records) =
-                    tokio::task::spawn_blocking(move || lake_file(partition, &datas, log_start))
-                        .await
-                        .map_err(|e| {
-                            EngineError::Storage(format!("lake encoder panicked: {e}"))
-                        })??;
-                (
-                    paths::lake_file(&topic.name, p.index, base, last_offset, id),
-                    body,
-                    records,
-                )
-            }
+        let object = match rw.format {
+            Format::Batches => paths::segment(&topic.id.to_string(), p.index, base, id),
+            Format::Parquet => paths::lake_file(&topic.name, p.index, base, last_offset, id),
         };
         let file = FoldedFile {
             object: object.to_string(),
-            object_len: body.len() as u64,
-            format,
+            object_len: rw.body.len() as u64,
+            format: rw.format,
             base_offset: base,
             last_offset,
             max_timestamp: run.iter().map(|e| e.max_timestamp).max().unwrap_or(-1),
             len: run.iter().map(|e| e.len).sum(),
-            records,
+            records: rw.records,
         };
-        self.store.put(&object, body.clone().into()).await?;
+        self.store.put(&object, rw.body.clone().into()).await?;
 
         let checkpoint = {
             let read = p.read();
@@ -297,6 +397,9 @@ impl Engine {
             c.files.push(file.clone());
             c.files.sort_by_key(|f| f.base_offset);
             c.folded_to = c.folded_to.max(last_offset + 1);
+            if let Some(to) = rw.cleaned_to {
+                c.cleaned_to = c.cleaned_to.max(to);
+            }
             c.producers = read.producer_batches();
             c
         };
@@ -305,9 +408,9 @@ impl Engine {
         let txn = Txn::when(vec![
             Compare::ValueEquals(
                 self.keys.generation(self.cfg.broker_id),
-                generation.encode(),
+                fence.generation.encode(),
             ),
-            Compare::ModRevision(self.keys.gc_horizon(), gc_rev),
+            Compare::ModRevision(self.keys.gc_horizon(), fence.gc_rev),
         ])
         .then(vec![Op::put(key.clone(), value.clone())]);
         let committed = match self.meta.txn(txn).await {
@@ -325,7 +428,7 @@ impl Engine {
         }
 
         let mut read = p.read_mut();
-        if p.leader_epoch() != Some(epoch) {
+        if p.leader_epoch() != Some(fence.epoch) {
             return Ok(false);
         }
         let at = read.index.iter().position(|e| e.base_offset == base);
@@ -338,13 +441,13 @@ impl Engine {
             return Ok(false);
         };
         let mut entry = file.entry();
-        if format == Format::Batches && all_cached {
-            entry.cached = Some(body);
+        if rw.cache {
+            entry.cached = Some(rw.body);
         }
         read.replace_run(at, run.len(), entry, &self.tail);
         read.checkpoint = checkpoint;
         drop(read);
-        let counter = match format {
+        let counter = match rw.format {
             Format::Batches => &self.metrics.folds_segment,
             Format::Parquet => &self.metrics.folds_lake,
         };
@@ -378,9 +481,49 @@ impl Engine {
     }
 }
 
-/// One lake file holding the records of `datas` (stored batches) at or above the
-/// log start.
-fn lake_file(partition: i32, datas: &[Bytes], log_start: i64) -> Result<(Bytes, u64)> {
+/// What a fold or a cleaning writes in place of a run of entries.
+struct Rewrite {
+    format: Format,
+    body: Bytes,
+    /// Rows, for a lake file.
+    records: u64,
+    /// Keep the bytes in the in-memory tail (every folded entry was there).
+    cache: bool,
+    /// For a cleaning: the offset it cleaned up to.
+    cleaned_to: Option<i64>,
+}
+
+/// What a rewrite's commit compares, taken before anything is read: the leader
+/// epoch, the broker generation and the janitor's horizon as they were.
+#[derive(Clone, Copy)]
+struct Fence {
+    epoch: i32,
+    generation: Generation,
+    gc_rev: i64,
+}
+
+impl Fence {
+    fn take(engine: &Engine, p: &Partition) -> Option<Self> {
+        Some(Self {
+            epoch: p.leader_epoch()?,
+            generation: Generation {
+                number: engine.generation(),
+                owner: engine.owner,
+            },
+            gc_rev: engine.gc_horizon_rev.load(Relaxed),
+        })
+    }
+}
+
+/// Runs CPU-heavy encoding off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| EngineError::Storage(format!("encoder panicked: {e}")))?
+}
+
+/// The records of stored batches at or above the log start.
+fn records_of(datas: &[Bytes], log_start: i64) -> Result<Vec<Record>> {
     let corrupt = |e: String| EngineError::Storage(format!("stored batch unreadable: {e}"));
     let mut records: Vec<Record> = Vec::new();
     for data in datas {
@@ -394,9 +537,55 @@ fn lake_file(partition: i32, datas: &[Bytes], log_start: i64) -> Result<(Bytes, 
             );
         }
     }
-    let file = sluice_lake::write(partition, &records, sluice_lake::WriteOptions::default())
-        .map_err(|e| EngineError::Storage(e.to_string()))?;
-    Ok((file, records.len() as u64))
+    Ok(records)
+}
+
+fn lake_bytes(partition: i32, records: &[Record]) -> Result<Bytes> {
+    sluice_lake::write(partition, records, sluice_lake::WriteOptions::default())
+        .map_err(|e| EngineError::Storage(e.to_string()))
+}
+
+/// Log compaction of `records` (offsets ascending): per key, the record with the
+/// latest offset; a tombstone (null value) only if its timestamp is at or after
+/// `tombstone_horizon`. Records without a key are kept.
+pub fn latest_per_key(records: Vec<Record>, tombstone_horizon: i64) -> Vec<Record> {
+    let mut latest: std::collections::HashMap<Bytes, i64> = std::collections::HashMap::new();
+    for r in &records {
+        if let Some(k) = &r.key {
+            latest.insert(k.clone(), r.offset);
+        }
+    }
+    records
+        .into_iter()
+        .filter(|r| match &r.key {
+            None => true,
+            Some(k) => {
+                latest.get(k) == Some(&r.offset)
+                    && (r.value.is_some() || r.timestamp >= tombstone_horizon)
+            }
+        })
+        .collect()
+}
+
+/// The run a cleaning rewrites: everything before the active segment (the newest
+/// `segment` bytes, at least one entry), up to [`CLEAN_MAX_BYTES`], once the bytes
+/// at or past `cleaned_to` are at least `ratio` of it.
+pub fn clean_plan(
+    index: &[IndexEntry],
+    cleaned_to: i64,
+    segment: i64,
+    ratio: f64,
+) -> Option<std::ops::Range<usize>> {
+    let active = crate::retention::active_segment_start(index, segment);
+    let (mut end, mut total, mut dirty) = (0, 0u64, 0u64);
+    while end < active && (end == 0 || total < CLEAN_MAX_BYTES) {
+        total += index[end].len;
+        if index[end].last_offset >= cleaned_to {
+            dirty += index[end].len;
+        }
+        end += 1;
+    }
+    (dirty > 0 && dirty as f64 >= ratio * total as f64).then_some(0..end)
 }
 
 #[cfg(test)]

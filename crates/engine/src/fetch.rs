@@ -139,12 +139,14 @@ impl Engine {
                 total += h.size;
                 kept = Some((kept.map_or(start, |(from, _)| from), pos));
             }
+            let kept_any = kept.is_some();
             if let Some((from, to)) = kept {
                 parts.push(data.slice(from..to));
             }
             // A lake entry yields one row group at a time: the next fetch goes on
-            // from where it ended.
-            if full || reached < entry.last_offset {
+            // from where it ended. An entry that yielded nothing at or past the
+            // offset (log compaction removed its last records) is passed over.
+            if full || (kept_any && reached < entry.last_offset) {
                 break;
             }
         }

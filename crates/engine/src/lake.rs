@@ -105,15 +105,22 @@ impl Engine {
     /// Batches of the row group holding `offset` (or the file's first one).
     pub(crate) async fn lake_batches(&self, entry: &IndexEntry, offset: i64) -> Result<Bytes> {
         let footer = self.lake_footer(entry).await?;
-        let Some(span) = footer
-            .spans
-            .iter()
-            .find(|s| s.last_offset >= offset)
-            .or(footer.spans.last())
-        else {
+        // Past the last row group (log compaction can leave a file's last offsets
+        // empty): nothing, and the fetch goes on to the next entry.
+        let Some(span) = footer.spans.iter().find(|s| s.last_offset >= offset) else {
             return Ok(Bytes::new());
         };
         self.row_group_batches(entry, &footer, span.index).await
+    }
+
+    /// Every batch of a lake file (for rewriting it).
+    pub(crate) async fn lake_all_batches(&self, entry: &IndexEntry) -> Result<Bytes> {
+        let footer = self.lake_footer(entry).await?;
+        let mut parts = Vec::with_capacity(footer.spans.len());
+        for span in &footer.spans {
+            parts.push(self.row_group_batches(entry, &footer, span.index).await?);
+        }
+        Ok(crate::flush::concat(parts))
     }
 
     /// Batches of the row group of a lake file a timestamp lookup needs: the first

@@ -197,6 +197,8 @@ pub struct EngineMetrics {
     /// Folds committed: into segments, and into lake files.
     pub folds_segment: std::sync::atomic::AtomicU64,
     pub folds_lake: std::sync::atomic::AtomicU64,
+    /// Log compaction passes (`cleanup.policy=compact`).
+    pub cleanings: std::sync::atomic::AtomicU64,
 }
 
 impl EngineMetrics {
@@ -245,6 +247,12 @@ impl EngineMetrics {
                 v.load(Relaxed)
             );
         }
+        let _ = writeln!(out, "# TYPE sluice_log_cleanings_total counter");
+        let _ = writeln!(
+            out,
+            "sluice_log_cleanings_total {}",
+            self.cleanings.load(Relaxed)
+        );
         let _ = writeln!(out, "# TYPE sluice_partitions_led gauge");
         let _ = writeln!(out, "sluice_partitions_led {led_partitions}");
         let _ = writeln!(out, "# TYPE sluice_broker_generation gauge");

@@ -94,6 +94,11 @@ fn prepare(req: PartitionRecords) -> Result<Prepared> {
         ));
     }
     let max = req.topic.record.max_message_bytes();
+    let compacted = req
+        .topic
+        .record
+        .config("cleanup.policy")
+        .is_some_and(|v| v.split(',').any(|p| p.trim() == "compact"));
     let batches = batch::validate_record_set(&req.records)
         .map_err(|e| EngineError::CorruptMessage(e.to_string()))?;
     let mut out = Vec::with_capacity(batches.len());
@@ -113,6 +118,16 @@ fn prepare(req: PartitionRecords) -> Result<Prepared> {
             return Err(EngineError::InvalidRecord(
                 "idempotent batch without a sequence".into(),
             ));
+        }
+        // As Kafka: a compacted topic keeps records by key, so each needs one.
+        if compacted {
+            let records = sluice_protocol::records::decode_batch(&bytes)
+                .map_err(|e| EngineError::CorruptMessage(e.to_string()))?;
+            if records.iter().any(|r| r.key.is_none()) {
+                return Err(EngineError::InvalidRecord(
+                    "compacted topic cannot accept a record without a key".into(),
+                ));
+            }
         }
         out.push((h, BytesMut::from(&bytes[..])));
     }

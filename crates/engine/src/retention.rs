@@ -377,6 +377,19 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Where the active segment begins: the longest suffix of entries within
+/// `segment` bytes (`segment.bytes`), at least the last entry. Retention and log
+/// compaction leave it alone, as Kafka leaves its active segment.
+pub(crate) fn active_segment_start(index: &[crate::partition::IndexEntry], segment: i64) -> usize {
+    let mut active = index.len().saturating_sub(1);
+    let mut size = index.last().map_or(0, |e| e.len as i64);
+    while active > 0 && size + index[active - 1].len as i64 <= segment {
+        active -= 1;
+        size += index[active].len as i64;
+    }
+    active
+}
+
 /// A topic's retention settings.
 #[derive(Debug, Clone, Copy)]
 struct Limits {
@@ -421,13 +434,7 @@ fn retention_start(
             keep_from += 1;
         }
     }
-    // The active segment: the longest suffix within `segment.bytes`, at least one.
-    let mut active = index.len().saturating_sub(1);
-    let mut size = index.last().map_or(0, |e| e.len as i64);
-    while active > 0 && size + index[active - 1].len as i64 <= segment {
-        active -= 1;
-        size += index[active].len as i64;
-    }
+    let active = active_segment_start(index, segment);
     index
         .get(keep_from.min(active))
         .map_or(high_watermark, |e| e.base_offset)

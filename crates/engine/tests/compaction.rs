@@ -267,3 +267,103 @@ async fn retention_drops_folded_files_from_the_checkpoint() {
         Err(EngineError::OffsetOutOfRange { .. })
     ));
 }
+
+fn keyed_batch(records: &[(&str, Option<&str>)]) -> Bytes {
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| Record {
+            offset: i as i64,
+            timestamp: 5_000 + i as i64,
+            log_append_time: false,
+            key: Some(Bytes::from(k.to_string())),
+            value: v.map(|v| Bytes::from(v.to_string())),
+            headers: vec![],
+        })
+        .collect();
+    encode_batch(&records)
+}
+
+fn key_values(records: &[Record]) -> Vec<(i64, String, Option<String>)> {
+    let text = |b: &Option<Bytes>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
+    records
+        .iter()
+        .map(|r| (r.offset, text(&r.key).unwrap_or_default(), text(&r.value)))
+        .collect()
+}
+
+#[tokio::test]
+async fn log_compaction_keeps_the_latest_value_per_key() {
+    let meta = EmbeddedStore::in_memory();
+    let store = faulty();
+    let (engine, topic) = open(&meta, store.clone()).await;
+    let p = topic.partition(0).unwrap();
+    for round in 0..4 {
+        let values: Vec<String> = (0..4).map(|k| format!("r{round}-k{k}")).collect();
+        let batch: Vec<(&str, Option<&str>)> = ["k0", "k1", "k2", "k3"]
+            .into_iter()
+            .zip(values.iter().map(|v| Some(v.as_str())))
+            .collect();
+        produce(&engine, &topic, keyed_batch(&batch)).await.unwrap();
+    }
+    // A tombstone for k2 (old enough to be dropped), then the active segment.
+    produce(&engine, &topic, keyed_batch(&[("k2", None)]))
+        .await
+        .unwrap();
+    produce(&engine, &topic, keyed_batch(&[("k0", Some("active"))]))
+        .await
+        .unwrap();
+    let mut record = topic.record.clone();
+    for (k, v) in [
+        ("cleanup.policy", "compact"),
+        ("segment.bytes", "14"),
+        ("min.cleanable.dirty.ratio", "0.5"),
+        ("delete.retention.ms", "1000"),
+    ] {
+        record.configs.insert(k.into(), v.into());
+    }
+    assert!(engine.clean(&record, p, 1_000_000).await.unwrap());
+    let expected = vec![
+        (12, "k0".to_string(), Some("r3-k0".to_string())),
+        (13, "k1".into(), Some("r3-k1".into())),
+        (15, "k3".into(), Some("r3-k3".into())),
+        (17, "k0".into(), Some("active".into())),
+    ];
+    assert_eq!(key_values(&all_records(&engine, &topic, 0).await), expected);
+    // Offsets keep their gaps; a fetch inside one starts at the next record.
+    assert_eq!(all_records(&engine, &topic, 3).await[0].offset, 12);
+    assert_eq!(p.read().high_watermark, 18);
+    assert!(
+        !engine.clean(&record, p, 1_000_000).await.unwrap(),
+        "nothing dirty"
+    );
+
+    // A tombstone younger than delete.retention.ms stays; k0's value at 17 left
+    // the active segment, so the one at 12 goes.
+    produce(&engine, &topic, keyed_batch(&[("k1", None)]))
+        .await
+        .unwrap();
+    produce(&engine, &topic, keyed_batch(&[("k9", Some("active"))]))
+        .await
+        .unwrap();
+    assert!(engine.clean(&record, p, 5_500).await.unwrap());
+    let cleaned = key_values(&all_records(&engine, &topic, 0).await);
+    assert_eq!(
+        cleaned,
+        vec![
+            (15, "k3".to_string(), Some("r3-k3".to_string())),
+            (17, "k0".into(), Some("active".into())),
+            (18, "k1".into(), None),
+            (19, "k9".into(), Some("active".into())),
+        ]
+    );
+
+    // The cleaned history survives a rebuild and a fold into the lake.
+    drop(engine);
+    let (engine, topic) = open_on(Arc::new(meta.clone()) as Arc<dyn MetaStore>, store).await;
+    assert_eq!(key_values(&all_records(&engine, &topic, 0).await), cleaned);
+    let p = topic.partition(0).unwrap();
+    assert!(engine.fold(&record, p, policy(true)).await.unwrap());
+    assert_eq!(p.read().index[0].format, Format::Parquet);
+    assert_eq!(key_values(&all_records(&engine, &topic, 0).await), cleaned);
+}
