@@ -119,7 +119,8 @@ class Broker:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics", timeout=5) as r:
             body = r.read().decode()
         return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
-                   if line.startswith(name + "{") and label in line)
+                   if (line.startswith(name + "{") or line.startswith(name + " "))
+                   and label in line)
 
     def start(self):
         # A free port can be taken by someone else before the broker binds it (the

@@ -163,8 +163,12 @@ pub fn plan(index: &[IndexEntry], policy: FoldPolicy) -> Option<(std::ops::Range
             return Some((first..end, Format::Parquet));
         }
     }
-    let wal = first + index[first..].iter().position(IndexEntry::in_wal)?;
+    // Segments leave the newest entry alone: it stays the partition's active
+    // segment for retention and log compaction, which spare it.
+    let unfolded = &index[..index.len() - 1];
+    let wal = first + unfolded.get(first..)?.iter().position(IndexEntry::in_wal)?;
     let (end, bytes) = run(wal, &IndexEntry::in_wal);
+    let end = end.min(unfolded.len());
     let due = bytes >= FOLD_MIN_BYTES
         || end - wal >= SEGMENT_ENTRIES
         || waited(&index[wal], policy.now_ms);
@@ -619,15 +623,16 @@ mod tests {
         let wal = |i: i64, ts| entry(i * 10, ts, 100, "wal/0/1/x.wal", Format::Batches);
         let few: Vec<IndexEntry> = (0..5).map(|i| wal(i, 10_000)).collect();
         assert_eq!(plan(&few, policy(10_500, None)), None);
-        // Old enough: folded whatever the size.
+        // Old enough: folded whatever the size, but for the newest entry.
         assert_eq!(
             plan(&few, policy(11_000, None)),
-            Some((0..5, Format::Batches))
+            Some((0..4, Format::Batches))
         );
+        assert_eq!(plan(&few[..1], policy(11_000, None)), None);
         let many: Vec<IndexEntry> = (0..70).map(|i| wal(i, 10_000)).collect();
         assert_eq!(
             plan(&many, policy(10_000, None)),
-            Some((0..70, Format::Batches))
+            Some((0..69, Format::Batches))
         );
         // Already folded entries are skipped.
         let mut mixed = vec![
@@ -637,17 +642,18 @@ mod tests {
         mixed.extend((2..5).map(|i| wal(i, 1)));
         assert_eq!(
             plan(&mixed, policy(10_000, None)),
-            Some((2..5, Format::Batches))
+            Some((2..4, Format::Batches))
         );
-        // Past the lake cutoff: segments and slices alike become Parquet.
+        // Past the lake cutoff: segments and slices alike become Parquet, the
+        // newest entry included.
         assert_eq!(
             plan(&mixed, policy(10_000, Some(5_000))),
             Some((1..5, Format::Parquet))
         );
-        // A young run waits unless it is large.
+        // Nothing old enough for the lake: segments as usual.
         assert_eq!(
             plan(&mixed, policy(10_000, Some(0))),
-            Some((2..5, Format::Batches))
+            Some((2..4, Format::Batches))
         );
     }
 
