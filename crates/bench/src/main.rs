@@ -12,6 +12,9 @@
 //!    per GiB read. With a broker the benchmark started, it then restarts it and
 //!    reads everything again twice: cold (tail and read cache empty, all from the
 //!    object store) and warm (from the read cache).
+//!    With `--lake`, it then sets `sluice.lake.after.ms=0` on phase 1's topic, waits
+//!    for compaction to turn it into Parquet, restarts, and reads it all twice more
+//!    (`lake_cold_catchup`, `lake_warm_catchup`): fetches re-encode row groups.
 //! 4. PUT rate: the latency phase's byte rate over 1 and over 1,000 partitions
 //!    (`--put-rate-partitions`); prints PUTs per second for each.
 //!
@@ -59,16 +62,39 @@ struct Args {
     /// value skips the phase.
     #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "1,1000")]
     put_rate_partitions: Vec<i32>,
+    /// With a broker the benchmark started: afterwards, turn phase 1's data into
+    /// Parquet (`sluice.lake.after.ms=0`) and read it all again, cold and warm.
+    #[arg(long)]
+    lake: bool,
 }
 
 /// Object-store requests of `kind` the broker has made so far.
 fn requests(broker: Option<&Sluice>, kind: &str) -> Option<f64> {
-    broker?
-        .metric(
-            "sluice_object_store_requests_total",
-            &format!("kind=\"{kind}\""),
-        )
-        .ok()
+    broker_metric(
+        broker,
+        "sluice_object_store_requests_total",
+        &format!("kind=\"{kind}\""),
+    )
+}
+
+fn broker_metric(broker: Option<&Sluice>, name: &str, label: &str) -> Option<f64> {
+    broker?.metric(name, label).ok()
+}
+
+fn alter_topic(bootstrap: &str, topic: &str, name: &str, value: &str) -> Result<()> {
+    futures::executor::block_on(async {
+        use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()?;
+        let change = AlterConfig::new(ResourceSpecifier::Topic(topic)).set(name, value);
+        for r in admin.alter_configs([&change], &AdminOptions::new()).await? {
+            if let Err((_, e)) = r {
+                bail!("alter {topic}: {e}");
+            }
+        }
+        Ok(())
+    })
 }
 
 /// Counts acknowledgements and records ack latency (when a send time is attached).
@@ -212,7 +238,10 @@ fn catch_up(name: &str, bootstrap: &str, args: &Args, own: Option<&Sluice>) -> R
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let extra: Vec<&str> = args.broker_arg.iter().map(String::as_str).collect();
+    let mut extra: Vec<&str> = args.broker_arg.iter().map(String::as_str).collect();
+    if args.lake {
+        extra.push("--compaction-interval-ms=1000");
+    }
     let mut own = match &args.bootstrap {
         Some(_) => None,
         None if args.s3 => Some(Sluice::start_with(Some(S3Server::start()?), &extra)?),
@@ -348,6 +377,32 @@ fn main() -> Result<()> {
         broker.restart()?;
         catch_up("cold_catchup", &bootstrap, &args, own.as_ref())?;
         catch_up("warm_catchup", &bootstrap, &args, own.as_ref())?;
+    }
+
+    // 3b. The same data as Parquet: fetches re-encode it from row groups.
+    if let (true, Some(broker)) = (args.lake, own.as_mut()) {
+        alter_topic(&bootstrap, "bench-throughput", "sluice.lake.after.ms", "0")?;
+        let folds = || broker_metric(Some(&*broker), "sluice_folds_total", "format=\"parquet\"");
+        let start = Instant::now();
+        let (mut last, mut stable) = (folds(), 0);
+        while stable < 5 && start.elapsed() < Duration::from_secs(600) {
+            std::thread::sleep(Duration::from_secs(1));
+            let now = folds();
+            stable = if now == last && now > Some(0.0) {
+                stable + 1
+            } else {
+                0
+            };
+            last = now;
+        }
+        println!(
+            "lake_fold_seconds: {:.1}",
+            start.elapsed().as_secs_f64() - 5.0
+        );
+        println!("lake_files: {}", last.unwrap_or(0.0));
+        broker.restart()?;
+        catch_up("lake_cold_catchup", &bootstrap, &args, own.as_ref())?;
+        catch_up("lake_warm_catchup", &bootstrap, &args, own.as_ref())?;
     }
 
     // 4. The same byte rate over few and many partitions costs the same PUTs.
