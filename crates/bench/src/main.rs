@@ -12,11 +12,13 @@
 //!    per GiB read. With a broker the benchmark started, it then restarts it and
 //!    reads everything again twice: cold (tail and read cache empty, all from the
 //!    object store) and warm (from the read cache).
-//!    With `--lake`, it then sets `sluice.lake.after.ms=0` on phase 1's topic, waits
-//!    for compaction to turn it into Parquet, restarts, and reads it all twice more
-//!    (`lake_cold_catchup`, `lake_warm_catchup`): fetches re-encode row groups.
 //! 4. PUT rate: the latency phase's byte rate over 1 and over 1,000 partitions
 //!    (`--put-rate-partitions`); prints PUTs per second for each.
+//!
+//! `--lake` replaces phases 2-4: compaction runs every second, phase 1's topic gets
+//! `sluice.lake.after.ms=0`, and once it is Parquet the broker restarts and a consumer
+//! reads it all twice (`lake_cold_catchup`, `lake_warm_catchup`): fetches re-encode
+//! row groups.
 //!
 //! `--s3` keeps the broker's objects in a local S3 server (moto) instead of a
 //! directory. Request counts come from the broker's `/metrics`.
@@ -62,8 +64,9 @@ struct Args {
     /// value skips the phase.
     #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "1,1000")]
     put_rate_partitions: Vec<i32>,
-    /// With a broker the benchmark started: afterwards, turn phase 1's data into
-    /// Parquet (`sluice.lake.after.ms=0`) and read it all again, cold and warm.
+    /// Instead of phases 2-4, with a broker the benchmark started: turn phase 1's
+    /// data into Parquet (`sluice.lake.after.ms=0`, compaction every second) and
+    /// read it all, cold and warm.
     #[arg(long)]
     lake: bool,
 }
@@ -299,6 +302,34 @@ fn main() -> Result<()> {
         println!("puts_per_gib: {:.0}", (after - before) / gib(bytes));
     }
 
+    // With --lake, only: the same data as Parquet; fetches re-encode it from row
+    // groups.
+    if let (true, Some(broker)) = (args.lake, own.as_mut()) {
+        alter_topic(&bootstrap, "bench-throughput", "sluice.lake.after.ms", "0")?;
+        let folds = || broker_metric(Some(&*broker), "sluice_folds_total", "format=\"parquet\"");
+        let start = Instant::now();
+        let (mut last, mut stable) = (folds(), 0);
+        while stable < 5 && start.elapsed() < Duration::from_secs(600) {
+            std::thread::sleep(Duration::from_secs(1));
+            let now = folds();
+            stable = if now == last && now > Some(0.0) {
+                stable + 1
+            } else {
+                0
+            };
+            last = now;
+        }
+        println!(
+            "lake_fold_seconds: {:.1}",
+            start.elapsed().as_secs_f64() - 5.0
+        );
+        println!("lake_files: {}", last.unwrap_or(0.0));
+        broker.restart()?;
+        catch_up("lake_cold_catchup", &bootstrap, &args, own.as_ref())?;
+        catch_up("lake_warm_catchup", &bootstrap, &args, own.as_ref())?;
+        return Ok(());
+    }
+
     // 2. Latency at a fixed rate, with a tailing consumer for end-to-end latency.
     create_topic(&bootstrap, "bench-latency", args.partitions)?;
     let tail = consumer(&bootstrap, "bench-latency", args.partitions, Offset::End)?;
@@ -377,32 +408,6 @@ fn main() -> Result<()> {
         broker.restart()?;
         catch_up("cold_catchup", &bootstrap, &args, own.as_ref())?;
         catch_up("warm_catchup", &bootstrap, &args, own.as_ref())?;
-    }
-
-    // 3b. The same data as Parquet: fetches re-encode it from row groups.
-    if let (true, Some(broker)) = (args.lake, own.as_mut()) {
-        alter_topic(&bootstrap, "bench-throughput", "sluice.lake.after.ms", "0")?;
-        let folds = || broker_metric(Some(&*broker), "sluice_folds_total", "format=\"parquet\"");
-        let start = Instant::now();
-        let (mut last, mut stable) = (folds(), 0);
-        while stable < 5 && start.elapsed() < Duration::from_secs(600) {
-            std::thread::sleep(Duration::from_secs(1));
-            let now = folds();
-            stable = if now == last && now > Some(0.0) {
-                stable + 1
-            } else {
-                0
-            };
-            last = now;
-        }
-        println!(
-            "lake_fold_seconds: {:.1}",
-            start.elapsed().as_secs_f64() - 5.0
-        );
-        println!("lake_files: {}", last.unwrap_or(0.0));
-        broker.restart()?;
-        catch_up("lake_cold_catchup", &bootstrap, &args, own.as_ref())?;
-        catch_up("lake_warm_catchup", &bootstrap, &args, own.as_ref())?;
     }
 
     // 4. The same byte rate over few and many partitions costs the same PUTs.

@@ -23,7 +23,7 @@ use crate::{Engine, EngineError, Result};
 /// Footers remembered; past this the memo starts over.
 const FOOTERS: usize = 4096;
 /// Bytes of re-encoded row groups remembered.
-const ROW_GROUP_BYTES: usize = 128 << 20;
+const ROW_GROUP_BYTES: usize = 256 << 20;
 /// A re-encoded batch holds at most this many records or bytes.
 const BATCH_RECORDS: usize = 2_000;
 const BATCH_BYTES: usize = 512 << 10;
