@@ -29,7 +29,7 @@
 //!   janitor's orphan rule after the grace period.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -464,23 +464,15 @@ impl Engine {
     /// Folds due runs (and, on the controller, publishes the lake's Iceberg tables)
     /// every `interval`, until the engine is dropped.
     pub fn start_compaction(self: &Arc<Self>, interval: Duration) {
-        let weak: Weak<Engine> = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick =
-                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(engine) = weak.upgrade() else {
-                    return;
-                };
+        self.every(interval, (), |engine, _| {
+            Box::pin(async move {
                 engine.compact().await;
-                if engine.view().controller == Some(engine.cfg.broker_id) {
+                if engine.is_controller() {
                     if let Err(e) = engine.publish_tables().await {
                         tracing::warn!(error = %e, "cannot publish lake tables");
                     }
                 }
-            }
+            })
         });
     }
 }

@@ -205,58 +205,71 @@ impl EngineMetrics {
     /// Prometheus text for these counters and the partitions this broker leads.
     pub fn render(&self, led_partitions: usize, generation: u64, out: &mut String) {
         use std::fmt::Write;
-        use std::sync::atomic::Ordering::Relaxed;
-        let _ = writeln!(out, "# TYPE sluice_commits_total counter");
-        for (outcome, v) in [
-            ("committed", &self.commits),
-            ("fenced", &self.commits_fenced),
-            ("retried", &self.commit_retries),
-        ] {
-            let _ = writeln!(
-                out,
-                "sluice_commits_total{{outcome=\"{outcome}\"}} {}",
-                v.load(Relaxed)
-            );
-        }
-        let _ = writeln!(out, "# TYPE sluice_log_start_moves_total counter");
-        let _ = writeln!(
+        counters(
             out,
-            "sluice_log_start_moves_total {}",
-            self.log_start_moves.load(Relaxed)
+            "sluice_commits_total",
+            "outcome",
+            &[
+                ("committed", &self.commits),
+                ("fenced", &self.commits_fenced),
+                ("retried", &self.commit_retries),
+            ],
         );
-        let _ = writeln!(out, "# TYPE sluice_janitor_deleted_total counter");
-        for (what, v) in [
-            ("manifest", &self.manifests_expired),
-            ("expired_object", &self.objects_expired),
-            ("orphaned_object", &self.objects_orphaned),
-        ] {
-            let _ = writeln!(
-                out,
-                "sluice_janitor_deleted_total{{kind=\"{what}\"}} {}",
-                v.load(Relaxed)
-            );
-        }
-        let _ = writeln!(out, "# TYPE sluice_folds_total counter");
-        for (format, v) in [
-            ("segment", &self.folds_segment),
-            ("parquet", &self.folds_lake),
-        ] {
-            let _ = writeln!(
-                out,
-                "sluice_folds_total{{format=\"{format}\"}} {}",
-                v.load(Relaxed)
-            );
-        }
-        let _ = writeln!(out, "# TYPE sluice_log_cleanings_total counter");
-        let _ = writeln!(
+        counters(
             out,
-            "sluice_log_cleanings_total {}",
-            self.cleanings.load(Relaxed)
+            "sluice_log_start_moves_total",
+            "",
+            &[("", &self.log_start_moves)],
+        );
+        counters(
+            out,
+            "sluice_janitor_deleted_total",
+            "kind",
+            &[
+                ("manifest", &self.manifests_expired),
+                ("expired_object", &self.objects_expired),
+                ("orphaned_object", &self.objects_orphaned),
+            ],
+        );
+        counters(
+            out,
+            "sluice_folds_total",
+            "format",
+            &[
+                ("segment", &self.folds_segment),
+                ("parquet", &self.folds_lake),
+            ],
+        );
+        counters(
+            out,
+            "sluice_log_cleanings_total",
+            "",
+            &[("", &self.cleanings)],
         );
         let _ = writeln!(out, "# TYPE sluice_partitions_led gauge");
         let _ = writeln!(out, "sluice_partitions_led {led_partitions}");
         let _ = writeln!(out, "# TYPE sluice_broker_generation gauge");
         let _ = writeln!(out, "sluice_broker_generation {generation}");
+    }
+}
+
+/// One counter family in Prometheus text: a series per `(label value, counter)`, or
+/// one unlabelled series when `label` is empty.
+fn counters(
+    out: &mut String,
+    name: &str,
+    label: &str,
+    series: &[(&str, &std::sync::atomic::AtomicU64)],
+) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (value, counter) in series {
+        let n = counter.load(std::sync::atomic::Ordering::Relaxed);
+        let _ = if label.is_empty() {
+            writeln!(out, "{name} {n}")
+        } else {
+            writeln!(out, "{name}{{{label}=\"{value}\"}} {n}")
+        };
     }
 }
 
@@ -666,6 +679,36 @@ async fn advance_counter(meta: &dyn MetaStore, key: &str, step: i64) -> Result<i
 }
 
 impl Engine {
+    /// Runs `step` every `interval` (the first time after one interval) until the
+    /// engine is dropped; `state` carries from one run to the next.
+    pub(crate) fn every<S: Send + 'static>(
+        self: &Arc<Self>,
+        interval: Duration,
+        mut state: S,
+        step: impl for<'a> Fn(&'a Engine, &'a mut S) -> futures::future::BoxFuture<'a, ()>
+            + Send
+            + 'static,
+    ) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick =
+                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(engine) = weak.upgrade() else {
+                    return;
+                };
+                step(&engine, &mut state).await;
+            }
+        });
+    }
+
+    /// Whether this broker is the controller (as of its last sync).
+    pub fn is_controller(&self) -> bool {
+        self.view().controller == Some(self.cfg.broker_id)
+    }
+
     /// A receiver that changes after every commit (for long polling).
     pub fn commits(&self) -> watch::Receiver<u64> {
         self.commits.subscribe()

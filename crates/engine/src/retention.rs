@@ -23,7 +23,7 @@
 //!   of landing after the deletion. Manifests are read again after the bump.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::TryStreamExt;
@@ -340,25 +340,16 @@ impl Engine {
     /// Runs retention on led partitions and, on the controller, the janitor, every
     /// `interval`, until the engine is dropped.
     pub fn start_retention(self: &Arc<Self>, interval: Duration) {
-        let weak: Weak<Engine> = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick =
-                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut doomed = Vec::new();
-            loop {
-                tick.tick().await;
-                let Some(engine) = weak.upgrade() else {
-                    return;
-                };
+        self.every(interval, Vec::new(), |engine, doomed| {
+            Box::pin(async move {
                 engine.enforce_retention().await;
-                if engine.view().controller == Some(engine.cfg.broker_id) {
-                    match engine.collect_garbage(std::mem::take(&mut doomed)).await {
-                        Ok(next) => doomed = next,
+                if engine.is_controller() {
+                    match engine.collect_garbage(std::mem::take(doomed)).await {
+                        Ok(next) => *doomed = next,
                         Err(e) => tracing::warn!(error = %e, "janitor round failed"),
                     }
                 }
-            }
+            })
         });
     }
 }

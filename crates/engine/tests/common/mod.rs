@@ -32,6 +32,14 @@ pub async fn wal_objects(store: &FaultyStore) -> usize {
 }
 
 pub fn batch(values: &[&str], producer: Option<(i64, i32)>) -> Bytes {
+    batch_with(values, producer, Compression::None)
+}
+
+pub fn batch_with(
+    values: &[&str],
+    producer: Option<(i64, i32)>,
+    compression: Compression,
+) -> Bytes {
     let records: Vec<Record> = values
         .iter()
         .enumerate()
@@ -57,7 +65,7 @@ pub fn batch(values: &[&str], producer: Option<(i64, i32)>) -> Bytes {
         &records,
         &RecordEncodeOptions {
             version: 2,
-            compression: Compression::None,
+            compression,
         },
     )
     .unwrap();
