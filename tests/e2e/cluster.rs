@@ -4,7 +4,9 @@
 //!
 //! - chaos: brokers are killed -9 and restarted in a loop, and etcd is restarted once;
 //! - fencing: a leader is paused (SIGSTOP) until its partitions move, then resumed;
-//!   its pending flushes must not commit and its producers must move on.
+//!   its pending flushes must not commit and its producers must move on;
+//! - roles: a broker that only serves and a node that only compacts; the compactor
+//!   turns what the broker leads into Parquet, and everything reads back.
 //!
 //! After each scenario every broker is killed and restarted, so the final read comes
 //! from state rebuilt from the manifests alone.
@@ -275,6 +277,67 @@ async fn cluster_paused_leader_commits_nothing_after_its_partitions_move() -> Re
     let (acked, failed) = stop_producers(&stop, producers, &acked).await?;
     ensure!(failed == 0, "{failed} records failed for good");
     check_after_full_restart(&mut cluster, "fence", &acked)
+        .await
+        .with_context(|| cluster.logs())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cluster_compactor_only_node_folds_what_the_broker_leads() -> Result<()> {
+    let mut cluster = Cluster::start_each(&[
+        &["--roles=broker", "--compaction-interval-ms=300"],
+        &["--roles=compactor", "--compaction-interval-ms=300"],
+    ])?;
+    let bootstrap = cluster.bootstrap();
+    create_topic(
+        &bootstrap,
+        "roles",
+        PARTITIONS,
+        &[("sluice.lake.after.ms", "0")],
+    )
+    .await?;
+    let metadata = {
+        let bootstrap = bootstrap.clone();
+        tokio::task::spawn_blocking(move || -> Result<usize> {
+            let c: BaseConsumer = config(&bootstrap, &[]).create()?;
+            Ok(c.fetch_metadata(None, Duration::from_secs(10))?
+                .brokers()
+                .len())
+        })
+        .await??
+    };
+    ensure!(
+        metadata == 1,
+        "Metadata lists {metadata} brokers; the compactor is not one"
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let producers = spawn_producers(&bootstrap, "roles", 2, &stop, &acked);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (acked, failed) = stop_producers(&stop, producers, &acked).await?;
+    ensure!(failed == 0, "{failed} records failed for good");
+
+    // Every partition gets a lake file, written by the compactor, not the broker.
+    let parquet = "format=\"parquet\"";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cluster.broker(2).metric("sluice_folds_total", parquet)? < f64::from(PARTITIONS) {
+        ensure!(
+            Instant::now() < deadline,
+            "the compactor did not fold\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    ensure!(
+        cluster.broker(1).metric("sluice_folds_total", "")? == 0.0,
+        "the broker folded"
+    );
+    let log = {
+        let bootstrap = bootstrap.clone();
+        tokio::task::spawn_blocking(move || read_all(&bootstrap, "roles")).await??
+    };
+    check(&acked, &log)?;
+    check_after_full_restart(&mut cluster, "roles", &acked)
         .await
         .with_context(|| cluster.logs())
 }

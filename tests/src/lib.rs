@@ -362,10 +362,16 @@ pub struct Cluster {
 impl Cluster {
     /// Starts etcd, an S3 server and `n` brokers (ids 1..=n) with `extra` flags.
     pub fn start(n: usize, extra: &[&str]) -> Result<Self> {
+        Self::start_each(&vec![extra; n])
+    }
+
+    /// Like [`Cluster::start`], with flags for each broker (`each[i]` for id `i + 1`).
+    pub fn start_each(each: &[&[&str]]) -> Result<Self> {
         let etcd = Etcd::start()?;
         let s3 = S3Server::start()?;
-        let mut brokers = Vec::with_capacity(n);
-        for id in 1..=n {
+        let mut brokers = Vec::with_capacity(each.len());
+        for (i, extra) in each.iter().enumerate() {
+            let id = i + 1;
             let mut args: Vec<String> = vec![
                 format!("--etcd={}", etcd.client_url()),
                 format!("--object-store=s3://{}/cluster", s3.bucket),

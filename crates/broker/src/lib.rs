@@ -235,7 +235,13 @@ impl Broker {
     pub fn live_brokers(&self) -> Vec<sluice_engine::cluster::BrokerRecord> {
         let view = self.engine.view();
         let id = &self.identity;
-        let mut out: Vec<_> = view.brokers.values().cloned().collect();
+        // Compactor-only nodes serve no clients.
+        let mut out: Vec<_> = view
+            .brokers
+            .values()
+            .filter(|b| b.roles.broker)
+            .cloned()
+            .collect();
         if !view.brokers.contains_key(&id.node_id) {
             out.push(sluice_engine::cluster::BrokerRecord {
                 id: id.node_id,
@@ -243,6 +249,7 @@ impl Broker {
                 port: id.port,
                 rack: id.rack.clone(),
                 leaving: false,
+                roles: Default::default(),
             });
         }
         out

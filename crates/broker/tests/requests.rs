@@ -311,6 +311,7 @@ async fn broker() -> (Broker, uuid::Uuid) {
             port: 9092,
             rack: None,
             leaving: false,
+            roles: Default::default(),
         },
         Duration::from_secs(6),
     );

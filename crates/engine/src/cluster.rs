@@ -73,6 +73,50 @@ pub struct BrokerRecord {
     /// Set while the broker hands its partitions off before exiting.
     #[serde(default)]
     pub leaving: bool,
+    /// What it does (`--roles`); both for records written before roles existed.
+    #[serde(default)]
+    pub roles: Roles,
+}
+
+/// A broker's roles: serving clients (and leading partitions), and compacting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Roles {
+    pub broker: bool,
+    pub compactor: bool,
+}
+
+impl Default for Roles {
+    fn default() -> Self {
+        Self {
+            broker: true,
+            compactor: true,
+        }
+    }
+}
+
+impl Roles {
+    /// Parses `--roles`: a comma-separated list of `broker` and `compactor`.
+    pub fn parse(list: &str) -> std::result::Result<Self, String> {
+        let mut roles = Self {
+            broker: false,
+            compactor: false,
+        };
+        for r in list.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+            match r {
+                "broker" => roles.broker = true,
+                "compactor" => roles.compactor = true,
+                other => {
+                    return Err(format!(
+                        "unknown role {other:?}: expected broker or compactor"
+                    ))
+                }
+            }
+        }
+        if !roles.broker && !roles.compactor {
+            return Err("no role given: expected broker, compactor or both".into());
+        }
+        Ok(roles)
+    }
 }
 
 /// `brokers/<id>/epoch`: the broker's generation and the process that owns it.
@@ -125,6 +169,35 @@ impl ClusterView {
             .get(&l.broker)
             .filter(|b| !b.leaving)
             .map(|_| l)
+    }
+}
+
+impl ClusterView {
+    /// The broker that compacts a partition: its leader if the leader has the
+    /// compactor role, else one of the live compactors, picked by the partition so
+    /// the work spreads. None while no live broker compacts.
+    pub fn compactor(&self, topic: Uuid, partition: i32) -> Option<i32> {
+        let leader = self
+            .leaders
+            .get(&topic)?
+            .leaders
+            .get(partition as usize)?
+            .broker;
+        if self.brokers.get(&leader).is_some_and(|b| b.roles.compactor) {
+            return Some(leader);
+        }
+        let compactors: Vec<i32> = self
+            .brokers
+            .values()
+            .filter(|b| b.roles.compactor && !b.leaving)
+            .map(|b| b.id)
+            .collect();
+        if compactors.is_empty() {
+            return None;
+        }
+        let pick =
+            crc32c::crc32c_append(crc32c::crc32c(topic.as_bytes()), &partition.to_be_bytes());
+        compactors.get(pick as usize % compactors.len()).copied()
     }
 }
 
@@ -506,7 +579,7 @@ impl Engine {
 
     /// Rebuilds the committed state of `gained` partitions from their checkpoints and
     /// the live manifests.
-    async fn rebuild(&self, gained: &[(Arc<Partition>, i32)]) -> Result<Vec<ReadState>> {
+    pub(crate) async fn rebuild(&self, gained: &[(Arc<Partition>, i32)]) -> Result<Vec<ReadState>> {
         let wanted: HashSet<(Uuid, i32)> =
             gained.iter().map(|(p, _)| (p.topic_id, p.index)).collect();
         let mut slices: HashMap<(Uuid, i32), Vec<RecoveredSlice>> = HashMap::new();
@@ -539,7 +612,7 @@ impl Engine {
             let mut state = ReadState::default();
             // Read after the manifests: a manifest the janitor deleted before that
             // read lies below a `folded_to` this read sees (checkpoints only grow).
-            let checkpoint = self.stored_checkpoint(p.topic_id, p.index).await?;
+            let (checkpoint, checkpoint_rev) = self.stored_checkpoint(p.topic_id, p.index).await?;
             for b in &checkpoint.producers {
                 state.producers.entry(b.producer_id).or_default().record(*b);
             }
@@ -557,6 +630,7 @@ impl Engine {
             );
             entries.sort_by_key(|(e, _)| e.base_offset);
             state.checkpoint = checkpoint;
+            state.checkpoint_rev = checkpoint_rev;
             // The janitor may have deleted manifests wholly below the log start: the
             // log then begins at the first entry that reaches it, or at the log
             // start itself if none does.

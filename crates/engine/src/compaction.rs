@@ -43,7 +43,7 @@ use sluice_protocol::records::{decode_batch, Record};
 use sluice_storage::paths;
 
 use crate::cluster::Generation;
-use crate::partition::{Format, IndexEntry, Partition, ProducerBatch};
+use crate::partition::{Format, IndexEntry, Partition, ProducerBatch, ReadState};
 use crate::{Engine, EngineError, Result, TopicRecord};
 
 /// Topic config: age (by record timestamp) after which data becomes Parquet; -1
@@ -176,70 +176,191 @@ pub fn plan(index: &[IndexEntry], policy: FoldPolicy) -> Option<(std::ops::Range
 }
 
 impl Engine {
-    /// The stored checkpoint of a partition (empty if it was never folded).
+    /// The stored checkpoint of a partition (empty if it was never folded) and the
+    /// revision its commits compare (0: none yet).
     pub(crate) async fn stored_checkpoint(
         &self,
         topic: uuid::Uuid,
         partition: i32,
-    ) -> Result<Checkpoint> {
+    ) -> Result<(Checkpoint, i64)> {
         let key = self.keys.checkpoint(topic, partition);
         match self.meta.get(&key).await? {
-            None => Ok(Checkpoint::default()),
+            None => Ok((Checkpoint::default(), 0)),
             Some(kv) => Checkpoint::decode(&kv.value)
+                .map(|c| (c, kv.mod_revision))
                 .map_err(|e| EngineError::Meta(format!("checkpoint key={key}: {e}"))),
         }
     }
 
-    /// Cleans (log compaction) and folds what is due in every partition this broker
-    /// leads.
+    /// One compaction round: every partition is folded (and cleaned, if its topic
+    /// is compacted) by its compactor ([`ClusterView::compactor`]): its leader when
+    /// the leader has the compactor role, else a compactor-only broker, working
+    /// from a state rebuilt from the metadata store. Leaders adopt checkpoints
+    /// written by others.
+    ///
+    /// [`ClusterView::compactor`]: crate::cluster::ClusterView::compactor
     pub async fn compact(&self) {
         let now_ms = crate::retention::now_ms();
         let max_wait_ms = i64::try_from(self.cfg.compaction_interval.as_millis())
             .unwrap_or(i64::MAX)
             .saturating_mul(10);
+        let view = self.view();
+        let me = Some(self.cfg.broker_id);
+        let mut remote: Vec<(Arc<crate::Topic>, Arc<Partition>)> = Vec::new();
+        let mut adopt: Vec<Arc<Partition>> = Vec::new();
         for topic in self.topics() {
-            let lake_cutoff = topic
-                .record
-                .config(LAKE_AFTER_MS)
-                .and_then(|v| v.trim().parse::<i64>().ok())
-                .filter(|v| *v >= 0)
-                .map(|after| now_ms.saturating_sub(after));
-            let policy = FoldPolicy {
-                now_ms,
-                lake_cutoff,
-                max_wait_ms,
-            };
-            let compacted = topic
-                .record
-                .config("cleanup.policy")
-                .is_some_and(|v| v.split(',').any(|p| p.trim() == "compact"));
-            for p in topic
-                .partitions
-                .iter()
-                .filter(|p| p.leader_epoch().is_some())
-            {
-                if compacted {
-                    if let Err(e) = self.clean(&topic.record, p, now_ms).await {
-                        tracing::warn!(topic = %p.topic, partition = p.index, error = %e,
-                            "cannot compact the log");
+            for p in &topic.partitions {
+                let ours = view.compactor(p.topic_id, p.index) == me;
+                match (p.leader_epoch().is_some(), ours) {
+                    (true, true) => {
+                        self.compact_led(&topic.record, p, now_ms, max_wait_ms)
+                            .await
                     }
+                    (true, false) => adopt.push(p.clone()),
+                    (false, true) => remote.push((topic.clone(), p.clone())),
+                    (false, false) => {}
                 }
-                for _ in 0..FOLDS_PER_ROUND {
-                    match self.fold(&topic.record, p, policy).await {
-                        Ok(true) => {}
-                        Ok(false) => break,
-                        Err(e) => {
-                            tracing::warn!(topic = %p.topic, partition = p.index, error = %e,
-                                "cannot fold");
-                            break;
-                        }
-                    }
+            }
+        }
+        if let Err(e) = self.adopt_checkpoints(&adopt).await {
+            tracing::warn!(error = %e, "cannot adopt checkpoints");
+        }
+        if let Err(e) = self.compact_remote(&remote, now_ms, max_wait_ms).await {
+            tracing::warn!(error = %e, "cannot compact partitions led elsewhere");
+        }
+    }
+
+    async fn compact_led(&self, topic: &TopicRecord, p: &Partition, now_ms: i64, max_wait_ms: i64) {
+        let policy = fold_policy(topic, now_ms, max_wait_ms);
+        if is_compacted(topic) {
+            if let Err(e) = self.clean(topic, p, now_ms).await {
+                tracing::warn!(topic = %p.topic, partition = p.index, error = %e,
+                    "cannot compact the log");
+            }
+        }
+        for _ in 0..FOLDS_PER_ROUND {
+            match self.fold(topic, p, policy).await {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::warn!(topic = %p.topic, partition = p.index, error = %e,
+                        "cannot fold");
+                    break;
                 }
             }
         }
     }
 
-    /// Folds the partition's next due run, if any. Returns whether it folded.
+    /// Compacts partitions led by brokers without the compactor role, from states
+    /// rebuilt from the metadata store (one read of the manifests for all).
+    async fn compact_remote(
+        &self,
+        partitions: &[(Arc<crate::Topic>, Arc<Partition>)],
+        now_ms: i64,
+        max_wait_ms: i64,
+    ) -> Result<()> {
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        // Shadows: this broker's state of a partition it does not lead.
+        let shadows: Vec<(Arc<Partition>, i32)> = partitions
+            .iter()
+            .map(|(_, p)| {
+                (
+                    Arc::new(Partition::new(p.topic_id, p.topic.clone(), p.index)),
+                    0,
+                )
+            })
+            .collect();
+        let states = self.rebuild(&shadows).await?;
+        for ((topic, p), mut state) in partitions.iter().zip(states) {
+            let record = &topic.record;
+            let policy = fold_policy(record, now_ms, max_wait_ms);
+            let gc_rev = self.gc_horizon_rev.load(Relaxed);
+            let result = async {
+                if is_compacted(record) {
+                    let target = Target::Remote {
+                        state: &mut state,
+                        gc_rev,
+                    };
+                    self.clean_in(record, p, target, now_ms).await?;
+                }
+                for _ in 0..FOLDS_PER_ROUND {
+                    let target = Target::Remote {
+                        state: &mut state,
+                        gc_rev,
+                    };
+                    if !self.fold_in(record, p, target, policy).await? {
+                        break;
+                    }
+                }
+                Ok::<_, EngineError>(())
+            }
+            .await;
+            if let Err(e) = result {
+                tracing::warn!(topic = %p.topic, partition = p.index, error = %e,
+                    "cannot fold a partition led elsewhere");
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings led partitions' offset indexes up to checkpoints another broker (their
+    /// compactor) committed: entries a new file covers are swapped for it.
+    async fn adopt_checkpoints(&self, partitions: &[Arc<Partition>]) -> Result<()> {
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let stored: std::collections::HashMap<(uuid::Uuid, i32), sluice_meta::KeyValue> = self
+            .meta
+            .range(&self.keys.checkpoints())
+            .await?
+            .into_iter()
+            .filter_map(|kv| Some((self.keys.checkpoint_partition(&kv.key)?, kv)))
+            .collect();
+        let _serial = self.log_start_lock.lock().await;
+        for p in partitions {
+            if let Some(kv) = stored.get(&(p.topic_id, p.index)) {
+                self.adopt(p, kv)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adopts the stored checkpoint `kv` of a led partition if it is newer than the
+    /// one its index reflects. Called with the log start lock held.
+    pub(crate) fn adopt(&self, p: &Partition, kv: &sluice_meta::KeyValue) -> Result<()> {
+        if kv.mod_revision == p.read().checkpoint_rev {
+            return Ok(());
+        }
+        let checkpoint = Checkpoint::decode(&kv.value)
+            .map_err(|e| EngineError::Meta(format!("checkpoint key={}: {e}", kv.key)))?;
+        let mut read = p.read_mut();
+        for file in &checkpoint.files {
+            let covered: Vec<usize> = read
+                .index
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| {
+                    e.base_offset >= file.base_offset && e.last_offset <= file.last_offset
+                })
+                .map(|(i, _)| i)
+                .collect();
+            let (Some(&at), Some(&end)) = (covered.first(), covered.last()) else {
+                continue;
+            };
+            if AsRef::<str>::as_ref(&*read.index[at].object) == file.object {
+                continue;
+            }
+            read.replace_run(at, end - at + 1, file.entry(), &self.tail);
+        }
+        read.checkpoint = checkpoint;
+        read.checkpoint_rev = kv.mod_revision;
+        Ok(())
+    }
+
+    /// Folds the partition's next due run, if any (this broker leads it). Returns
+    /// whether it folded.
     pub async fn fold(
         &self,
         topic: &TopicRecord,
@@ -251,12 +372,22 @@ impl Engine {
         };
         // Retention moves the log start (and drops entries) under this lock too.
         let _serial = self.log_start_lock.lock().await;
-        let (run, format, log_start) = {
-            let read = p.read();
-            let Some((range, format)) = plan(&read.index, policy) else {
-                return Ok(false);
-            };
-            (read.index[range].to_vec(), format, read.log_start_offset)
+        self.fold_in(topic, p, Target::Led { p, fence }, policy)
+            .await
+    }
+
+    async fn fold_in(
+        &self,
+        topic: &TopicRecord,
+        p: &Partition,
+        mut target: Target<'_>,
+        policy: FoldPolicy,
+    ) -> Result<bool> {
+        let Some((run, format, log_start)) = target.with_state(|read| {
+            let (range, format) = plan(&read.index, policy)?;
+            Some((read.index[range].to_vec(), format, read.log_start_offset))
+        }) else {
+            return Ok(false);
         };
         let datas = self.read_entries(&run).await?;
         let cache = format == Format::Batches && run.iter().all(|e| e.cached.is_some());
@@ -272,20 +403,15 @@ impl Engine {
                 .await?
             }
         };
-        self.install_rewrite(
-            topic,
-            p,
-            fence,
-            &run,
-            Rewrite {
-                format,
-                body,
-                records,
-                cache,
-                cleaned_to: None,
-            },
-        )
-        .await
+        let rewrite = Rewrite {
+            format,
+            body,
+            records,
+            cache,
+            cleaned_to: None,
+        };
+        self.install_rewrite(topic, p, &mut target, &run, rewrite)
+            .await
     }
 
     /// Log compaction (`cleanup.policy` with `compact`): rewrites the partition's
@@ -294,6 +420,21 @@ impl Engine {
     /// (by record timestamp). Runs when the share of bytes not cleaned before
     /// reaches `min.cleanable.dirty.ratio`. Returns whether it rewrote anything.
     pub async fn clean(&self, topic: &TopicRecord, p: &Partition, now_ms: i64) -> Result<bool> {
+        let Some(fence) = Fence::take(self, p) else {
+            return Ok(false);
+        };
+        let _serial = self.log_start_lock.lock().await;
+        self.clean_in(topic, p, Target::Led { p, fence }, now_ms)
+            .await
+    }
+
+    async fn clean_in(
+        &self,
+        topic: &TopicRecord,
+        p: &Partition,
+        mut target: Target<'_>,
+        now_ms: i64,
+    ) -> Result<bool> {
         let setting = |name: &str| {
             topic
                 .config(name)
@@ -302,17 +443,11 @@ impl Engine {
         let segment = setting("segment.bytes").map_or(1 << 30, |v| v as i64);
         let ratio = setting("min.cleanable.dirty.ratio").unwrap_or(0.5);
         let tombstone_ms = setting("delete.retention.ms").map_or(86_400_000, |v| v as i64);
-        let Some(fence) = Fence::take(self, p) else {
+        let Some((run, log_start)) = target.with_state(|read| {
+            let range = clean_plan(&read.index, read.checkpoint.cleaned_to, segment, ratio)?;
+            Some((read.index[range].to_vec(), read.log_start_offset))
+        }) else {
             return Ok(false);
-        };
-        let _serial = self.log_start_lock.lock().await;
-        let (run, log_start) = {
-            let read = p.read();
-            let Some(range) = clean_plan(&read.index, read.checkpoint.cleaned_to, segment, ratio)
-            else {
-                return Ok(false);
-            };
-            (read.index[range].to_vec(), read.log_start_offset)
         };
         let datas = self.read_entries(&run).await?;
         let format = if run.iter().any(|e| e.format == Format::Parquet) {
@@ -339,7 +474,9 @@ impl Engine {
             cache: false,
             cleaned_to,
         };
-        let done = self.install_rewrite(topic, p, fence, &run, rewrite).await?;
+        let done = self
+            .install_rewrite(topic, p, &mut target, &run, rewrite)
+            .await?;
         if done {
             self.metrics.cleanings.fetch_add(1, Relaxed);
         }
@@ -361,12 +498,14 @@ impl Engine {
     }
 
     /// Writes a rewrite of `run` as one object, commits the checkpoint that swaps it
-    /// in, and swaps it into the offset index. Called with the log start lock held.
+    /// in (comparing the checkpoint's revision, the janitor's horizon and, for a led
+    /// partition, the generation), and swaps it into the target's offset index.
+    /// For a led partition, called with the log start lock held.
     async fn install_rewrite(
         &self,
         topic: &TopicRecord,
         p: &Partition,
-        fence: Fence,
+        target: &mut Target<'_>,
         run: &[IndexEntry],
         rw: Rewrite,
     ) -> Result<bool> {
@@ -391,8 +530,7 @@ impl Engine {
         };
         self.store.put(&object, rw.body.clone().into()).await?;
 
-        let checkpoint = {
-            let read = p.read();
+        let (checkpoint, rev) = target.with_state(|read| {
             let mut c = read.checkpoint.clone();
             c.files.retain(|f| {
                 f.last_offset >= read.log_start_offset
@@ -405,53 +543,51 @@ impl Engine {
                 c.cleaned_to = c.cleaned_to.max(to);
             }
             c.producers = read.producer_batches();
-            c
-        };
+            (c, read.checkpoint_rev)
+        });
         let key = self.keys.checkpoint(p.topic_id, p.index);
         let value = checkpoint.encode();
-        let txn = Txn::when(vec![
-            Compare::ValueEquals(
+        let mut compares = vec![
+            Compare::ModRevision(key.clone(), rev),
+            Compare::ModRevision(self.keys.gc_horizon(), target.gc_rev()),
+        ];
+        if let Target::Led { fence, .. } = target {
+            compares.push(Compare::ValueEquals(
                 self.keys.generation(self.cfg.broker_id),
                 fence.generation.encode(),
-            ),
-            Compare::ModRevision(self.keys.gc_horizon(), fence.gc_rev),
-        ])
-        .then(vec![Op::put(key.clone(), value.clone())]);
-        let committed = match self.meta.txn(txn).await {
-            Ok(r) => r.succeeded,
+            ));
+        }
+        let txn = Txn::when(compares).then(vec![Op::put(key.clone(), value.clone())]);
+        let new_rev = match self.meta.txn(txn).await {
+            Ok(r) if r.succeeded => r.revision,
+            Ok(_) => {
+                // Leadership moved, another compactor or the leader wrote first, or
+                // the janitor fenced writes of older objects: the object is an orphan
+                // now, and the next round tries again.
+                return Ok(false);
+            }
             // Unknown outcome: the stored value says whether it landed.
             Err(e) => match self.meta.get(&key).await {
-                Ok(Some(kv)) if kv.value[..] == value[..] => true,
+                Ok(Some(kv)) if kv.value[..] == value[..] => kv.mod_revision,
                 _ => return Err(e.into()),
             },
         };
-        if !committed {
-            // Leadership moved, or the janitor fenced writes of older objects; the
-            // object is an orphan now, and the next round tries again.
-            return Ok(false);
-        }
 
-        let mut read = p.read_mut();
-        if p.leader_epoch() != Some(fence.epoch) {
-            return Ok(false);
-        }
-        let at = read.index.iter().position(|e| e.base_offset == base);
-        let Some(at) = at.filter(|at| {
-            read.index
-                .get(at + run.len() - 1)
-                .is_some_and(|e| e.last_offset == last_offset)
-        }) else {
+        let swapped = target.swap(
+            self,
+            run,
+            base,
+            last_offset,
+            file.entry(),
+            rw,
+            checkpoint,
+            new_rev,
+        );
+        if !swapped {
             tracing::warn!(topic = %p.topic, partition = p.index, base, "index changed under a fold");
             return Ok(false);
-        };
-        let mut entry = file.entry();
-        if rw.cache {
-            entry.cached = Some(rw.body);
         }
-        read.replace_run(at, run.len(), entry, &self.tail);
-        read.checkpoint = checkpoint;
-        drop(read);
-        let counter = match rw.format {
+        let counter = match file.format {
             Format::Batches => &self.metrics.folds_segment,
             Format::Parquet => &self.metrics.folds_lake,
         };
@@ -475,6 +611,97 @@ impl Engine {
             })
         });
     }
+}
+
+/// Whose state a rewrite works from, and how its result is installed.
+enum Target<'a> {
+    /// A partition this broker leads: its live state, swapped in place.
+    Led { p: &'a Partition, fence: Fence },
+    /// A partition another broker leads (`--roles`): a state rebuilt from the
+    /// metadata store, updated here for the next fold of the round; the leader
+    /// adopts the checkpoint.
+    Remote {
+        state: &'a mut ReadState,
+        gc_rev: i64,
+    },
+}
+
+impl Target<'_> {
+    fn with_state<R>(&self, f: impl FnOnce(&ReadState) -> R) -> R {
+        match self {
+            Target::Led { p, .. } => f(&p.read()),
+            Target::Remote { state, .. } => f(state),
+        }
+    }
+
+    fn gc_rev(&self) -> i64 {
+        match self {
+            Target::Led { fence, .. } => fence.gc_rev,
+            Target::Remote { gc_rev, .. } => *gc_rev,
+        }
+    }
+
+    /// Swaps the committed rewrite into the index; false if the run is not where
+    /// it was (the partition moved away meanwhile).
+    #[allow(clippy::too_many_arguments)]
+    fn swap(
+        &mut self,
+        engine: &Engine,
+        run: &[IndexEntry],
+        base: i64,
+        last_offset: i64,
+        mut entry: IndexEntry,
+        rw: Rewrite,
+        checkpoint: Checkpoint,
+        rev: i64,
+    ) -> bool {
+        let install = |read: &mut ReadState, entry: IndexEntry| {
+            let at = read.index.iter().position(|e| e.base_offset == base);
+            let Some(at) = at.filter(|at| {
+                read.index
+                    .get(at + run.len() - 1)
+                    .is_some_and(|e| e.last_offset == last_offset)
+            }) else {
+                return false;
+            };
+            read.replace_run(at, run.len(), entry, &engine.tail);
+            read.checkpoint = checkpoint;
+            read.checkpoint_rev = rev;
+            true
+        };
+        match self {
+            Target::Led { p, fence } => {
+                let mut read = p.read_mut();
+                if p.leader_epoch() != Some(fence.epoch) {
+                    return false;
+                }
+                if rw.cache {
+                    entry.cached = Some(rw.body);
+                }
+                install(&mut read, entry)
+            }
+            Target::Remote { state, .. } => install(state, entry),
+        }
+    }
+}
+
+fn fold_policy(topic: &TopicRecord, now_ms: i64, max_wait_ms: i64) -> FoldPolicy {
+    let lake_cutoff = topic
+        .config(LAKE_AFTER_MS)
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .filter(|v| *v >= 0)
+        .map(|after| now_ms.saturating_sub(after));
+    FoldPolicy {
+        now_ms,
+        lake_cutoff,
+        max_wait_ms,
+    }
+}
+
+fn is_compacted(topic: &TopicRecord) -> bool {
+    topic
+        .config("cleanup.policy")
+        .is_some_and(|v| v.split(',').any(|p| p.trim() == "compact"))
 }
 
 /// What a fold or a cleaning writes in place of a run of entries.

@@ -193,6 +193,8 @@ pub struct ReadState {
     pub producers: HashMap<i64, ProducerState>,
     /// What compaction folded out of write-ahead objects, as last committed.
     pub checkpoint: crate::compaction::Checkpoint,
+    /// The checkpoint key's revision (0: none), compared by every write of it.
+    pub checkpoint_rev: i64,
     cached_bytes: usize,
     /// Index entries before this one hold no cached bytes.
     first_cached: usize,

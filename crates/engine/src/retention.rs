@@ -61,38 +61,59 @@ impl Engine {
         if offset <= current {
             return Ok(current);
         }
-        let key = self.keys.log_start(partition.topic_id, partition.index);
-        let mut ops = vec![Op::put(key, offset.to_string().into_bytes())];
-        // Folded files wholly below the new log start leave the checkpoint (the
-        // janitor deletes them once unreferenced for the grace period).
-        let mut checkpoint = partition.read().checkpoint.clone();
-        let files = checkpoint.files.len();
-        checkpoint.files.retain(|f| f.last_offset >= offset);
-        if checkpoint.files.len() != files {
-            ops.push(Op::put(
-                self.keys.checkpoint(partition.topic_id, partition.index),
-                checkpoint.encode(),
-            ));
-        }
-        let txn = Txn::when(vec![self.generation_guard()]).then(ops);
-        if !self.meta.txn(txn).await?.succeeded {
-            return Err(EngineError::NotLeader {
-                epoch: self.generation(),
-            });
-        }
-        {
+        // A compactor on another broker may have moved the checkpoint: adopt it and
+        // try again (a few times; it moves at most once per compaction round).
+        for _ in 0..3 {
+            let key = self.keys.log_start(partition.topic_id, partition.index);
+            let mut ops = vec![Op::put(key, offset.to_string().into_bytes())];
+            let mut compares = vec![self.generation_guard()];
+            // Folded files wholly below the new log start leave the checkpoint (the
+            // janitor deletes them once unreferenced for the grace period).
+            let (mut checkpoint, rev) = {
+                let read = partition.read();
+                (read.checkpoint.clone(), read.checkpoint_rev)
+            };
+            let files = checkpoint.files.len();
+            checkpoint.files.retain(|f| f.last_offset >= offset);
+            let rewrites_checkpoint = checkpoint.files.len() != files;
+            let checkpoint_key = self.keys.checkpoint(partition.topic_id, partition.index);
+            if rewrites_checkpoint {
+                compares.push(Compare::ModRevision(checkpoint_key.clone(), rev));
+                ops.push(Op::put(checkpoint_key.clone(), checkpoint.encode()));
+            }
+            let result = self.meta.txn(Txn::when(compares).then(ops)).await?;
+            if !result.succeeded {
+                match self.meta.get(&checkpoint_key).await? {
+                    Some(kv) if rewrites_checkpoint && kv.mod_revision != rev => {
+                        self.adopt(partition, &kv)?;
+                        continue;
+                    }
+                    _ => {
+                        return Err(EngineError::NotLeader {
+                            epoch: self.generation(),
+                        })
+                    }
+                }
+            }
             let mut read = partition.read_mut();
             read.truncate_before(offset, &self.tail);
-            read.checkpoint = checkpoint;
+            if rewrites_checkpoint {
+                read.checkpoint = checkpoint;
+                read.checkpoint_rev = result.revision;
+            }
+            drop(read);
+            self.metrics
+                .log_start_moves
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(
+                topic = %partition.topic, partition = partition.index, log_start = offset,
+                "log start offset advanced"
+            );
+            return Ok(offset);
         }
-        self.metrics
-            .log_start_moves
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(
-            topic = %partition.topic, partition = partition.index, log_start = offset,
-            "log start offset advanced"
-        );
-        Ok(offset)
+        Err(EngineError::NotLeader {
+            epoch: self.generation(),
+        })
     }
 
     /// The stored log start offset of a partition (0 if never moved).

@@ -337,3 +337,108 @@ async fn log_compaction_keeps_the_latest_value_per_key() {
     assert_eq!(p.read().index[0].format, Format::Parquet);
     assert_eq!(key_values(&all_records(&engine, &topic, 0).await), cleaned);
 }
+
+/// Registers brokers as their membership would: 0 serves clients only, 1 only
+/// compacts.
+async fn register_roles(meta: &EmbeddedStore, engine: &Engine) {
+    use sluice_engine::cluster::{BrokerRecord, Roles};
+    for (id, broker, compactor) in [(0, true, false), (1, false, true)] {
+        let record = BrokerRecord {
+            id,
+            host: "127.0.0.1".into(),
+            port: 9092 + id,
+            rack: None,
+            leaving: false,
+            roles: Roles { broker, compactor },
+        };
+        meta.txn(
+            sluice_meta::Txn::when(vec![]).then(vec![sluice_meta::Op::put(
+                engine.keys().live(id),
+                serde_json::to_vec(&record).unwrap(),
+            )]),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_compactor_only_broker_folds_what_another_leads() {
+    let meta = EmbeddedStore::in_memory();
+    let store = faulty();
+    let (leader, topic) = open(&meta, store.clone()).await;
+    register_roles(&meta, &leader).await;
+    let compactor = Engine::open(
+        EngineConfig {
+            broker_id: 1,
+            ..Default::default()
+        },
+        Arc::new(meta.clone()),
+        store.clone() as Arc<dyn ObjectStore>,
+    )
+    .await
+    .unwrap();
+    leader.sync_cluster().await.unwrap();
+    let p = topic.partition(0).unwrap();
+    assert_eq!(leader.view().compactor(p.topic_id, 0), Some(1));
+    assert_eq!(compactor.view().compactor(p.topic_id, 0), Some(1));
+    for i in 0..10 {
+        produce(&leader, &topic, rich_batch(i, 5)).await.unwrap();
+    }
+    let produced = all_records(&leader, &topic, 0).await;
+
+    // The leader does not compact; the compactor folds from a rebuilt state (the
+    // records are decades old, so into the lake, all ten slices).
+    leader.compact().await;
+    assert_eq!(p.read().index.len(), 10);
+    compactor.compact().await;
+    let (stored, _) = {
+        let kv = meta
+            .get(&leader.keys().checkpoint(p.topic_id, 0))
+            .await
+            .unwrap()
+            .expect("the compactor committed a checkpoint");
+        (
+            sluice_engine::compaction::Checkpoint::decode(&kv.value).unwrap(),
+            kv.mod_revision,
+        )
+    };
+    assert_eq!(stored.folded_to, 50);
+    assert_eq!(stored.files.len(), 1);
+    assert_eq!(p.read().index.len(), 10, "the leader has not looked yet");
+
+    // The leader adopts the checkpoint at its next round; reads are unchanged.
+    leader.compact().await;
+    assert_eq!(p.read().index.len(), 1);
+    assert_eq!(p.read().index[0].format, Format::Parquet);
+    assert_eq!(all_records(&leader, &topic, 0).await, produced);
+
+    // The janitor deletes the folded manifests and their objects; reads still work.
+    let doomed = leader.collect_garbage(Vec::new()).await.unwrap();
+    assert_eq!(doomed.len(), 10);
+    leader.collect_garbage(doomed).await.unwrap();
+    assert_eq!(wal_objects(&store).await, 0);
+    assert_eq!(all_records(&leader, &topic, 0).await, produced);
+
+    // More data, folded remotely again; the leader's retention then meets a
+    // checkpoint it has not adopted, adopts it, and moves the log start.
+    for i in 10..20 {
+        produce(&leader, &topic, rich_batch(i, 5)).await.unwrap();
+    }
+    compactor.compact().await;
+    assert_eq!(leader.advance_log_start(p, 60).await.unwrap(), 60);
+    let files = p.read().checkpoint.files.clone();
+    assert_eq!(
+        files.len(),
+        1,
+        "the first file is below the log start: {files:?}"
+    );
+    assert_eq!(files[0].base_offset, 50);
+    let kept = all_records(&leader, &topic, 60).await;
+    assert_eq!((kept.len(), kept[0].offset), (40, 60));
+    // A new leader process rebuilds the same from the checkpoint.
+    drop(leader);
+    let (fresh, fresh_topic) =
+        open_on(Arc::new(meta.clone()) as Arc<dyn MetaStore>, store.clone()).await;
+    assert_eq!(all_records(&fresh, &fresh_topic, 60).await, kept);
+}

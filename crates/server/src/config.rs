@@ -111,6 +111,15 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_BROKER_ID", default_value_t = 0)]
     pub broker_id: i32,
 
+    /// What this node does: `broker` (serves Kafka clients and leads partitions),
+    /// `compactor` (folds partitions into segments and Parquet, cleans compacted
+    /// topics), or both. A partition is compacted by its leader when the leader is
+    /// a compactor, else by one of the compactor-only nodes; a cluster needs at
+    /// least one node with each role.
+    #[arg(long, env = "SLUICE_ROLES", default_value = "broker,compactor",
+          value_parser = sluice_engine::cluster::Roles::parse)]
+    pub roles: sluice_engine::cluster::Roles,
+
     /// This broker's rack or availability zone; the controller spreads each topic's
     /// leaders across racks.
     #[arg(long, env = "SLUICE_RACK")]

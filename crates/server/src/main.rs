@@ -158,6 +158,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             port,
             rack: args.rack.clone(),
             leaving: false,
+            roles: args.roles,
         },
         Duration::from_secs(args.lease_ttl_secs),
     );
@@ -187,7 +188,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     });
     let max_frame = args.max_request_bytes;
+    // A compactor-only node is not a broker clients may use: its port is closed.
+    let kafka = args.roles.broker.then_some(kafka);
     let accept = async {
+        let Some(kafka) = &kafka else {
+            return std::future::pending::<()>().await;
+        };
         loop {
             match kafka.accept().await {
                 Ok((stream, _)) => {

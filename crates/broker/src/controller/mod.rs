@@ -181,9 +181,10 @@ async fn round(engine: &Engine) -> Result<Round, MetaError> {
             .map(|id| keys.assignment(*id)),
     );
 
+    // Partitions go to live brokers with the broker role (not compactor-only ones).
     let brokers: Vec<LiveBroker> = live
         .values()
-        .filter(|b| !b.leaving)
+        .filter(|b| !b.leaving && b.roles.broker)
         .map(|b| LiveBroker {
             id: b.id,
             rack: b.rack.clone(),
