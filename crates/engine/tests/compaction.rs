@@ -181,17 +181,16 @@ async fn folded_history_reads_back_identically_and_survives_a_rebuild() {
     ));
 
     // With no grace, the replaced segment is an orphan and goes.
-    let janitor = Engine::open(
+    let janitor = open_engine(
+        &meta,
+        &store,
         EngineConfig {
             broker_id: 1,
             orphan_grace: Duration::ZERO,
             ..Default::default()
         },
-        Arc::new(meta.clone()),
-        store.clone() as Arc<dyn ObjectStore>,
     )
-    .await
-    .unwrap();
+    .await;
     tokio::time::sleep(Duration::from_millis(5)).await;
     janitor.collect_garbage(Vec::new()).await.unwrap();
     assert!(objects(store.as_ref(), "seg").await.is_empty());
@@ -368,16 +367,15 @@ async fn a_compactor_only_broker_folds_what_another_leads() {
     let store = faulty();
     let (leader, topic) = open(&meta, store.clone()).await;
     register_roles(&meta, &leader).await;
-    let compactor = Engine::open(
+    let compactor = open_engine(
+        &meta,
+        &store,
         EngineConfig {
             broker_id: 1,
             ..Default::default()
         },
-        Arc::new(meta.clone()),
-        store.clone() as Arc<dyn ObjectStore>,
     )
-    .await
-    .unwrap();
+    .await;
     leader.sync_cluster().await.unwrap();
     let p = topic.partition(0).unwrap();
     assert_eq!(leader.view().compactor(p.topic_id, 0), Some(1));

@@ -95,8 +95,8 @@ async fn values_from(
 #[tokio::test]
 async fn an_orphan_is_deleted_and_pending_commits_are_fenced_first() {
     use object_store::path::Path;
-    use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-    use sluice_engine::{Engine, EngineConfig};
+    use object_store::{ObjectStoreExt, PutPayload};
+    use sluice_engine::EngineConfig;
 
     let meta = EmbeddedStore::in_memory();
     let store = faulty();
@@ -113,17 +113,16 @@ async fn an_orphan_is_deleted_and_pending_commits_are_fenced_first() {
     assert_eq!(wal_objects(&store).await, 2);
 
     // Another broker runs the janitor with no grace.
-    let janitor = Engine::open(
+    let janitor = open_engine(
+        &meta,
+        &store,
         EngineConfig {
             broker_id: 1,
             orphan_grace: std::time::Duration::ZERO,
             ..Default::default()
         },
-        Arc::new(meta.clone()),
-        store.clone() as Arc<dyn ObjectStore>,
     )
-    .await
-    .unwrap();
+    .await;
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     janitor.collect_garbage(Vec::new()).await.unwrap();
     assert_eq!(
@@ -152,24 +151,22 @@ async fn an_orphan_is_deleted_and_pending_commits_are_fenced_first() {
 
 #[tokio::test]
 async fn a_janitor_on_another_broker_keeps_a_live_topics_data() {
-    use object_store::ObjectStore;
-    use sluice_engine::{Engine, EngineConfig};
+    use sluice_engine::EngineConfig;
 
     let meta = EmbeddedStore::in_memory();
     let store = faulty();
     // The janitor's broker opened before the topic existed. (It reads topics from
     // the store after the manifests, so even a catalog that has not caught up with
     // the topic could not make its data look deleted.)
-    let janitor = Engine::open(
+    let janitor = open_engine(
+        &meta,
+        &store,
         EngineConfig {
             broker_id: 1,
             ..Default::default()
         },
-        Arc::new(meta.clone()),
-        store.clone() as Arc<dyn ObjectStore>,
     )
-    .await
-    .unwrap();
+    .await;
     let (engine, topic) = open(&meta, store.clone()).await;
     produce(&engine, &topic, batch(&["a", "b"], None))
         .await

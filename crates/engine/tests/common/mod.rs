@@ -78,6 +78,21 @@ pub async fn open(meta: &EmbeddedStore, store: Arc<FaultyStore>) -> (Arc<Engine>
     open_on(Arc::new(meta.clone()), store).await
 }
 
+/// Opens another engine (another broker id, or other settings) on the same stores.
+pub async fn open_engine(
+    meta: &EmbeddedStore,
+    store: &Arc<FaultyStore>,
+    cfg: EngineConfig,
+) -> Arc<Engine> {
+    Engine::open(
+        cfg,
+        Arc::new(meta.clone()),
+        store.clone() as Arc<dyn ObjectStore>,
+    )
+    .await
+    .unwrap()
+}
+
 pub async fn open_on(
     meta: Arc<dyn MetaStore>,
     store: Arc<FaultyStore>,
