@@ -199,6 +199,8 @@ pub struct EngineMetrics {
     pub folds_lake: std::sync::atomic::AtomicU64,
     /// Log compaction passes (`cleanup.policy=compact`).
     pub cleanings: std::sync::atomic::AtomicU64,
+    /// Manifests left after the janitor's last round (on the controller).
+    pub manifests_live: std::sync::atomic::AtomicU64,
 }
 
 impl EngineMetrics {
@@ -245,6 +247,13 @@ impl EngineMetrics {
             "sluice_log_cleanings_total",
             "",
             &[("", &self.cleanings)],
+        );
+        let _ = writeln!(out, "# TYPE sluice_manifests_live gauge");
+        let _ = writeln!(
+            out,
+            "sluice_manifests_live {}",
+            self.manifests_live
+                .load(std::sync::atomic::Ordering::Relaxed)
         );
         let _ = writeln!(out, "# TYPE sluice_partitions_led gauge");
         let _ = writeln!(out, "sluice_partitions_led {led_partitions}");

@@ -212,6 +212,7 @@ impl Engine {
         }
         let mut expired: Vec<(String, i64, Path)> = Vec::new();
         let manifests = self.meta.range(&self.keys.manifests()).await?;
+        let manifest_count = manifests.len();
         // Topics are read from the store after the manifests, never from this
         // broker's catalog (which may not have caught up with a new topic yet): a
         // manifest's topic was created before the manifest, so it is in this read
@@ -268,6 +269,10 @@ impl Engine {
                 );
             }
         }
+        self.metrics.manifests_live.store(
+            manifest_count.saturating_sub(next.len()) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         if !next.is_empty() {
             tracing::info!(manifests = next.len(), "deleted expired manifests");
             self.metrics
