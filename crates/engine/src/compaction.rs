@@ -1,26 +1,31 @@
-//! Compaction: each partition's leader folds its history out of the shared
-//! write-ahead objects into objects of its own, so old manifests (one metadata key
-//! per flush) can go and old data is laid out for reading.
+//! Compaction: each partition's compactor (its leader, or with `--roles` a
+//! compactor-only broker) folds its history out of the shared write-ahead objects
+//! into objects of its own, so old manifests (one metadata key per flush) can go and
+//! old data is laid out for reading.
 //!
-//! Two folds, both of a run of the partition's oldest unfolded index entries:
+//! Three rewrites, each of a run of the partition's oldest index entries:
 //! - **segment**: write-ahead slices, concatenated as they are into
 //!   `seg/<topic-id>/<p>/…seg`, once a partition has [`SEGMENT_ENTRIES`] of them (or
-//!   [`FOLD_MIN_BYTES`], or its oldest has waited the maximum delay);
+//!   [`FOLD_MIN_BYTES`], or its oldest has waited the maximum delay); the newest
+//!   entry (the active segment) is never folded;
 //! - **lake**: record batches older than the topic's `sluice.lake.after.ms`
 //!   (write-ahead slices or segments), rewritten as Parquet under
 //!   `lake/<topic>/partition=<p>/…parquet` (see `sluice-lake`). The Parquet file is
-//!   then the one copy of those records: fetches read it back as batches.
+//!   then the one copy of those records: fetches read it back as batches;
+//! - **cleaning** (`cleanup.policy=compact`): the history before the active segment,
+//!   keeping the latest record per key.
 //!
-//! A fold writes its object, then commits `checkpoint/<topic-id>/<p>` ([`Checkpoint`]:
-//! the partition's folded files, `folded_to`, and its producer state) in one
-//! transaction that compares the broker's generation as it was before the fold and
-//! the janitor's `gc/horizon` revision, then swaps the run for the new entry in the
-//! offset index.
+//! A rewrite writes its object, then commits `checkpoint/<topic-id>/<p>`
+//! ([`Checkpoint`]: the partition's files, `folded_to`, `cleaned_to`, its producer
+//! state) in one transaction that compares the checkpoint's revision as the rewrite
+//! read it, the janitor's `gc/horizon` revision and, on the leader, the broker's
+//! generation as it was before the rewrite; then it swaps the run for the new entry
+//! in the offset index. A leader adopts checkpoints a compactor-only broker wrote.
 //!
 //! Invariants:
-//! - Only the leader folds, and a fold commits only under the generation it read
-//!   the partition under: a leader that lost the partition (its generation was
-//!   bumped) cannot overwrite its successor's checkpoint.
+//! - Every checkpoint write compares the revision its writer last saw, so a leader
+//!   and a compactor never overwrite each other, and a leader that lost the
+//!   partition (its generation was bumped) cannot overwrite its successor's.
 //! - The checkpoint lists files in offset order, contiguous with each other and
 //!   with the manifests' slices from `folded_to` on; the janitor deletes a manifest
 //!   only when each of its slices lies below `max(log start, folded_to)`.
