@@ -45,7 +45,8 @@ start() {
   if [ -f "$STATE/pid" ] && kill -0 "$(cat "$STATE/pid")" 2>/dev/null; then
     echo "LocalStack already running (pid $(cat "$STATE/pid"))"
   else
-    GATEWAY_LISTEN="127.0.0.1:$PORT" SERVICES=s3 EAGER_SERVICE_LOADING=1 \
+    # S3 for the client tests; IAM and STS for the Terraform example.
+    GATEWAY_LISTEN="127.0.0.1:$PORT" SERVICES=s3,iam,sts EAGER_SERVICE_LOADING=1 \
       SKIP_SSL_CERT_DOWNLOAD=1 DISABLE_EVENTS=1 LOCALSTACK_VOLUME_DIR="$STATE/volume" \
       nohup "$VENV/bin/python" -m localstack.runtime.main >"$STATE/localstack.log" 2>&1 &
     echo $! >"$STATE/pid"

@@ -16,6 +16,9 @@ cd "$(dirname "$0")/.."
 
 ./tests/install-deps.sh
 
+echo "==> Terraform: fmt and validate, offline"
+./terraform/check.sh
+
 echo "==> building the broker (release, with etcd support)"
 cargo build --release -p sluice-server --features etcd
 
@@ -46,6 +49,8 @@ if [ -n "${LOCALSTACK_PYTHON:-}" ] || [ -x /root/.pyenv/versions/3.13.0/bin/pyth
   SLUICE_TEST_OBJECT_STORE=s3 SLUICE_TEST_S3_ENDPOINT=http://127.0.0.1:4566 \
     python3 -m pytest tests/clients -q -p no:cacheprovider -W ignore::DeprecationWarning \
     --deselect tests/clients/test_s3_faults.py
+  echo "==> Terraform: apply and destroy the LocalStack example"
+  ./terraform/check.sh apply-localstack
   ./localstack/run-host.sh stop
   trap - EXIT
 else
