@@ -287,7 +287,10 @@ async fn cluster_compactor_only_node_folds_what_the_broker_leads() -> Result<()>
         &["--roles=broker", "--compaction-interval-ms=300"],
         &["--roles=compactor", "--compaction-interval-ms=300"],
     ])?;
-    let bootstrap = cluster.bootstrap();
+    // Clients know only the broker: the compactor's Kafka port is closed, and a
+    // client bootstrapping from it reports transport errors, which the checker's
+    // reads would take for failures.
+    let bootstrap = cluster.broker(1).bootstrap();
     create_topic(
         &bootstrap,
         "roles",
@@ -337,7 +340,13 @@ async fn cluster_compactor_only_node_folds_what_the_broker_leads() -> Result<()>
         tokio::task::spawn_blocking(move || read_all(&bootstrap, "roles")).await??
     };
     check(&acked, &log)?;
-    check_after_full_restart(&mut cluster, "roles", &acked)
-        .await
-        .with_context(|| cluster.logs())
+    // Both restarted: the broker rebuilds from the compactor's checkpoints.
+    for b in &mut cluster.brokers {
+        b.kill()?;
+    }
+    for b in &mut cluster.brokers {
+        b.start_again()?;
+    }
+    let log = tokio::task::spawn_blocking(move || read_all(&bootstrap, "roles")).await??;
+    check(&acked, &log).with_context(|| cluster.logs())
 }
