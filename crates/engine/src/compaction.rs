@@ -237,7 +237,7 @@ impl Engine {
 
     async fn compact_led(&self, topic: &TopicRecord, p: &Partition, now_ms: i64, max_wait_ms: i64) {
         let policy = fold_policy(topic, now_ms, max_wait_ms);
-        if is_compacted(topic) {
+        if topic.has_cleanup_policy("compact") {
             if let Err(e) = self.clean(topic, p, now_ms).await {
                 tracing::warn!(topic = %p.topic, partition = p.index, error = %e,
                     "cannot compact the log");
@@ -283,7 +283,7 @@ impl Engine {
             let policy = fold_policy(record, now_ms, max_wait_ms);
             let gc_rev = self.gc_horizon_rev.load(Relaxed);
             let result = async {
-                if is_compacted(record) {
+                if record.has_cleanup_policy("compact") {
                     let target = Target::Remote {
                         state: &mut state,
                         gc_rev,
@@ -440,14 +440,13 @@ impl Engine {
         mut target: Target<'_>,
         now_ms: i64,
     ) -> Result<bool> {
-        let setting = |name: &str| {
-            topic
-                .config(name)
-                .and_then(|v| v.trim().parse::<f64>().ok())
-        };
-        let segment = setting("segment.bytes").map_or(1 << 30, |v| v as i64);
-        let ratio = setting("min.cleanable.dirty.ratio").unwrap_or(0.5);
-        let tombstone_ms = setting("delete.retention.ms").map_or(86_400_000, |v| v as i64);
+        let segment = topic.config_number("segment.bytes").unwrap_or(1 << 30);
+        let ratio = topic
+            .config_number("min.cleanable.dirty.ratio")
+            .unwrap_or(0.5);
+        let tombstone_ms = topic
+            .config_number("delete.retention.ms")
+            .unwrap_or(86_400_000);
         let Some((run, log_start)) = target.with_state(|read| {
             let range = clean_plan(&read.index, read.checkpoint.cleaned_to, segment, ratio)?;
             Some((read.index[range].to_vec(), read.log_start_offset))
@@ -692,8 +691,7 @@ impl Target<'_> {
 
 fn fold_policy(topic: &TopicRecord, now_ms: i64, max_wait_ms: i64) -> FoldPolicy {
     let lake_cutoff = topic
-        .config(LAKE_AFTER_MS)
-        .and_then(|v| v.trim().parse::<i64>().ok())
+        .config_number::<i64>(LAKE_AFTER_MS)
         .filter(|v| *v >= 0)
         .map(|after| now_ms.saturating_sub(after));
     FoldPolicy {
@@ -701,12 +699,6 @@ fn fold_policy(topic: &TopicRecord, now_ms: i64, max_wait_ms: i64) -> FoldPolicy
         lake_cutoff,
         max_wait_ms,
     }
-}
-
-fn is_compacted(topic: &TopicRecord) -> bool {
-    topic
-        .config("cleanup.policy")
-        .is_some_and(|v| v.split(',').any(|p| p.trim() == "compact"))
 }
 
 /// What a fold or a cleaning writes in place of a run of entries.

@@ -94,11 +94,7 @@ fn prepare(req: PartitionRecords) -> Result<Prepared> {
         ));
     }
     let max = req.topic.record.max_message_bytes();
-    let compacted = req
-        .topic
-        .record
-        .config("cleanup.policy")
-        .is_some_and(|v| v.split(',').any(|p| p.trim() == "compact"));
+    let compacted = req.topic.record.has_cleanup_policy("compact");
     let batches = batch::validate_record_set(&req.records)
         .map_err(|e| EngineError::CorruptMessage(e.to_string()))?;
     let mut out = Vec::with_capacity(batches.len());

@@ -130,17 +130,10 @@ impl Engine {
     pub async fn enforce_retention(&self) {
         let now_ms = now_ms();
         for topic in self.topics() {
-            let policy = topic.record.config("cleanup.policy").unwrap_or("delete");
-            if !policy.split(',').any(|p| p.trim() == "delete") {
+            if !topic.record.has_cleanup_policy("delete") {
                 continue;
             }
-            let setting = |name: &str| {
-                topic
-                    .record
-                    .config(name)
-                    .and_then(|v| v.parse::<i64>().ok())
-                    .filter(|v| *v >= 0)
-            };
+            let setting = |name: &str| topic.record.config_number::<i64>(name).filter(|v| *v >= 0);
             let (by_time, by_bytes) = (setting("retention.ms"), setting("retention.bytes"));
             if by_time.is_none() && by_bytes.is_none() {
                 continue;

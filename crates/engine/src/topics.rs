@@ -209,9 +209,19 @@ impl TopicRecord {
             .or_else(|| config_def(name).map(|d| d.default))
     }
 
+    /// The effective value of a numeric config (None if it does not parse).
+    pub fn config_number<T: std::str::FromStr>(&self, name: &str) -> Option<T> {
+        self.config(name).and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Whether `cleanup.policy` includes `policy` (`delete` or `compact`).
+    pub fn has_cleanup_policy(&self, policy: &str) -> bool {
+        self.config("cleanup.policy")
+            .is_some_and(|v| v.split(',').any(|p| p.trim() == policy))
+    }
+
     pub fn max_message_bytes(&self) -> i64 {
-        self.config("max.message.bytes")
-            .and_then(|v| v.trim().parse().ok())
+        self.config_number("max.message.bytes")
             .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES)
     }
 
