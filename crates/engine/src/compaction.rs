@@ -128,6 +128,12 @@ impl Checkpoint {
     pub fn decode(bytes: &[u8]) -> std::result::Result<Self, serde_json::Error> {
         serde_json::from_slice(bytes)
     }
+
+    /// A stored checkpoint key's value; unreadable is an error naming the key.
+    pub(crate) fn from_kv(kv: &sluice_meta::KeyValue) -> Result<Self> {
+        Self::decode(&kv.value)
+            .map_err(|e| EngineError::Meta(format!("checkpoint key={}: {e}", kv.key)))
+    }
 }
 
 /// When folds are due.
@@ -191,9 +197,7 @@ impl Engine {
         let key = self.keys.checkpoint(topic, partition);
         match self.meta.get(&key).await? {
             None => Ok((Checkpoint::default(), 0)),
-            Some(kv) => Checkpoint::decode(&kv.value)
-                .map(|c| (c, kv.mod_revision))
-                .map_err(|e| EngineError::Meta(format!("checkpoint key={key}: {e}"))),
+            Some(kv) => Ok((Checkpoint::from_kv(&kv)?, kv.mod_revision)),
         }
     }
 
@@ -338,8 +342,7 @@ impl Engine {
         if kv.mod_revision == p.read().checkpoint_rev {
             return Ok(());
         }
-        let checkpoint = Checkpoint::decode(&kv.value)
-            .map_err(|e| EngineError::Meta(format!("checkpoint key={}: {e}", kv.key)))?;
+        let checkpoint = Checkpoint::from_kv(kv)?;
         let mut read = p.read_mut();
         for file in &checkpoint.files {
             let covered: Vec<usize> = read

@@ -196,8 +196,7 @@ impl Engine {
                 continue;
             };
             // An unreadable checkpoint must not make its files look unreferenced.
-            let c = Checkpoint::decode(&kv.value)
-                .map_err(|e| EngineError::Meta(format!("checkpoint key={}: {e}", kv.key)))?;
+            let c = Checkpoint::from_kv(&kv)?;
             let at = folded.entry(partition).or_default();
             *at = (*at).max(c.folded_to);
             referenced.extend(c.files.into_iter().map(|f| f.object));
@@ -337,8 +336,7 @@ impl Engine {
             }
         }
         for kv in self.meta.range(&self.keys.checkpoints()).await? {
-            let c = Checkpoint::decode(&kv.value)
-                .map_err(|e| EngineError::Meta(format!("checkpoint key={}: {e}", kv.key)))?;
+            let c = Checkpoint::from_kv(&kv)?;
             referenced.extend(c.files.into_iter().map(|f| f.object));
         }
         let orphans = old_unreferenced(&listed, &referenced);

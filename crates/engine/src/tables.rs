@@ -61,7 +61,7 @@ impl Engine {
         for kv in self.meta.range(&self.keys.checkpoints()).await? {
             let (Some((topic, partition)), Ok(c)) = (
                 self.keys.checkpoint_partition(&kv.key),
-                Checkpoint::decode(&kv.value),
+                Checkpoint::from_kv(&kv),
             ) else {
                 continue;
             };
