@@ -298,14 +298,9 @@ fn crc32fast_like(data: &[u8]) -> u32 {
     })
 }
 
-/// Avro `long` (and `int`): zig-zag, then variable-length.
+/// Avro `long` (and `int`): zig-zag, then variable-length, as in Kafka records.
 fn put_long(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.push((z as u8) | 0x80);
-        z >>= 7;
-    }
-    out.push(z as u8);
+    sluice_protocol::records::put_varlong(out, v);
 }
 
 /// Avro `bytes` and `string`: length, then the bytes.

@@ -177,7 +177,8 @@ fn bytes_field(b: &mut Bytes) -> Result<Option<Bytes>, BatchError> {
     Ok(Some(b.split_to(len)))
 }
 
-fn put_varlong(b: &mut BytesMut, v: i64) {
+/// A zig-zag variable-length long, as Kafka records (and Avro) encode them.
+pub fn put_varlong(b: &mut impl BufMut, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
         b.put_u8((z as u8) | 0x80);
