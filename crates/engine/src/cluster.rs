@@ -170,9 +170,7 @@ impl ClusterView {
             .filter(|b| !b.leaving)
             .map(|_| l)
     }
-}
 
-impl ClusterView {
     /// The broker that compacts a partition: its leader if the leader has the
     /// compactor role, else one of the live compactors, picked by the partition so
     /// the work spreads. None while no live broker compacts.
@@ -311,13 +309,13 @@ impl Keys {
     }
 }
 
-/// Splits `brokers/` keys into live records and generations by broker id.
 /// `<topic-id>/<partition>`, the tail of per-partition keys.
 fn partition_of(tail: &str) -> Option<(Uuid, i32)> {
     let (topic, partition) = tail.split_once('/')?;
     Some((topic.parse().ok()?, partition.parse().ok()?))
 }
 
+/// Splits `brokers/` keys into live records and generations by broker id.
 pub fn parse_brokers(
     keys: &Keys,
     kvs: &[sluice_meta::KeyValue],

@@ -49,7 +49,7 @@ use sluice_storage::paths;
 
 use crate::cluster::Generation;
 use crate::partition::{Format, IndexEntry, Partition, ProducerBatch, ReadState};
-use crate::{Engine, EngineError, Result, TopicRecord};
+use crate::{blocking, Engine, EngineError, Result, TopicRecord};
 
 /// Topic config: age (by record timestamp) after which data becomes Parquet; -1
 /// never.
@@ -345,22 +345,20 @@ impl Engine {
         let checkpoint = Checkpoint::from_kv(kv)?;
         let mut read = p.read_mut();
         for file in &checkpoint.files {
-            let covered: Vec<usize> = read
-                .index
-                .iter()
-                .enumerate()
-                .filter(|(_, e)| {
-                    e.base_offset >= file.base_offset && e.last_offset <= file.last_offset
-                })
-                .map(|(i, _)| i)
-                .collect();
-            let (Some(&at), Some(&end)) = (covered.first(), covered.last()) else {
+            // The index is in offset order: the entries the file covers are a run.
+            let Some(at) = read.index.iter().position(|e| {
+                e.base_offset >= file.base_offset && e.last_offset <= file.last_offset
+            }) else {
                 continue;
             };
             if AsRef::<str>::as_ref(&*read.index[at].object) == file.object {
                 continue;
             }
-            read.replace_run(at, end - at + 1, file.entry(), &self.tail);
+            let count = read.index[at..]
+                .iter()
+                .take_while(|e| e.last_offset <= file.last_offset)
+                .count();
+            read.replace_run(at, count, file.entry(), &self.tail);
         }
         read.checkpoint = checkpoint;
         read.checkpoint_rev = kv.mod_revision;
@@ -736,13 +734,6 @@ impl Fence {
             gc_rev: engine.gc_horizon_rev.load(Relaxed),
         })
     }
-}
-
-/// Runs CPU-heavy encoding off the async workers.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| EngineError::Storage(format!("encoder panicked: {e}")))?
 }
 
 /// The records of stored batches at or above the log start.

@@ -159,13 +159,12 @@ impl Engine {
             .ok_or_else(|| lake_error(format!("no row group {index}")))?;
         let chunks = self.read_object(entry, span.range.clone()).await?;
         let (footer, start, len) = (footer.clone(), span.range.start, entry.object_len);
-        let batches = tokio::task::spawn_blocking(move || {
+        let batches = crate::blocking(move || {
             sluice_lake::read_row_group(&footer.meta, index, start, chunks, len)
                 .map(|rows| encode_batches(&rows))
+                .map_err(lake_error)
         })
-        .await
-        .map_err(lake_error)?
-        .map_err(lake_error)?;
+        .await?;
         self.lake.keep_group(key, batches.clone());
         Ok(batches)
     }

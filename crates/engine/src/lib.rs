@@ -665,6 +665,15 @@ fn new_topic(record: TopicRecord, existing: &[Arc<Partition>]) -> Topic {
     Topic { record, partitions }
 }
 
+/// Runs CPU-heavy work (Parquet encoding and decoding) off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| EngineError::Storage(format!("blocking task panicked: {e}")))?
+}
+
 /// Atomically adds `step` to the integer at `key` (0 when missing); returns the old value.
 async fn advance_counter(meta: &dyn MetaStore, key: &str, step: i64) -> Result<i64> {
     loop {

@@ -53,9 +53,11 @@ impl IndexEntry {
     /// Whether the entry is a slice of a shared write-ahead object (not yet folded).
     pub fn in_wal(&self) -> bool {
         self.format == Format::Batches
-            && self.object.prefix_matches(&object_store::path::Path::from(
-                sluice_storage::paths::WAL_PREFIX,
-            ))
+            && self
+                .object
+                .parts()
+                .next()
+                .is_some_and(|first| first.as_ref() == sluice_storage::paths::WAL_PREFIX)
     }
 }
 
