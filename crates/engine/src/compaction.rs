@@ -150,11 +150,11 @@ pub struct FoldPolicy {
 /// The next run of index entries to fold, and into what.
 pub fn plan(index: &[IndexEntry], policy: FoldPolicy) -> Option<(std::ops::Range<usize>, Format)> {
     let first = index.iter().position(|e| e.format == Format::Batches)?;
-    // A run of batches entries from `from` while `take` holds, within the byte cap.
-    let run = |from: usize, take: &dyn Fn(&IndexEntry) -> bool| {
+    // A run of `entries` from `from` while `take` holds, within the byte cap.
+    let run = |entries: &[IndexEntry], from: usize, take: &dyn Fn(&IndexEntry) -> bool| {
         let (mut end, mut bytes) = (from, 0u64);
-        while end < index.len() && take(&index[end]) && bytes < FOLD_MAX_BYTES {
-            bytes += index[end].len;
+        while end < entries.len() && take(&entries[end]) && bytes < FOLD_MAX_BYTES {
+            bytes += entries[end].len;
             end += 1;
         }
         (end, bytes)
@@ -163,7 +163,7 @@ pub fn plan(index: &[IndexEntry], policy: FoldPolicy) -> Option<(std::ops::Range
         reference.saturating_sub(e.max_timestamp) >= policy.max_wait_ms
     };
     if let Some(cutoff) = policy.lake_cutoff {
-        let (end, bytes) = run(first, &|e| {
+        let (end, bytes) = run(index, first, &|e| {
             e.format == Format::Batches && e.max_timestamp <= cutoff
         });
         if end > first
@@ -178,8 +178,7 @@ pub fn plan(index: &[IndexEntry], policy: FoldPolicy) -> Option<(std::ops::Range
     // segment for retention and log compaction, which spare it.
     let unfolded = &index[..index.len() - 1];
     let wal = first + unfolded.get(first..)?.iter().position(IndexEntry::in_wal)?;
-    let (end, bytes) = run(wal, &IndexEntry::in_wal);
-    let end = end.min(unfolded.len());
+    let (end, bytes) = run(unfolded, wal, &IndexEntry::in_wal);
     let due = bytes >= FOLD_MIN_BYTES
         || end - wal >= SEGMENT_ENTRIES
         || waited(&index[wal], policy.now_ms);
