@@ -40,8 +40,9 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: i64 = 1_048_588;
 
 /// Topic configs, Kafka's names and defaults (plus Sluice's `sluice.lake.after.ms`).
 /// Stored and returned for all; enforced today: `max.message.bytes`,
-/// `message.timestamp.type`, `cleanup.policy` (delete), `retention.ms`,
-/// `retention.bytes`, `segment.bytes` (as the active segment retention spares),
+/// `message.timestamp.type`, `cleanup.policy` (delete and compact), `retention.ms`,
+/// `retention.bytes`, `segment.bytes` (as the active segment retention and log
+/// compaction spare), `delete.retention.ms`, `min.cleanable.dirty.ratio`,
 /// `sluice.lake.after.ms`.
 pub const CONFIGS: &[ConfigDef] = &[
     ConfigDef {
