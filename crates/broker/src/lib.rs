@@ -9,6 +9,7 @@
 //!
 //! [`errors`] is the one place engine errors become Kafka error codes.
 
+pub mod admin;
 pub mod api;
 pub mod controller;
 pub mod coordinator;
@@ -250,6 +251,7 @@ impl Broker {
                 rack: id.rack.clone(),
                 leaving: false,
                 roles: Default::default(),
+                http: None,
             });
         }
         out

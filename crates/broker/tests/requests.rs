@@ -312,6 +312,7 @@ async fn broker() -> (Broker, uuid::Uuid) {
             rack: None,
             leaving: false,
             roles: Default::default(),
+            http: None,
         },
         Duration::from_secs(6),
     );

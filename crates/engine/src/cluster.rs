@@ -76,6 +76,9 @@ pub struct BrokerRecord {
     /// What it does (`--roles`); both for records written before roles existed.
     #[serde(default)]
     pub roles: Roles,
+    /// `host:port` of its HTTP endpoints (admin API, metrics), if reachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
 }
 
 /// A broker's roles: serving clients (and leading partitions), and compacting.
@@ -223,6 +226,10 @@ impl Keys {
     }
     pub fn topic(&self, name: &str) -> String {
         format!("{}topics/{name}", self.root)
+    }
+    /// Every group key of every shard.
+    pub fn all_groups(&self) -> String {
+        format!("{}groups/", self.root)
     }
     pub fn manifests(&self) -> String {
         format!("{}manifests/", self.root)

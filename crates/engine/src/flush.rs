@@ -100,6 +100,7 @@ struct Flight {
     broker_generation: u64,
     bytes: usize,
     seq: u64,
+    started: std::time::Instant,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -227,6 +228,7 @@ fn write_object(
         broker_generation,
         bytes,
         seq,
+        started: std::time::Instant::now(),
         _permit: permit,
     }
 }
@@ -278,6 +280,10 @@ async fn run_committer(engine: Arc<Engine>, mut flights: mpsc::UnboundedReceiver
         let outcome = commit(&engine, &mut f).await;
         match &outcome {
             Ok(()) => {
+                if !f.slices.is_empty() {
+                    engine.metrics.flush_bytes.observe(f.object_len as f64);
+                    engine.metrics.flush_seconds.observe_since(f.started);
+                }
                 for (partition, m, data) in &f.slices {
                     let entry = IndexEntry {
                         base_offset: m.base_offset,

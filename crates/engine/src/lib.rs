@@ -201,15 +201,19 @@ pub struct EngineMetrics {
     pub cleanings: std::sync::atomic::AtomicU64,
     /// Manifests left after the janitor's last round (on the controller).
     pub manifests_live: std::sync::atomic::AtomicU64,
+    /// Committed write-ahead objects: size, and time from flush start to commit.
+    pub flush_bytes: sluice_metrics::Sizes,
+    pub flush_seconds: sluice_metrics::Latency,
 }
 
 impl EngineMetrics {
     /// Prometheus text for these counters and the partitions this broker leads.
     pub fn render(&self, led_partitions: usize, generation: u64, out: &mut String) {
-        use std::fmt::Write;
+        use sluice_metrics::{counters, family, gauge};
         counters(
             out,
             "sluice_commits_total",
+            "Write-ahead flushes by commit outcome.",
             "outcome",
             &[
                 ("committed", &self.commits),
@@ -217,15 +221,31 @@ impl EngineMetrics {
                 ("retried", &self.commit_retries),
             ],
         );
+        family(
+            out,
+            "sluice_flush_bytes",
+            "histogram",
+            "Size of each committed write-ahead object.",
+        );
+        self.flush_bytes.render(out, "sluice_flush_bytes", "");
+        family(
+            out,
+            "sluice_flush_seconds",
+            "histogram",
+            "From a flush's start to its commit: object PUT plus manifest transaction.",
+        );
+        self.flush_seconds.render(out, "sluice_flush_seconds", "");
         counters(
             out,
             "sluice_log_start_moves_total",
+            "Log start offsets moved by DeleteRecords and retention.",
             "",
             &[("", &self.log_start_moves)],
         );
         counters(
             out,
             "sluice_janitor_deleted_total",
+            "Manifests and objects the janitor deleted.",
             "kind",
             &[
                 ("manifest", &self.manifests_expired),
@@ -236,6 +256,7 @@ impl EngineMetrics {
         counters(
             out,
             "sluice_folds_total",
+            "Compaction folds committed, by output format.",
             "format",
             &[
                 ("segment", &self.folds_segment),
@@ -245,40 +266,29 @@ impl EngineMetrics {
         counters(
             out,
             "sluice_log_cleanings_total",
+            "Log compaction passes (cleanup.policy=compact).",
             "",
             &[("", &self.cleanings)],
         );
-        let _ = writeln!(out, "# TYPE sluice_manifests_live gauge");
-        let _ = writeln!(
+        gauge(
             out,
-            "sluice_manifests_live {}",
+            "sluice_manifests_live",
+            "Manifests left after the janitor's last round (controller only).",
             self.manifests_live
-                .load(std::sync::atomic::Ordering::Relaxed)
+                .load(std::sync::atomic::Ordering::Relaxed),
         );
-        let _ = writeln!(out, "# TYPE sluice_partitions_led gauge");
-        let _ = writeln!(out, "sluice_partitions_led {led_partitions}");
-        let _ = writeln!(out, "# TYPE sluice_broker_generation gauge");
-        let _ = writeln!(out, "sluice_broker_generation {generation}");
-    }
-}
-
-/// One counter family in Prometheus text: a series per `(label value, counter)`, or
-/// one unlabelled series when `label` is empty.
-fn counters(
-    out: &mut String,
-    name: &str,
-    label: &str,
-    series: &[(&str, &std::sync::atomic::AtomicU64)],
-) {
-    use std::fmt::Write;
-    let _ = writeln!(out, "# TYPE {name} counter");
-    for (value, counter) in series {
-        let n = counter.load(std::sync::atomic::Ordering::Relaxed);
-        let _ = if label.is_empty() {
-            writeln!(out, "{name} {n}")
-        } else {
-            writeln!(out, "{name}{{{label}=\"{value}\"}} {n}")
-        };
+        gauge(
+            out,
+            "sluice_partitions_led",
+            "Partitions this broker leads.",
+            led_partitions,
+        );
+        gauge(
+            out,
+            "sluice_broker_generation",
+            "This broker's generation (bumped when partitions are taken from it).",
+            generation,
+        );
     }
 }
 
@@ -733,7 +743,53 @@ impl Engine {
     }
 }
 
+/// One led partition as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PartitionStats {
+    pub topic: String,
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub leader_epoch: i32,
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+    /// Bytes of stored batches and lake files from the log start on.
+    pub size_bytes: u64,
+    /// Where those bytes are: write-ahead slices, segments, Parquet lake files.
+    pub wal_entries: usize,
+    pub segments: usize,
+    pub lake_files: usize,
+}
+
 impl Engine {
+    /// The partitions this broker leads, with their offsets and sizes.
+    pub fn partition_stats(&self) -> Vec<PartitionStats> {
+        let mut out = Vec::new();
+        for topic in self.topics() {
+            for p in &topic.partitions {
+                let Some(leader_epoch) = p.leader_epoch() else {
+                    continue;
+                };
+                let read = p.read();
+                let count = |f: &dyn Fn(&partition::IndexEntry) -> bool| {
+                    read.index.iter().filter(|e| f(e)).count()
+                };
+                out.push(PartitionStats {
+                    topic: topic.record.name.clone(),
+                    topic_id: topic.record.id,
+                    partition: p.index,
+                    leader_epoch,
+                    log_start_offset: read.log_start_offset,
+                    high_watermark: read.high_watermark,
+                    size_bytes: read.index.iter().map(|e| e.len).sum(),
+                    wal_entries: count(&|e| e.in_wal()),
+                    segments: count(&|e| e.format == partition::Format::Batches && !e.in_wal()),
+                    lake_files: count(&|e| e.format == partition::Format::Parquet),
+                });
+            }
+        }
+        out
+    }
+
     /// Partitions this broker currently leads.
     pub fn led_partitions(&self) -> usize {
         self.topics()

@@ -349,6 +349,7 @@ async fn register_roles(meta: &EmbeddedStore, engine: &Engine) {
             rack: None,
             leaving: false,
             roles: Roles { broker, compactor },
+            http: None,
         };
         meta.txn(
             sluice_meta::Txn::when(vec![]).then(vec![sluice_meta::Op::put(

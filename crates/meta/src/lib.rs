@@ -16,6 +16,7 @@ pub mod conformance;
 pub mod embedded;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+pub mod metered;
 
 use std::time::Duration;
 

@@ -37,9 +37,15 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_ADVERTISED_LISTENER")]
     pub advertised_listener: Option<String>,
 
-    /// Address of the HTTP endpoints (/healthz, /readyz, /metrics).
+    /// Address of the HTTP endpoints (/healthz, /readyz, /metrics, /admin/v1).
     #[arg(long, env = "SLUICE_HTTP_LISTEN", default_value = "127.0.0.1:9644")]
     pub http_listen: SocketAddr,
+
+    /// HOST:PORT other brokers reach this node's HTTP endpoints at; the admin API
+    /// asks each partition's leader for its offsets and sizes there (default: the
+    /// advertised host with the --http-listen port).
+    #[arg(long, env = "SLUICE_ADVERTISED_HTTP")]
+    pub advertised_http: Option<String>,
 
     /// Where objects live: file:///dir, s3://bucket/prefix or memory://
     /// (default: file://<data-dir>/objects).
@@ -279,6 +285,17 @@ impl ServeArgs {
             return Err(format!("--advertised-listener: empty host in {adv:?}"));
         }
         Ok((host.trim_matches(['[', ']']).to_string(), i32::from(port)))
+    }
+
+    /// Where peers reach the HTTP endpoints (see `--advertised-http`).
+    pub fn advertised_http(&self, advertised_host: &str) -> String {
+        match &self.advertised_http {
+            Some(a) => a.clone(),
+            None if advertised_host.contains(':') => {
+                format!("[{advertised_host}]:{}", self.http_listen.port())
+            }
+            None => format!("{advertised_host}:{}", self.http_listen.port()),
+        }
     }
 
     pub fn s3_options(&self) -> sluice_storage::S3Options {

@@ -7,6 +7,10 @@
 //! their order, and the order of responses, is kept. Bad input closes the connection;
 //! it never panics and never allocates more than the frame limit.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+
 use bytes::BytesMut;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, ResponseKind};
@@ -18,17 +22,116 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+/// Requests served, bytes in and out, and latency (from the request's arrival to its
+/// response written), by API. Produce latency includes the wait for the flush that
+/// makes the batch durable; fetch latency includes `max.wait.ms` long polls.
+#[derive(Debug)]
+pub struct RequestMetrics {
+    apis: Vec<PerApi>,
+}
+
+#[derive(Debug, Default)]
+struct PerApi {
+    requests: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    latency: sluice_metrics::Latency,
+}
+
+/// Above every Kafka API key.
+const API_KEYS: usize = 128;
+
+impl Default for RequestMetrics {
+    fn default() -> Self {
+        Self {
+            apis: (0..API_KEYS).map(|_| PerApi::default()).collect(),
+        }
+    }
+}
+
+impl RequestMetrics {
+    fn record(&self, api: ApiKey, started: Instant, bytes_in: usize, bytes_out: usize) {
+        let Some(m) = self.apis.get(api as i16 as usize) else {
+            return;
+        };
+        m.requests.fetch_add(1, Relaxed);
+        m.bytes_in.fetch_add(bytes_in as u64, Relaxed);
+        m.bytes_out.fetch_add(bytes_out as u64, Relaxed);
+        m.latency.observe_since(started);
+    }
+
+    /// Appends the metrics of every API that has served a request.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let used: Vec<(String, &PerApi)> = self
+            .apis
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.requests.load(Relaxed) > 0)
+            .filter_map(|(key, m)| {
+                let api = ApiKey::try_from(key as i16).ok()?;
+                Some((format!("{api:?}"), m))
+            })
+            .collect();
+        sluice_metrics::family(
+            out,
+            "sluice_requests_total",
+            "counter",
+            "Kafka requests answered, by API.",
+        );
+        for (api, m) in &used {
+            let _ = writeln!(
+                out,
+                "sluice_requests_total{{api=\"{api}\"}} {}",
+                m.requests.load(Relaxed)
+            );
+        }
+        sluice_metrics::family(
+            out,
+            "sluice_request_bytes_total",
+            "counter",
+            "Kafka request (in) and response (out) bytes on the wire, by API.",
+        );
+        for (api, m) in &used {
+            for (direction, n) in [("in", &m.bytes_in), ("out", &m.bytes_out)] {
+                let _ = writeln!(
+                    out,
+                    "sluice_request_bytes_total{{api=\"{api}\",direction=\"{direction}\"}} {}",
+                    n.load(Relaxed)
+                );
+            }
+        }
+        sluice_metrics::family(
+            out,
+            "sluice_request_seconds",
+            "histogram",
+            "Kafka request latency from arrival to response written, by API.",
+        );
+        for (api, m) in &used {
+            m.latency
+                .render(out, "sluice_request_seconds", &format!("api=\"{api}\""));
+        }
+    }
+}
+
 /// Replies queued per connection before the reader stops reading.
 const MAX_QUEUED_REPLIES: usize = 128;
 
 struct Queued {
+    started: Instant,
+    request_bytes: usize,
     api_key: ApiKey,
     version: i16,
     correlation_id: i32,
     reply: Reply,
 }
 
-pub async fn serve(broker: Broker, stream: TcpStream, max_frame: usize) {
+pub async fn serve(
+    broker: Broker,
+    stream: TcpStream,
+    max_frame: usize,
+    metrics: Arc<RequestMetrics>,
+) {
     let peer_ip = stream.peer_addr().ok().map(|a| a.ip());
     let peer = stream
         .peer_addr()
@@ -43,7 +146,10 @@ pub async fn serve(broker: Broker, stream: TcpStream, max_frame: usize) {
             let body = match q.reply {
                 Reply::Now(r) => *r,
                 Reply::Later(f) => f.await,
-                Reply::None => continue,
+                Reply::None => {
+                    metrics.record(q.api_key, q.started, q.request_bytes, 0);
+                    continue;
+                }
             };
             match encode_response(
                 q.api_key,
@@ -56,6 +162,7 @@ pub async fn serve(broker: Broker, stream: TcpStream, max_frame: usize) {
                     if writer.write_all(&frame).await.is_err() {
                         return;
                     }
+                    metrics.record(q.api_key, q.started, q.request_bytes, frame.len());
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot encode response; closing connection");
@@ -77,8 +184,11 @@ pub async fn serve(broker: Broker, stream: TcpStream, max_frame: usize) {
                     break 'read;
                 }
             };
+            let (started, request_bytes) = (Instant::now(), frame.len());
             let queued = match decode_request(frame) {
                 Ok(req) => Queued {
+                    started,
+                    request_bytes,
                     api_key: req.api_key,
                     version: req.header.request_api_version,
                     correlation_id: req.header.correlation_id,
@@ -89,6 +199,8 @@ pub async fn serve(broker: Broker, stream: TcpStream, max_frame: usize) {
                     correlation_id,
                     ..
                 }) if api_key == ApiKey::ApiVersions as i16 => Queued {
+                    started,
+                    request_bytes,
                     // The client retries at a version from this list (KIP-511).
                     api_key: ApiKey::ApiVersions,
                     version: 0,

@@ -1,5 +1,6 @@
 //! HTTP endpoints: `/healthz` (the process is alive), `/readyz` (registered in the
-//! cluster, metadata store and object store answer), `/metrics` (Prometheus text).
+//! cluster, metadata store and object store answer), `/metrics` (Prometheus text),
+//! and the admin API under `/admin/v1` (see `admin.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,35 +11,54 @@ use axum::routing::get;
 use axum::Router;
 use object_store::ObjectStoreExt;
 use sluice_engine::Engine;
+use sluice_meta::metered::MetaMetrics;
 use sluice_storage::metered::StoreMetrics;
 
-#[derive(Clone)]
-struct HttpState {
-    engine: Arc<Engine>,
-    store_metrics: Arc<StoreMetrics>,
+use crate::connection::RequestMetrics;
+
+/// The measurements the wrappers around the stores and the connection loop share
+/// with `/metrics`.
+#[derive(Clone, Default)]
+pub struct Metrics {
+    pub store: Arc<StoreMetrics>,
+    pub meta: Arc<MetaMetrics>,
+    pub requests: Arc<RequestMetrics>,
 }
 
-pub fn router(engine: Arc<Engine>, store_metrics: Arc<StoreMetrics>) -> Router {
+#[derive(Clone)]
+pub struct HttpState {
+    pub engine: Arc<Engine>,
+    pub metrics: Metrics,
+    /// Asks other brokers for their partitions (admin API, lag).
+    pub client: reqwest::Client,
+}
+
+pub fn router(engine: Arc<Engine>, metrics: Metrics) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics_text))
+        .merge(crate::admin::routes())
         .with_state(HttpState {
             engine,
-            store_metrics,
+            metrics,
+            client: reqwest::Client::new(),
         })
 }
 
-async fn metrics(
+async fn metrics_text(
     State(state): State<HttpState>,
 ) -> ([(header::HeaderName, &'static str); 1], String) {
-    let mut out = String::with_capacity(8192);
-    state.store_metrics.render(&mut out);
+    let mut out = String::with_capacity(32 * 1024);
+    state.metrics.requests.render(&mut out);
+    state.metrics.store.render(&mut out);
+    state.metrics.meta.render(&mut out);
     let engine = &state.engine;
     engine
         .metrics
         .render(engine.led_partitions(), engine.generation(), &mut out);
     engine.cache_metrics().render(&mut out);
+    crate::admin::render_lag(engine, &state.client, &mut out).await;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 

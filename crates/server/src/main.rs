@@ -5,6 +5,7 @@
 //! Kafka on 127.0.0.1:9092, HTTP on 127.0.0.1:9644. SIGTERM or SIGINT stops
 //! accepting, flushes what was appended, and exits.
 
+mod admin;
 mod config;
 mod connection;
 mod http;
@@ -17,9 +18,10 @@ use sluice_broker::membership::Membership;
 use sluice_broker::{controller, coordinator, Broker, BrokerIdentity};
 use sluice_engine::cluster::BrokerRecord;
 use sluice_engine::{Engine, EngineConfig};
+use sluice_meta::metered::MeteredMeta;
 use sluice_meta::{EmbeddedStore, MetaStore};
 use sluice_storage::faults::{FaultSpec, FaultyStore};
-use sluice_storage::metered::{MeteredStore, StoreMetrics};
+use sluice_storage::metered::MeteredStore;
 use sluice_storage::{open_object_store, ObjectStoreUrl};
 use tokio::net::TcpListener;
 
@@ -78,17 +80,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Arc::new(FaultyStore::new(store, spec))
         }
     };
-    let store_metrics = Arc::new(StoreMetrics::default());
+    let metrics = http::Metrics::default();
     let store: Arc<dyn object_store::ObjectStore> =
-        Arc::new(MeteredStore::new(store, store_metrics.clone()));
-    let meta: Arc<dyn MetaStore> = match store_url {
-        _ if !args.etcd.is_empty() => connect_etcd(&args).await?,
-        ObjectStoreUrl::Memory => Arc::new(EmbeddedStore::in_memory()),
-        ObjectStoreUrl::File(_) | ObjectStoreUrl::S3 { .. } => {
-            let dir = args.data_dir.join("meta");
-            Arc::new(EmbeddedStore::open(&dir).map_err(|e| anyhow::anyhow!("--data-dir: {e}"))?)
-        }
-    };
+        Arc::new(MeteredStore::new(store, metrics.store.clone()));
+    let meta: Arc<dyn MetaStore> = Arc::new(MeteredMeta::new(
+        open_meta(&args, &store_url).await?,
+        metrics.meta.clone(),
+    ));
     let engine = Engine::open(
         EngineConfig {
             broker_id: args.broker_id,
@@ -159,6 +157,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             rack: args.rack.clone(),
             leaving: false,
             roles: args.roles,
+            http: Some(args.advertised_http(&host)),
         },
         Duration::from_secs(args.lease_ttl_secs),
     );
@@ -177,10 +176,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "sluice listening"
     );
 
+    let request_metrics = metrics.requests.clone();
     let http_task = tokio::spawn(async move {
         if let Err(e) = axum::serve(
             http,
-            http::router(engine.clone(), store_metrics).into_make_service(),
+            http::router(engine.clone(), metrics).into_make_service(),
         )
         .await
         {
@@ -197,7 +197,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         loop {
             match kafka.accept().await {
                 Ok((stream, _)) => {
-                    tokio::spawn(connection::serve(broker.clone(), stream, max_frame));
+                    tokio::spawn(connection::serve(
+                        broker.clone(),
+                        stream,
+                        max_frame,
+                        request_metrics.clone(),
+                    ));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -227,6 +232,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     http_task.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The metadata store: etcd when `--etcd` is given, else the embedded store (in
+/// memory for `memory://` objects, under `--data-dir` otherwise).
+async fn open_meta(
+    args: &ServeArgs,
+    store_url: &ObjectStoreUrl,
+) -> anyhow::Result<Arc<dyn MetaStore>> {
+    Ok(match store_url {
+        _ if !args.etcd.is_empty() => connect_etcd(args).await?,
+        ObjectStoreUrl::Memory => Arc::new(EmbeddedStore::in_memory()),
+        ObjectStoreUrl::File(_) | ObjectStoreUrl::S3 { .. } => {
+            let dir = args.data_dir.join("meta");
+            Arc::new(EmbeddedStore::open(&dir).map_err(|e| anyhow::anyhow!("--data-dir: {e}"))?)
+        }
+    })
 }
 
 #[cfg(feature = "etcd")]

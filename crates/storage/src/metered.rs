@@ -16,6 +16,7 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
+use sluice_metrics::Latency;
 
 /// Request kinds counted separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,18 +38,12 @@ const KINDS: [(Kind, &str); 6] = [
     (Kind::Copy, "copy"),
 ];
 
-/// Latency bucket upper bounds in seconds.
-const BUCKETS: [f64; 12] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
-];
-
 #[derive(Default)]
 struct PerKind {
     ok: AtomicU64,
     error: AtomicU64,
     bytes: AtomicU64,
-    buckets: [AtomicU64; BUCKETS.len()],
-    latency_micros: AtomicU64,
+    latency: Latency,
 }
 
 /// Counters shared by a [`MeteredStore`] and whoever renders them.
@@ -73,14 +68,7 @@ impl StoreMetrics {
         let m = self.slot(kind);
         if ok { &m.ok } else { &m.error }.fetch_add(1, Ordering::Relaxed);
         m.bytes.fetch_add(bytes, Ordering::Relaxed);
-        let secs = started.elapsed().as_secs_f64();
-        m.latency_micros
-            .fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
-        for (bound, count) in BUCKETS.iter().zip(&m.buckets) {
-            if secs <= *bound {
-                count.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        m.latency.observe_since(started);
     }
 
     /// Successful plus failed requests of a kind.
@@ -91,11 +79,12 @@ impl StoreMetrics {
 
     /// Appends the metrics in Prometheus text format.
     pub fn render(&self, out: &mut String) {
-        let _ = writeln!(
+        sluice_metrics::family(
             out,
-            "# HELP sluice_object_store_requests_total Object store requests by kind and outcome."
+            "sluice_object_store_requests_total",
+            "counter",
+            "Object store requests by kind and outcome.",
         );
-        let _ = writeln!(out, "# TYPE sluice_object_store_requests_total counter");
         for ((_, name), m) in KINDS.iter().zip(&self.kinds) {
             for (outcome, v) in [("ok", &m.ok), ("error", &m.error)] {
                 let _ = writeln!(
@@ -105,41 +94,29 @@ impl StoreMetrics {
                 );
             }
         }
-        let _ = writeln!(
+        let bytes: Vec<(&str, &AtomicU64)> = KINDS
+            .iter()
+            .zip(&self.kinds)
+            .map(|((_, name), m)| (*name, &m.bytes))
+            .collect();
+        sluice_metrics::counters(
             out,
-            "# HELP sluice_object_store_bytes_total Bytes written (put) and read (get)."
+            "sluice_object_store_bytes_total",
+            "Bytes written (put) and read (get).",
+            "kind",
+            &bytes,
         );
-        let _ = writeln!(out, "# TYPE sluice_object_store_bytes_total counter");
+        sluice_metrics::family(
+            out,
+            "sluice_object_store_request_seconds",
+            "histogram",
+            "Object store request latency, retries included.",
+        );
         for ((_, name), m) in KINDS.iter().zip(&self.kinds) {
-            let _ = writeln!(
+            m.latency.render(
                 out,
-                "sluice_object_store_bytes_total{{kind=\"{name}\"}} {}",
-                m.bytes.load(Ordering::Relaxed)
-            );
-        }
-        let _ = writeln!(out, "# HELP sluice_object_store_request_seconds Object store request latency, retries included.");
-        let _ = writeln!(out, "# TYPE sluice_object_store_request_seconds histogram");
-        for ((_, name), m) in KINDS.iter().zip(&self.kinds) {
-            for (bound, count) in BUCKETS.iter().zip(&m.buckets) {
-                let _ = writeln!(
-                    out,
-                    "sluice_object_store_request_seconds_bucket{{kind=\"{name}\",le=\"{bound}\"}} {}",
-                    count.load(Ordering::Relaxed)
-                );
-            }
-            let total = m.ok.load(Ordering::Relaxed) + m.error.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "sluice_object_store_request_seconds_bucket{{kind=\"{name}\",le=\"+Inf\"}} {total}"
-            );
-            let _ = writeln!(
-                out,
-                "sluice_object_store_request_seconds_sum{{kind=\"{name}\"}} {}",
-                m.latency_micros.load(Ordering::Relaxed) as f64 / 1e6
-            );
-            let _ = writeln!(
-                out,
-                "sluice_object_store_request_seconds_count{{kind=\"{name}\"}} {total}"
+                "sluice_object_store_request_seconds",
+                &format!("kind=\"{name}\""),
             );
         }
     }
