@@ -519,6 +519,7 @@ impl Engine {
             name: name.to_string(),
             partitions,
             configs,
+            pinned: BTreeMap::new(),
         };
         if self.topic(name).is_some() {
             return Err(EngineError::TopicAlreadyExists { name: name.into() });

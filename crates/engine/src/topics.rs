@@ -16,6 +16,10 @@ pub struct TopicRecord {
     pub partitions: i32,
     /// Configs set explicitly on the topic; everything else takes its default.
     pub configs: BTreeMap<String, String>,
+    /// Partitions an operator placed on a broker (`sluice topic reassign`): the
+    /// controller keeps each on its broker while that broker is live.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pinned: BTreeMap<i32, i32>,
 }
 
 /// How a config value is checked.
@@ -286,6 +290,7 @@ mod tests {
             name: "t".into(),
             partitions: 1,
             configs: [("max.message.bytes".to_string(), "100".to_string())].into(),
+            pinned: BTreeMap::new(),
         };
         assert_eq!(t.max_message_bytes(), 100);
         assert_eq!(t.config("retention.ms"), Some("604800000"));

@@ -35,6 +35,10 @@ pub fn routes() -> Router<HttpState> {
         .route("/admin/v1/partitions", get(local_partitions))
         .route("/admin/v1/topics", get(topics).post(create_topic))
         .route("/admin/v1/topics/{name}", get(topic).delete(delete_topic))
+        .route(
+            "/admin/v1/topics/{name}/reassign",
+            axum::routing::post(reassign),
+        )
         .route("/admin/v1/groups", get(groups))
         .route("/admin/v1/groups/{group}", get(group))
 }
@@ -166,6 +170,9 @@ pub struct TopicView {
     pub id: Uuid,
     /// Configs set on the topic; everything else is the default.
     pub configs: BTreeMap<String, String>,
+    /// Partitions pinned to a broker (`sluice topic reassign`).
+    #[serde(default)]
+    pub pinned: BTreeMap<i32, i32>,
     pub partitions: Vec<PartitionView>,
 }
 
@@ -194,6 +201,7 @@ fn topic_view(
         name: record.name.clone(),
         id: record.id,
         configs: record.configs.clone(),
+        pinned: record.pinned.clone(),
         partitions: (0..record.partitions)
             .map(|p| {
                 let leader = view.leader(record.id, p);
@@ -270,6 +278,53 @@ async fn delete_topic(
         .await
         .map_err(engine_error)?;
     Ok(Json(serde_json::json!({ "deleted": name, "id": id })))
+}
+
+/// Pins partitions of a topic to a broker, or (`broker` absent) unpins them.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Reassign {
+    /// Absent: every partition of the topic.
+    #[serde(default)]
+    pub partitions: Option<Vec<i32>>,
+    pub broker: Option<i32>,
+}
+
+async fn reassign(
+    State(state): State<HttpState>,
+    Path(name): Path<String>,
+    Json(req): Json<Reassign>,
+) -> Answer<TopicView> {
+    let engine = &state.engine;
+    if let Some(b) = req.broker {
+        let view = engine.view();
+        match view.brokers.get(&b) {
+            Some(r) if r.roles.broker && !r.leaving => {}
+            _ => {
+                return Err(error(
+                    400,
+                    format!("broker={b} is not a live broker that can lead partitions"),
+                ))
+            }
+        }
+    }
+    let t = engine
+        .update_topic(&name, false, |record| {
+            let all: Vec<i32> = (0..record.partitions).collect();
+            let partitions = req.partitions.as_ref().unwrap_or(&all);
+            for p in partitions {
+                if !(0..record.partitions).contains(p) {
+                    return Err(EngineError::unknown_partition(&record.name, *p));
+                }
+                match req.broker {
+                    Some(b) => record.pinned.insert(*p, b),
+                    None => record.pinned.remove(p),
+                };
+            }
+            Ok(())
+        })
+        .await
+        .map_err(engine_error)?;
+    Ok(Json(topic_view(engine, &t.record, &HashMap::new())))
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -21,6 +21,44 @@ pub struct Cli {
 pub enum Command {
     /// Run a broker.
     Serve(Box<ServeArgs>),
+    /// List, describe, create, delete and reassign topics.
+    Topic {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: crate::cli::TopicCommand,
+    },
+    /// List and describe consumer groups and their lag.
+    Group {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: crate::cli::GroupCommand,
+    },
+    /// Describe the cluster: brokers, the controller, partitions led.
+    Cluster {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: crate::cli::ClusterCommand,
+    },
+}
+
+/// How the CLI reaches the cluster: any broker's HTTP address.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// HTTP address of any broker (its --http-listen or --advertised-http).
+    #[arg(
+        long,
+        env = "SLUICE_ADMIN_URL",
+        default_value = "http://127.0.0.1:9644",
+        global = true
+    )]
+    pub admin_url: String,
+
+    /// Print the admin API's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]

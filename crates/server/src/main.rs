@@ -1,4 +1,5 @@
-//! The `sluice` binary: configuration, listeners, the connection loop and HTTP.
+//! The `sluice` binary: configuration, listeners, the connection loop, HTTP (health,
+//! metrics, the admin API) and the operator CLI (`sluice topic|group|cluster`).
 //!
 //! `sluice serve` with no flags runs a single node: objects under
 //! `./sluice-data/objects`, the embedded metadata store under `./sluice-data/meta`,
@@ -6,6 +7,7 @@
 //! accepting, flushes what was appended, and exits.
 
 mod admin;
+mod cli;
 mod config;
 mod connection;
 mod http;
@@ -52,6 +54,9 @@ fn main() {
     };
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(*args)),
+        Command::Topic { admin, command } => runtime.block_on(cli::topic(admin, command)),
+        Command::Group { admin, command } => runtime.block_on(cli::group(admin, command)),
+        Command::Cluster { admin, command } => runtime.block_on(cli::cluster(admin, command)),
     };
     if let Err(e) = result {
         fail(&format!("{e:#}"));

@@ -23,11 +23,14 @@ pub struct LiveBroker {
 }
 
 /// Computes leaders. `current` may name dead brokers; their partitions are reassigned.
+/// A partition in `pinned` goes to its pinned broker when that broker is in
+/// `brokers`, and is never moved to even out load (the others balance around it).
 /// Deterministic for the same input.
 pub fn assign(
     partitions: &[PartitionKey],
     brokers: &[LiveBroker],
     current: &HashMap<PartitionKey, i32>,
+    pinned: &HashMap<PartitionKey, i32>,
 ) -> BTreeMap<PartitionKey, i32> {
     let mut out = BTreeMap::new();
     if brokers.is_empty() {
@@ -44,9 +47,15 @@ pub fn assign(
     sorted.sort();
     sorted.dedup();
 
-    // 1. Keep live leaders.
+    // 1. Pinned partitions go to their live broker; other live leaders stay.
     let mut orphans = Vec::new();
+    let mut fixed = std::collections::HashSet::new();
     for p in sorted {
+        if let Some(&b) = pinned.get(p).filter(|b| state.by_broker.contains_key(*b)) {
+            state.place(p, b, rack_of[&b]);
+            fixed.insert(p.clone());
+            continue;
+        }
         match current.get(p).filter(|b| state.by_broker.contains_key(*b)) {
             Some(&b) => state.place(p, b, rack_of[&b]),
             None => orphans.push(p),
@@ -90,6 +99,7 @@ pub fn assign(
         }
         let Some(victim) = state.by_broker[&max_b]
             .iter()
+            .filter(|p| !fixed.contains(*p))
             .max_by_key(|p| {
                 let here = state.topic_on_broker(&p.0, max_b) as i64;
                 let there = state.topic_on_broker(&p.0, min_b) as i64;
@@ -203,7 +213,7 @@ mod tests {
     #[test]
     fn balances_a_fresh_cluster_and_spreads_each_topic() {
         let p = parts(&[("a", 12), ("b", 5)]);
-        let a = assign(&p, &brokers(&[1, 2, 3]), &HashMap::new());
+        let a = assign(&p, &brokers(&[1, 2, 3]), &HashMap::new(), &HashMap::new());
         assert_eq!(a.len(), 17);
         let l = loads(&a);
         assert!(
@@ -223,17 +233,22 @@ mod tests {
     fn stable_when_nothing_changes_and_deterministic() {
         let p = parts(&[("t", 12)]);
         let b = brokers(&[1, 2, 3]);
-        let first = assign(&p, &b, &HashMap::new());
-        let again = assign(&p, &b, &to_map(&first));
+        let first = assign(&p, &b, &HashMap::new(), &HashMap::new());
+        let again = assign(&p, &b, &to_map(&first), &HashMap::new());
         assert_eq!(first, again);
-        assert_eq!(first, assign(&p, &b, &HashMap::new()));
+        assert_eq!(first, assign(&p, &b, &HashMap::new(), &HashMap::new()));
     }
 
     #[test]
     fn a_joining_broker_takes_its_share_and_nothing_else_moves() {
         let p = parts(&[("t", 12)]);
-        let before = assign(&p, &brokers(&[1, 2, 3]), &HashMap::new());
-        let after = assign(&p, &brokers(&[1, 2, 3, 4]), &to_map(&before));
+        let before = assign(&p, &brokers(&[1, 2, 3]), &HashMap::new(), &HashMap::new());
+        let after = assign(
+            &p,
+            &brokers(&[1, 2, 3, 4]),
+            &to_map(&before),
+            &HashMap::new(),
+        );
         assert_eq!(
             moves(&before, &after),
             3,
@@ -249,8 +264,8 @@ mod tests {
     #[test]
     fn a_dead_brokers_partitions_move_to_the_living_and_only_those() {
         let p = parts(&[("t", 12)]);
-        let before = assign(&p, &brokers(&[1, 2, 3]), &HashMap::new());
-        let after = assign(&p, &brokers(&[1, 3]), &to_map(&before));
+        let before = assign(&p, &brokers(&[1, 2, 3]), &HashMap::new(), &HashMap::new());
+        let after = assign(&p, &brokers(&[1, 3]), &to_map(&before), &HashMap::new());
         assert!(after.values().all(|b| *b != 2));
         assert_eq!(
             moves(&before, &after),
@@ -281,7 +296,7 @@ mod tests {
                 rack: Some("c".into()),
             },
         ];
-        let a = assign(&p, &b, &HashMap::new());
+        let a = assign(&p, &b, &HashMap::new(), &HashMap::new());
         let in_rack = |r: &str| {
             a.values()
                 .filter(|id| {
@@ -301,9 +316,9 @@ mod tests {
     fn scales_to_many_partitions() {
         let p = parts(&[("big", 10_000), ("small", 7)]);
         let ten: Vec<i32> = (0..10).collect();
-        let before = assign(&p, &brokers(&ten), &HashMap::new());
+        let before = assign(&p, &brokers(&ten), &HashMap::new(), &HashMap::new());
         let eleven: Vec<i32> = (0..11).collect();
-        let after = assign(&p, &brokers(&eleven), &to_map(&before));
+        let after = assign(&p, &brokers(&eleven), &to_map(&before), &HashMap::new());
         let l = loads(&after);
         assert!(l.values().max().unwrap() - l.values().min().unwrap() <= 1);
         let moved = moves(&before, &after);
@@ -315,6 +330,23 @@ mod tests {
 
     #[test]
     fn no_brokers_means_no_leaders() {
-        assert!(assign(&parts(&[("t", 3)]), &[], &HashMap::new()).is_empty());
+        assert!(assign(&parts(&[("t", 3)]), &[], &HashMap::new(), &HashMap::new()).is_empty());
+    }
+
+    #[test]
+    fn pinned_partitions_stay_on_their_broker_and_the_rest_balance_around_them() {
+        let p = parts(&[("t", 6)]);
+        let b = brokers(&[1, 2, 3]);
+        let before = assign(&p, &b, &HashMap::new(), &HashMap::new());
+        let pins: HashMap<PartitionKey, i32> =
+            [(("t".to_string(), 0), 3), (("t".to_string(), 1), 3)].into();
+        let after = assign(&p, &b, &to_map(&before), &pins);
+        assert_eq!(after[&("t".to_string(), 0)], 3);
+        assert_eq!(after[&("t".to_string(), 1)], 3);
+        let load = |id| after.values().filter(|b| **b == id).count();
+        assert_eq!((load(1), load(2), load(3)), (2, 2, 2));
+        // Pins to a broker that is gone are ignored.
+        let gone = assign(&p, &brokers(&[1, 2]), &to_map(&after), &pins);
+        assert!(gone.values().all(|b| *b != 3));
     }
 }

@@ -192,7 +192,11 @@ async fn round(engine: &Engine) -> Result<Round, MetaError> {
         .collect();
     let mut partitions: Vec<PartitionKey> = Vec::new();
     let mut current: HashMap<PartitionKey, i32> = HashMap::new();
+    let mut pinned: HashMap<PartitionKey, i32> = HashMap::new();
     for t in &topics {
+        for (p, b) in &t.pinned {
+            pinned.insert((t.id.to_string(), *p), *b);
+        }
         let old = stored.get(&t.id).map(|(a, _)| a);
         for p in 0..t.partitions {
             let key = (t.id.to_string(), p);
@@ -205,7 +209,7 @@ async fn round(engine: &Engine) -> Result<Round, MetaError> {
     let placed = if brokers.is_empty() {
         BTreeMap::new()
     } else {
-        assign(&partitions, &brokers, &current)
+        assign(&partitions, &brokers, &current, &pinned)
     };
 
     // Changed topics, each with the brokers that lose a partition in it.

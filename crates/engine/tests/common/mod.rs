@@ -106,6 +106,7 @@ pub async fn open_on(
             name: "t".into(),
             partitions: 1,
             configs: BTreeMap::new(),
+            pinned: BTreeMap::new(),
         };
         let assignment = AssignmentRecord {
             leaders: vec![Leader {
