@@ -102,9 +102,9 @@ impl Api {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body);
         }
-        let resp = req.send().await.with_context(|| format!("{url}"))?;
+        let resp = req.send().await.with_context(|| url.clone())?;
         let status = resp.status();
-        let text = resp.text().await.with_context(|| format!("{url}"))?;
+        let text = resp.text().await.with_context(|| url.clone())?;
         if !status.is_success() {
             let message = serde_json::from_str::<ErrorBody>(&text)
                 .map(|e| e.error)

@@ -366,6 +366,7 @@ mod tests {
         all.extend_from_slice(args);
         match Cli::parse_from(all).command {
             Command::Serve(a) => *a,
+            other => panic!("not serve: {other:?}"),
         }
     }
 
@@ -401,6 +402,28 @@ mod tests {
                 .and_then(|e| e.to_str())
                 .expect("every flag has an env var");
             assert!(doc.contains(env), "docs/configuration.md lacks {env}");
+        }
+    }
+
+    #[test]
+    fn cli_reference_covers_every_command_and_flag() {
+        use clap::CommandFactory;
+        let doc = include_str!("../../../docs/cli.md");
+        let cli = Cli::command();
+        for group in cli.get_subcommands().filter(|c| c.get_name() != "serve") {
+            for command in group.get_subcommands() {
+                let usage = format!("sluice {} {}", group.get_name(), command.get_name());
+                assert!(doc.contains(&usage), "docs/cli.md lacks `{usage}`");
+                for arg in command.get_arguments().chain(group.get_arguments()) {
+                    match arg.get_long() {
+                        Some("help") | None => {}
+                        Some(long) => assert!(
+                            doc.contains(&format!("--{long}")),
+                            "docs/cli.md lacks --{long} of `{usage}`"
+                        ),
+                    }
+                }
+            }
         }
     }
 
