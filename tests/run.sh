@@ -16,8 +16,9 @@ cd "$(dirname "$0")/.."
 
 ./tests/install-deps.sh
 
-echo "==> Terraform: fmt and validate, offline"
+echo "==> Terraform and Kubernetes manifests: fmt, validate, render, offline"
 ./terraform/check.sh
+./k8s/check.sh
 
 echo "==> building the broker (release, with etcd support)"
 cargo build --release -p sluice-server --features etcd

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use sluice_engine::cluster::BrokerRecord;
 use sluice_engine::Engine;
-use sluice_meta::{LeaseId, MetaError, Op, Txn};
+use sluice_meta::{Compare, LeaseId, MetaError, MetaStore, Op, Txn};
 use tokio::sync::watch;
 
 /// A registered broker and its current lease (`None` while it has none).
@@ -20,18 +20,28 @@ pub struct Membership {
     engine: Arc<Engine>,
     record: BrokerRecord,
     ttl: Duration,
+    /// Writes of the record hold only while this holds (the broker id's claim).
+    guard: Option<Compare>,
     lease: watch::Sender<Option<LeaseId>>,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Membership {
-    /// Registers and keeps the registration alive in the background.
-    pub fn start(engine: Arc<Engine>, record: BrokerRecord, ttl: Duration) -> Arc<Self> {
+    /// Registers and keeps the registration alive in the background. With a
+    /// `guard` (see [`claim_broker_id`]), the record is written only while the
+    /// guard holds, so a process that lost its id can never register under it.
+    pub fn start(
+        engine: Arc<Engine>,
+        record: BrokerRecord,
+        ttl: Duration,
+        guard: Option<Compare>,
+    ) -> Arc<Self> {
         let (lease, _) = watch::channel(None);
         let m = Arc::new(Self {
             engine,
             record,
             ttl,
+            guard,
             lease,
             task: std::sync::Mutex::new(None),
         });
@@ -55,7 +65,14 @@ impl Membership {
             value: value.into(),
             lease: Some(lease),
         };
-        meta.txn(Txn::when(vec![]).then(vec![put])).await?;
+        let guard = self.guard.iter().cloned().collect();
+        if !meta.txn(Txn::when(guard).then(vec![put])).await?.succeeded {
+            let _ = meta.revoke_lease(lease).await;
+            return Err(MetaError::Unavailable(format!(
+                "broker id {} is claimed by another process",
+                self.record.id
+            )));
+        }
         tracing::info!(
             broker = self.record.id,
             lease,
@@ -115,7 +132,8 @@ impl Membership {
             value: serde_json::to_vec(&record).unwrap_or_default().into(),
             lease: Some(lease),
         };
-        if let Err(e) = meta.txn(Txn::when(vec![]).then(vec![put])).await {
+        let guard = self.guard.iter().cloned().collect();
+        if let Err(e) = meta.txn(Txn::when(guard).then(vec![put])).await {
             tracing::warn!(error = %e, "cannot announce leaving");
         }
         let deadline = tokio::time::Instant::now() + within;
@@ -147,5 +165,147 @@ impl Membership {
             t.abort();
         }
         let _ = meta.revoke_lease(lease).await;
+    }
+}
+
+/// A broker id claimed with `--broker-id=auto`: `brokers/<id>/claim` holds this
+/// process's token under a lease of its own.
+pub struct Claim {
+    pub id: i32,
+    key: String,
+    token: String,
+    lease: LeaseId,
+}
+
+/// Claims the lowest broker id whose `brokers/<id>/claim` key is missing, under a new
+/// lease of `ttl`.
+///
+/// The claim vanishes with its lease, so the ids of pods that are gone are reused
+/// and ids stay small and bounded by the most brokers alive at once. Reuse is safe:
+/// the new process claims a new generation of the id at start, which fences the old
+/// one's commits for good (RFC 0004), and leadership follows the controller's
+/// assignment, not the id.
+pub async fn claim_broker_id(
+    meta: &dyn MetaStore,
+    keys: &sluice_engine::cluster::Keys,
+    ttl: Duration,
+) -> Result<Claim, MetaError> {
+    let token = uuid::Uuid::new_v4().to_string();
+    let lease = meta.grant_lease(ttl).await?;
+    for id in 0..i32::MAX {
+        let key = keys.broker_claim(id);
+        let put = Op::Put {
+            key: key.clone(),
+            value: token.clone().into_bytes().into(),
+            lease: Some(lease),
+        };
+        let txn = Txn::when(vec![Compare::Missing(key.clone())]).then(vec![put]);
+        if meta.txn(txn).await?.succeeded {
+            tracing::info!(broker = id, "claimed broker id");
+            return Ok(Claim {
+                id,
+                key,
+                token,
+                lease,
+            });
+        }
+    }
+    Err(MetaError::Unavailable("no free broker id".into()))
+}
+
+impl Claim {
+    /// What the membership record's writes compare: the claim is still ours.
+    pub fn guard(&self) -> Compare {
+        Compare::ValueEquals(self.key.clone(), self.token.clone().into_bytes().into())
+    }
+
+    /// Keeps the claim alive; resolves only if it is lost to another process (its
+    /// lease lapsed and someone else claimed the id). A lapse nobody used is healed
+    /// by claiming the id again under a new lease.
+    pub async fn keep(mut self, meta: Arc<dyn MetaStore>, ttl: Duration) -> String {
+        let every = (ttl / 3).max(Duration::from_millis(100));
+        loop {
+            tokio::time::sleep(every).await;
+            match meta.keep_alive(self.lease).await {
+                Ok(()) => continue,
+                Err(MetaError::LeaseNotFound(_)) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "broker id claim keep-alive failed");
+                    continue;
+                }
+            }
+            let Ok(lease) = meta.grant_lease(ttl).await else {
+                continue;
+            };
+            let put = Op::Put {
+                key: self.key.clone(),
+                value: self.token.clone().into_bytes().into(),
+                lease: Some(lease),
+            };
+            // Ours again if nobody took it, or if it still holds our token.
+            let missing =
+                Txn::when(vec![Compare::Missing(self.key.clone())]).then(vec![put.clone()]);
+            let ours = Txn::when(vec![self.guard()]).then(vec![put]);
+            let retaken = match meta.txn(missing).await {
+                Ok(r) if r.succeeded => true,
+                Ok(_) => matches!(meta.txn(ours).await, Ok(r) if r.succeeded),
+                Err(_) => {
+                    let _ = meta.revoke_lease(lease).await;
+                    continue;
+                }
+            };
+            if retaken {
+                tracing::warn!(broker = self.id, "broker id claim lapsed; claimed it again");
+                self.lease = lease;
+            } else {
+                let _ = meta.revoke_lease(lease).await;
+                return format!(
+                    "broker id {} was claimed by another process while this one's lease lapsed",
+                    self.id
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_engine::cluster::Keys;
+    use sluice_meta::EmbeddedStore;
+
+    #[tokio::test]
+    async fn auto_ids_are_the_lowest_free_and_a_lost_claim_is_reported() {
+        let meta: Arc<dyn MetaStore> = Arc::new(EmbeddedStore::in_memory());
+        let keys = Keys::new("c");
+        let ttl = Duration::from_secs(60);
+        let a = claim_broker_id(meta.as_ref(), &keys, ttl).await.unwrap();
+        let b = claim_broker_id(meta.as_ref(), &keys, ttl).await.unwrap();
+        assert_eq!((a.id, b.id), (0, 1));
+
+        // `a`'s lease ends (the pod is gone): its id is free again.
+        meta.revoke_lease(a.lease).await.unwrap();
+        let c = claim_broker_id(meta.as_ref(), &keys, ttl).await.unwrap();
+        assert_eq!(c.id, 0);
+        // The old holder of id 0 can no longer pass its guard, and learns that it
+        // lost the id at its next keep-alive.
+        let guarded = Txn::when(vec![a.guard()]).then(vec![Op::put("x", "y")]);
+        assert!(!meta.txn(guarded).await.unwrap().succeeded);
+        let lost = tokio::time::timeout(
+            Duration::from_secs(5),
+            a.keep(meta.clone(), Duration::from_millis(300)),
+        )
+        .await
+        .unwrap();
+        assert!(lost.contains("broker id 0"), "{lost}");
+
+        // A lapse nobody used is healed: `b` claims its id again.
+        meta.revoke_lease(b.lease).await.unwrap();
+        let keeping = tokio::spawn(b.keep(meta.clone(), Duration::from_millis(300)));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!keeping.is_finished());
+        let d = claim_broker_id(meta.as_ref(), &keys, ttl).await.unwrap();
+        assert_eq!(d.id, 2, "id 1 is held again");
+        keeping.abort();
     }
 }

@@ -315,6 +315,7 @@ async fn broker() -> (Broker, uuid::Uuid) {
             http: None,
         },
         Duration::from_secs(6),
+        None,
     );
     tokio::spawn(controller::run(engine.clone(), membership.lease()));
     coordinator::ensure_groups_topic(&engine, 4).await;

@@ -246,6 +246,10 @@ impl Keys {
     pub fn generation(&self, broker: i32) -> String {
         format!("{}brokers/{broker}/epoch", self.root)
     }
+    /// The claim of an id taken with `--broker-id=auto`, bound to its lease.
+    pub fn broker_claim(&self, broker: i32) -> String {
+        format!("{}brokers/{broker}/claim", self.root)
+    }
     pub fn live(&self, broker: i32) -> String {
         format!("{}brokers/{broker}/live", self.root)
     }

@@ -61,6 +61,25 @@ pub struct AdminArgs {
     pub json: bool,
 }
 
+/// `--broker-id`: a fixed id, or one claimed at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerId {
+    Fixed(i32),
+    Auto,
+}
+
+fn parse_broker_id(s: &str) -> Result<BrokerId, String> {
+    if s == "auto" {
+        return Ok(BrokerId::Auto);
+    }
+    match s.parse::<i32>() {
+        Ok(n) if n >= 0 => Ok(BrokerId::Fixed(n)),
+        _ => Err(format!(
+            "expected a non-negative integer or `auto`, got {s:?}"
+        )),
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Directory for local state: the embedded metadata store and, by default, objects.
@@ -151,9 +170,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_ETCD_KEY_FILE", requires = "etcd_cert_file")]
     pub etcd_key_file: Option<PathBuf>,
 
-    /// This broker's node id.
-    #[arg(long, env = "SLUICE_BROKER_ID", default_value_t = 0)]
-    pub broker_id: i32,
+    /// This broker's node id, or `auto`: claim the lowest id no live process holds
+    /// (under a lease in the metadata store), for brokers without a stable identity,
+    /// e.g. the pods of a Kubernetes Deployment.
+    #[arg(long, env = "SLUICE_BROKER_ID", default_value = "0", value_parser = parse_broker_id)]
+    pub broker_id: BrokerId,
 
     /// What this node does: `broker` (serves Kafka clients and leads partitions),
     /// `compactor` (folds partitions into segments and Parquet, cleans compacted

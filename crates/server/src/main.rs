@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use sluice_broker::membership::Membership;
+use sluice_broker::membership::{self, Membership};
 use sluice_broker::{controller, coordinator, Broker, BrokerIdentity};
 use sluice_engine::cluster::BrokerRecord;
 use sluice_engine::{Engine, EngineConfig};
@@ -27,7 +27,7 @@ use sluice_storage::metered::MeteredStore;
 use sluice_storage::{open_object_store, ObjectStoreUrl};
 use tokio::net::TcpListener;
 
-use crate::config::{Cli, Command, ServeArgs};
+use crate::config::{BrokerId, Cli, Command, ServeArgs};
 
 /// How long shutdown waits for in-flight flushes.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -92,9 +92,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         open_meta(&args, &store_url).await?,
         metrics.meta.clone(),
     ));
+    let lease_ttl = Duration::from_secs(args.lease_ttl_secs);
+    let (broker_id, claim) = match args.broker_id {
+        BrokerId::Fixed(id) => (id, None),
+        BrokerId::Auto => {
+            let claim = membership::claim_broker_id(
+                meta.as_ref(),
+                &sluice_engine::cluster::Keys::new(&args.cluster_id),
+                lease_ttl,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("--broker-id=auto: {e}"))?;
+            (claim.id, Some(claim))
+        }
+    };
     let engine = Engine::open(
         EngineConfig {
-            broker_id: args.broker_id,
+            broker_id,
             cluster_id: args.cluster_id.clone(),
             flush_bytes: args.wal_flush_bytes.max(1),
             flush_linger: Duration::from_millis(args.wal_flush_linger_ms),
@@ -134,7 +148,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let broker = Broker::with_groups(
         engine.clone(),
         BrokerIdentity {
-            node_id: args.broker_id,
+            node_id: broker_id,
             host: host.clone(),
             port,
             rack: args.rack.clone(),
@@ -156,7 +170,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let membership = Membership::start(
         engine.clone(),
         BrokerRecord {
-            id: args.broker_id,
+            id: broker_id,
             host: host.clone(),
             port,
             rack: args.rack.clone(),
@@ -164,8 +178,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             roles: args.roles,
             http: Some(args.advertised_http(&host)),
         },
-        Duration::from_secs(args.lease_ttl_secs),
+        lease_ttl,
+        claim.as_ref().map(membership::Claim::guard),
     );
+    let claim_meta = engine.meta().clone();
+    let claim_lost = async move {
+        match claim {
+            Some(c) => c.keep(claim_meta, lease_ttl).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::spawn(controller::run(engine.clone(), membership.lease()));
     {
         let engine = engine.clone();
@@ -177,7 +199,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         advertised = %format!("{host}:{port}"),
         http = %args.http_listen,
         object_store = %url,
-        broker_id = args.broker_id,
+        broker_id,
         "sluice listening"
     );
 
@@ -219,6 +241,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tokio::select! {
         _ = accept => {}
         _ = shutdown_signal() => {}
+        lost = claim_lost => {
+            // Another process has this id and a newer generation: this one is
+            // fenced and must not hand anything off.
+            anyhow::bail!("{lost}");
+        }
     }
     // New connections go to other brokers.
     drop(kafka);
