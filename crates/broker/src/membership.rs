@@ -177,8 +177,8 @@ pub struct Claim {
     lease: LeaseId,
 }
 
-/// Claims the lowest broker id whose `brokers/<id>/claim` key is missing, under a new
-/// lease of `ttl`.
+/// Claims the lowest broker id that has neither a claim (`brokers/<id>/claim`) nor a
+/// live broker, under a new lease of `ttl`.
 ///
 /// The claim vanishes with its lease, so the ids of pods that are gone are reused
 /// and ids stay small and bounded by the most brokers alive at once. Reuse is safe:
@@ -199,7 +199,12 @@ pub async fn claim_broker_id(
             value: token.clone().into_bytes().into(),
             lease: Some(lease),
         };
-        let txn = Txn::when(vec![Compare::Missing(key.clone())]).then(vec![put]);
+        // Skipping ids with a live record keeps clear of brokers with fixed ids.
+        let txn = Txn::when(vec![
+            Compare::Missing(key.clone()),
+            Compare::Missing(keys.live(id)),
+        ])
+        .then(vec![put]);
         if meta.txn(txn).await?.succeeded {
             tracing::info!(broker = id, "claimed broker id");
             return Ok(Claim {
