@@ -35,13 +35,14 @@ def total(broker, name, label=""):
     return sum(b.metric(name, label) for b in brokers_of(broker))
 
 
-def produce(bootstrap, topic, n, partitions):
+def produce(bootstrap, topic, n, partitions, pause=0.0):
     p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
                   "linger.ms": 5, "compression.type": "none"})
     for i in range(n):
         p.produce(topic, VALUE, key=str(i), partition=i % partitions)
-        if i % 500 == 0:
+        if i % 100 == 0:
             p.poll(0)
+            time.sleep(pause)
     assert p.flush(30) == 0
 
 
@@ -52,14 +53,16 @@ def test_metrics_and_cli_under_load(broker):
               "--config", "retention.ms=86400000").stdout
     assert f"created {topic} (4 partitions)" in out
 
-    # Load in the background while /metrics is scraped.
-    loader = threading.Thread(target=produce, args=(broker.bootstrap, topic, 4000, 4))
+    # Load in the background (at least 2 s) while /metrics is scraped.
+    loader = threading.Thread(target=produce, args=(broker.bootstrap, topic, 4000, 4, 0.05))
     loader.start()
-    time.sleep(1.0)
-    during = total(broker, "sluice_requests_total", 'api="Produce"')
+    during = 0
+    while loader.is_alive():
+        during = max(during, total(broker, "sluice_requests_total", 'api="Produce"'))
+        time.sleep(0.1)
     loader.join()
     produce(broker.bootstrap, topic, 1000, 4)
-    assert during > 0
+    assert during > 0, "no produce request seen while the load ran"
 
     # A group consumes 3,000 of the 5,000 records and commits: lag 2,000.
     c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group,

@@ -35,35 +35,23 @@ impl MetaMetrics {
 
     /// Appends the metrics in Prometheus text format.
     pub fn render(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        sluice_metrics::family(
+        let ops = || OPS.iter().copied().zip(&self.ops);
+        let counts: Vec<_> = ops().map(|(n, m)| (n, &m.ok, &m.error)).collect();
+        sluice_metrics::outcomes(
             out,
             "sluice_meta_requests_total",
-            "counter",
             "Metadata store requests by operation and outcome.",
+            "op",
+            &counts,
         );
-        for (name, m) in OPS.iter().zip(&self.ops) {
-            for (outcome, v) in [("ok", &m.ok), ("error", &m.error)] {
-                let _ = writeln!(
-                    out,
-                    "sluice_meta_requests_total{{op=\"{name}\",outcome=\"{outcome}\"}} {}",
-                    v.load(Relaxed)
-                );
-            }
-        }
-        sluice_metrics::family(
+        let latencies: Vec<_> = ops().map(|(n, m)| (n, &*m.latency)).collect();
+        sluice_metrics::histograms(
             out,
             "sluice_meta_request_seconds",
-            "histogram",
             "Metadata store request latency (txn: compare-and-write transactions).",
+            "op",
+            &latencies,
         );
-        for (name, m) in OPS.iter().zip(&self.ops) {
-            m.latency.render(
-                out,
-                "sluice_meta_request_seconds",
-                &format!("op=\"{name}\""),
-            );
-        }
     }
 }
 

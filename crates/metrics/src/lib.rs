@@ -163,6 +163,42 @@ pub fn counters(
     }
 }
 
+/// One counter family of `ok` and `error` outcomes: per `(label value, ok, error)`,
+/// the series `{label="value",outcome="ok"}` and `{…,outcome="error"}`.
+pub fn outcomes(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    series: &[(&str, &AtomicU64, &AtomicU64)],
+) {
+    family(out, name, "counter", help);
+    for (value, ok, error) in series {
+        for (outcome, n) in [("ok", ok), ("error", error)] {
+            let _ = writeln!(
+                out,
+                "{name}{{{label}=\"{}\",outcome=\"{outcome}\"}} {}",
+                escape(value),
+                n.load(Relaxed)
+            );
+        }
+    }
+}
+
+/// One histogram family: a histogram per label value.
+pub fn histograms(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    series: &[(&str, &Histogram)],
+) {
+    family(out, name, "histogram", help);
+    for (value, h) in series {
+        h.render(out, name, &format!("{label}=\"{}\"", escape(value)));
+    }
+}
+
 /// One gauge series.
 pub fn gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
     family(out, name, "gauge", help);

@@ -73,19 +73,17 @@ impl RequestMetrics {
                 Some((format!("{api:?}"), m))
             })
             .collect();
-        sluice_metrics::family(
+        let requests: Vec<_> = used
+            .iter()
+            .map(|(a, m)| (a.as_str(), &m.requests))
+            .collect();
+        sluice_metrics::counters(
             out,
             "sluice_requests_total",
-            "counter",
             "Kafka requests answered, by API.",
+            "api",
+            &requests,
         );
-        for (api, m) in &used {
-            let _ = writeln!(
-                out,
-                "sluice_requests_total{{api=\"{api}\"}} {}",
-                m.requests.load(Relaxed)
-            );
-        }
         sluice_metrics::family(
             out,
             "sluice_request_bytes_total",
@@ -101,16 +99,17 @@ impl RequestMetrics {
                 );
             }
         }
-        sluice_metrics::family(
+        let latencies: Vec<_> = used
+            .iter()
+            .map(|(a, m)| (a.as_str(), &*m.latency))
+            .collect();
+        sluice_metrics::histograms(
             out,
             "sluice_request_seconds",
-            "histogram",
             "Kafka request latency from arrival to response written, by API.",
+            "api",
+            &latencies,
         );
-        for (api, m) in &used {
-            m.latency
-                .render(out, "sluice_request_seconds", &format!("api=\"{api}\""));
-        }
     }
 }
 

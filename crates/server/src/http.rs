@@ -72,13 +72,14 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, String) {
     }
 }
 
-/// Checks both stores answer within `timeout`.
+/// Checks the broker has loaded its assignments and sees itself registered, and that
+/// both stores answer within `timeout`.
 async fn probe(engine: &Engine, timeout: Duration) -> Result<(), String> {
-    if !engine
-        .view()
-        .brokers
-        .contains_key(&engine.config().broker_id)
-    {
+    let view = engine.view();
+    if !view.loaded {
+        return Err("partition assignments not loaded yet".into());
+    }
+    if !view.brokers.contains_key(&engine.config().broker_id) {
         return Err("not registered in the cluster yet".into());
     }
     let meta = tokio::time::timeout(timeout, engine.meta().get("/sluice/readyz"))

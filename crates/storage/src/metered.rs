@@ -1,7 +1,7 @@
 //! Object-store metrics: requests by kind and outcome, bytes moved, and latency
 //! histograms, by wrapping the store. Rendered in Prometheus text format.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -79,26 +79,16 @@ impl StoreMetrics {
 
     /// Appends the metrics in Prometheus text format.
     pub fn render(&self, out: &mut String) {
-        sluice_metrics::family(
+        let kinds = || KINDS.iter().map(|(_, name)| *name).zip(&self.kinds);
+        let counts: Vec<_> = kinds().map(|(n, m)| (n, &m.ok, &m.error)).collect();
+        sluice_metrics::outcomes(
             out,
             "sluice_object_store_requests_total",
-            "counter",
             "Object store requests by kind and outcome.",
+            "kind",
+            &counts,
         );
-        for ((_, name), m) in KINDS.iter().zip(&self.kinds) {
-            for (outcome, v) in [("ok", &m.ok), ("error", &m.error)] {
-                let _ = writeln!(
-                    out,
-                    "sluice_object_store_requests_total{{kind=\"{name}\",outcome=\"{outcome}\"}} {}",
-                    v.load(Ordering::Relaxed)
-                );
-            }
-        }
-        let bytes: Vec<(&str, &AtomicU64)> = KINDS
-            .iter()
-            .zip(&self.kinds)
-            .map(|((_, name), m)| (*name, &m.bytes))
-            .collect();
+        let bytes: Vec<_> = kinds().map(|(n, m)| (n, &m.bytes)).collect();
         sluice_metrics::counters(
             out,
             "sluice_object_store_bytes_total",
@@ -106,19 +96,14 @@ impl StoreMetrics {
             "kind",
             &bytes,
         );
-        sluice_metrics::family(
+        let latencies: Vec<_> = kinds().map(|(n, m)| (n, &*m.latency)).collect();
+        sluice_metrics::histograms(
             out,
             "sluice_object_store_request_seconds",
-            "histogram",
             "Object store request latency, retries included.",
+            "kind",
+            &latencies,
         );
-        for ((_, name), m) in KINDS.iter().zip(&self.kinds) {
-            m.latency.render(
-                out,
-                "sluice_object_store_request_seconds",
-                &format!("kind=\"{name}\""),
-            );
-        }
     }
 }
 
