@@ -13,6 +13,7 @@ import signal
 import tempfile
 import threading
 import time
+import urllib.request
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -64,6 +65,11 @@ class Load:
         self.thread.join()
 
 
+def admin_json(b, path):
+    with urllib.request.urlopen(f"http://127.0.0.1:{b.http_port}{path}", timeout=10) as r:
+        return json.load(r)
+
+
 def led(b):
     return b.metric("sluice_partitions_led")
 
@@ -96,6 +102,8 @@ def test_scale_out_and_in_moves_leaders_without_copying_data(broker):
     ready = time.time() - started
     share = total_partitions // 4
     took = wait_until(lambda: led(fourth) >= share)
+    # Brokers 1-3 have fixed ids; the auto id is the lowest one nobody holds.
+    assert {0, 1, 2, 3} == {b["id"] for b in admin_json(fourth, "/admin/v1/cluster")["brokers"]}
     gets_joining = fourth.metric("sluice_object_store_bytes_total", 'kind="get"')
     stored = sum(b.metric("sluice_flush_bytes_sum") for b in cluster.brokers)
     time.sleep(3)
@@ -109,6 +117,13 @@ def test_scale_out_and_in_moves_leaders_without_copying_data(broker):
     time.sleep(2)
     load.stop()
     shutil.rmtree(d, ignore_errors=True)
+
+    # A clean exit released the id: the next auto broker gets it at once.
+    fifth = Broker(tempfile.mkdtemp(prefix="sluice-test-"), fourth.extra_args).start()
+    ids = [b["id"] for b in admin_json(fifth, "/admin/v1/cluster")["brokers"]]
+    fifth.stop()
+    shutil.rmtree(fifth.data_dir, ignore_errors=True)
+    assert 0 in ids and len(ids) == 4, ids
 
     assert load.errors == [], load.errors[:5]
     gaps = sorted(b - a for a, b in zip(load.ack_times, load.ack_times[1:]))

@@ -219,6 +219,11 @@ pub async fn claim_broker_id(
 }
 
 impl Claim {
+    /// The claim's lease; revoking it frees the id.
+    pub fn lease(&self) -> LeaseId {
+        self.lease
+    }
+
     /// What the membership record's writes compare: the claim is still ours.
     pub fn guard(&self) -> Compare {
         Compare::ValueEquals(self.key.clone(), self.token.clone().into_bytes().into())

@@ -106,6 +106,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             (claim.id, Some(claim))
         }
     };
+    // Kept alive from now on: opening the engine may take longer than the lease.
+    let claim_guard = claim.as_ref().map(membership::Claim::guard);
+    let claim_lease = claim.as_ref().map(membership::Claim::lease);
+    let claim_task = claim.map(|c| tokio::spawn(c.keep(meta.clone(), lease_ttl)));
+    let claim_keeper = claim_task.as_ref().map(|t| t.abort_handle());
     let engine = Engine::open(
         EngineConfig {
             broker_id,
@@ -179,12 +184,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             http: Some(args.advertised_http(&host)),
         },
         lease_ttl,
-        claim.as_ref().map(membership::Claim::guard),
+        claim_guard,
     );
-    let claim_meta = engine.meta().clone();
-    let claim_lost = async move {
-        match claim {
-            Some(c) => c.keep(claim_meta, lease_ttl).await,
+    let claim_lost = async {
+        match claim_task {
+            Some(task) => task.await.unwrap_or_else(|e| format!("claim task: {e}")),
             None => std::future::pending().await,
         }
     };
@@ -261,6 +265,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("handing partitions off");
     membership.leave(HANDOFF_TIMEOUT).await;
+    if let (Some(keeper), Some(lease)) = (claim_keeper, claim_lease) {
+        // The id is free for the next pod at once (the keeper would claim it again).
+        keeper.abort();
+        let _ = broker.engine.meta().revoke_lease(lease).await;
+    }
     http_task.abort();
     tracing::info!("stopped");
     Ok(())
