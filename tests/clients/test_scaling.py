@@ -126,6 +126,15 @@ def test_scale_out_and_in_moves_leaders_without_copying_data(broker):
     assert 0 in ids and len(ids) == 4, ids
 
     assert load.errors == [], load.errors[:5]
+    # What the brokers answered: only retriable partition errors, if any.
+    answered = {}
+    for b in cluster.brokers:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{b.http_port}/metrics").read().decode()
+        for line in body.splitlines():
+            if line.startswith("sluice_produce_errors_total{"):
+                labels, n = line.rsplit(" ", 1)
+                answered[labels] = answered.get(labels, 0) + float(n)
+    assert all('retriable="true"' in k for k in answered), answered
     gaps = sorted(b - a for a, b in zip(load.ack_times, load.ack_times[1:]))
     print(f"\nscale: {len(load.acked)} records acknowledged, {len(load.errors)} delivery errors, "
           f"{load.retries} producer retries")
@@ -133,6 +142,7 @@ def test_scale_out_and_in_moves_leaders_without_copying_data(broker):
           f"partitions {took:.2f}s later, read {gets_joining:.0f} bytes from the object store "
           f"(cluster held {stored / 2**20:.1f} MiB), then served {served:.0f} produce requests")
     print(f"scale in: SIGTERM to exit {handoff:.2f}s; longest pause between acks {gaps[-1]:.3f}s")
+    print(f"produce partition errors answered by the 3 remaining brokers: {answered or 'none'}")
 
     # Moving leadership copies nothing: the new broker's only object reads would be
     # fetches, and nobody fetched.

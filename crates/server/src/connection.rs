@@ -28,6 +28,9 @@ use tokio::sync::mpsc;
 #[derive(Debug)]
 pub struct RequestMetrics {
     apis: Vec<PerApi>,
+    /// Partition errors in Produce responses, by Kafka error code + 1 (so that
+    /// UNKNOWN_SERVER_ERROR, -1, has a slot).
+    produce_errors: Vec<AtomicU64>,
 }
 
 #[derive(Debug, Default)]
@@ -41,10 +44,14 @@ struct PerApi {
 /// Above every Kafka API key.
 const API_KEYS: usize = 128;
 
+/// Above every Kafka error code + 1.
+const ERROR_SLOTS: usize = 192;
+
 impl Default for RequestMetrics {
     fn default() -> Self {
         Self {
             apis: (0..API_KEYS).map(|_| PerApi::default()).collect(),
+            produce_errors: (0..ERROR_SLOTS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 }
@@ -58,6 +65,21 @@ impl RequestMetrics {
         m.bytes_in.fetch_add(bytes_in as u64, Relaxed);
         m.bytes_out.fetch_add(bytes_out as u64, Relaxed);
         m.latency.observe_since(started);
+    }
+
+    /// Counts the partition errors a Produce response carries.
+    fn record_produce_errors(&self, body: &ResponseKind) {
+        let ResponseKind::Produce(r) = body else {
+            return;
+        };
+        for p in r.responses.iter().flat_map(|t| &t.partition_responses) {
+            let slot = (i32::from(p.error_code) + 1) as usize;
+            if p.error_code != 0 {
+                if let Some(n) = self.produce_errors.get(slot) {
+                    n.fetch_add(1, Relaxed);
+                }
+            }
+        }
     }
 
     /// Appends the metrics of every API that has served a request.
@@ -98,6 +120,24 @@ impl RequestMetrics {
                     n.load(Relaxed)
                 );
             }
+        }
+        sluice_metrics::family(
+            out,
+            "sluice_produce_errors_total",
+            "counter",
+            "Partition errors in Produce responses, by Kafka error and whether clients retry it.",
+        );
+        for (slot, n) in self.produce_errors.iter().enumerate() {
+            let count = n.load(Relaxed);
+            let Some(e) = ResponseError::try_from_code(slot as i16 - 1).filter(|_| count > 0)
+            else {
+                continue;
+            };
+            let _ = writeln!(
+                out,
+                "sluice_produce_errors_total{{error=\"{e:?}\",retriable=\"{}\"}} {count}",
+                e.is_retriable()
+            );
         }
         let latencies: Vec<_> = used
             .iter()
@@ -150,6 +190,7 @@ pub async fn serve(
                     continue;
                 }
             };
+            metrics.record_produce_errors(&body);
             match encode_response(
                 q.api_key,
                 q.version,
