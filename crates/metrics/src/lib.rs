@@ -103,39 +103,38 @@ impl Histogram {
     }
 }
 
-/// A latency histogram ([`LATENCY_BUCKETS`]) that is `Default`, for metric structs.
-#[derive(Debug)]
-pub struct Latency(pub Histogram);
+/// A histogram type with fixed bounds that is `Default`, for metric structs.
+macro_rules! bounded_histogram {
+    ($(#[$doc:meta])* $name:ident, $bounds:ident) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name(pub Histogram);
 
-impl Default for Latency {
-    fn default() -> Self {
-        Self(Histogram::latency())
-    }
+        impl Default for $name {
+            fn default() -> Self {
+                Self(Histogram::new($bounds))
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = Histogram;
+            fn deref(&self) -> &Histogram {
+                &self.0
+            }
+        }
+    };
 }
 
-impl std::ops::Deref for Latency {
-    type Target = Histogram;
-    fn deref(&self) -> &Histogram {
-        &self.0
-    }
-}
-
-/// A size histogram ([`SIZE_BUCKETS`]) that is `Default`, for metric structs.
-#[derive(Debug)]
-pub struct Sizes(pub Histogram);
-
-impl Default for Sizes {
-    fn default() -> Self {
-        Self(Histogram::size())
-    }
-}
-
-impl std::ops::Deref for Sizes {
-    type Target = Histogram;
-    fn deref(&self) -> &Histogram {
-        &self.0
-    }
-}
+bounded_histogram!(
+    /// A latency histogram ([`LATENCY_BUCKETS`]).
+    Latency,
+    LATENCY_BUCKETS
+);
+bounded_histogram!(
+    /// A size histogram ([`SIZE_BUCKETS`]).
+    Sizes,
+    SIZE_BUCKETS
+);
 
 /// Starts a metric family: its `# HELP` and `# TYPE` lines.
 pub fn family(out: &mut String, name: &str, kind: &str, help: &str) {
