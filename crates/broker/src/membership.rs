@@ -218,24 +218,71 @@ pub async fn claim_broker_id(
     Err(MetaError::Unavailable("no free broker id".into()))
 }
 
-impl Claim {
-    /// The claim's lease; revoking it frees the id.
-    pub fn lease(&self) -> LeaseId {
-        self.lease
+/// A claim kept alive in the background (see [`Claim::keep_alive`]).
+pub struct KeptClaim {
+    pub id: i32,
+    guard: Compare,
+    release: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<String>,
+}
+
+impl KeptClaim {
+    /// What the membership record's writes compare: the claim is still ours.
+    pub fn guard(&self) -> Compare {
+        self.guard.clone()
     }
 
+    /// Resolves only if the id is lost to another process (the claim's lease lapsed
+    /// and someone else claimed the id), with the reason.
+    pub async fn lost(&mut self) -> String {
+        (&mut self.task)
+            .await
+            .unwrap_or_else(|e| format!("broker id claim task: {e}"))
+    }
+
+    /// Frees the id for the next process at once: the keeper stops and revokes the
+    /// lease it holds now (a healed lapse may have replaced the first one).
+    pub async fn release(mut self) {
+        if let Some(release) = self.release.take() {
+            let _ = release.send(());
+        }
+        let _ = self.task.await;
+    }
+}
+
+impl Claim {
     /// What the membership record's writes compare: the claim is still ours.
     pub fn guard(&self) -> Compare {
         Compare::ValueEquals(self.key.clone(), self.token.clone().into_bytes().into())
     }
 
-    /// Keeps the claim alive; resolves only if it is lost to another process (its
-    /// lease lapsed and someone else claimed the id). A lapse nobody used is healed
-    /// by claiming the id again under a new lease.
-    pub async fn keep(mut self, meta: Arc<dyn MetaStore>, ttl: Duration) -> String {
+    /// Keeps the claim alive from now on, in the background. A lapse nobody used is
+    /// healed by claiming the id again under a new lease.
+    pub fn keep_alive(self, meta: Arc<dyn MetaStore>, ttl: Duration) -> KeptClaim {
+        let (release, released) = tokio::sync::oneshot::channel();
+        KeptClaim {
+            id: self.id,
+            guard: self.guard(),
+            release: Some(release),
+            task: tokio::spawn(self.keep(meta, ttl, released)),
+        }
+    }
+
+    async fn keep(
+        mut self,
+        meta: Arc<dyn MetaStore>,
+        ttl: Duration,
+        mut released: tokio::sync::oneshot::Receiver<()>,
+    ) -> String {
         let every = (ttl / 3).max(Duration::from_millis(100));
         loop {
-            tokio::time::sleep(every).await;
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = &mut released => {
+                    let _ = meta.revoke_lease(self.lease).await;
+                    return format!("broker id {} released", self.id);
+                }
+            }
             match meta.keep_alive(self.lease).await {
                 Ok(()) => continue,
                 Err(MetaError::LeaseNotFound(_)) => {}
@@ -301,21 +348,23 @@ mod tests {
         // lost the id at its next keep-alive.
         let guarded = Txn::when(vec![a.guard()]).then(vec![Op::put("x", "y")]);
         assert!(!meta.txn(guarded).await.unwrap().succeeded);
-        let lost = tokio::time::timeout(
-            Duration::from_secs(5),
-            a.keep(meta.clone(), Duration::from_millis(300)),
-        )
-        .await
-        .unwrap();
+        let mut kept = a.keep_alive(meta.clone(), Duration::from_millis(300));
+        let lost = tokio::time::timeout(Duration::from_secs(5), kept.lost())
+            .await
+            .unwrap();
         assert!(lost.contains("broker id 0"), "{lost}");
 
         // A lapse nobody used is healed: `b` claims its id again.
         meta.revoke_lease(b.lease).await.unwrap();
-        let keeping = tokio::spawn(b.keep(meta.clone(), Duration::from_millis(300)));
+        let kept = b.keep_alive(meta.clone(), Duration::from_millis(300));
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert!(!keeping.is_finished());
+        assert!(!kept.task.is_finished());
         let d = claim_broker_id(meta.as_ref(), &keys, ttl).await.unwrap();
         assert_eq!(d.id, 2, "id 1 is held again");
-        keeping.abort();
+        // Releasing revokes the lease the keeper holds now (not the first one), so
+        // the id is free at once.
+        kept.release().await;
+        let e = claim_broker_id(meta.as_ref(), &keys, ttl).await.unwrap();
+        assert_eq!(e.id, 1, "id 1 is free after the release");
     }
 }

@@ -93,7 +93,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics.meta.clone(),
     ));
     let lease_ttl = Duration::from_secs(args.lease_ttl_secs);
-    let (broker_id, claim) = match args.broker_id {
+    // An auto id is kept alive from the claim on: opening the engine may take longer
+    // than the lease.
+    let (broker_id, mut claim) = match args.broker_id {
         BrokerId::Fixed(id) => (id, None),
         BrokerId::Auto => {
             let claim = membership::claim_broker_id(
@@ -102,15 +104,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 lease_ttl,
             )
             .await
-            .map_err(|e| anyhow::anyhow!("--broker-id=auto: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("--broker-id=auto: {e}"))?
+            .keep_alive(meta.clone(), lease_ttl);
             (claim.id, Some(claim))
         }
     };
-    // Kept alive from now on: opening the engine may take longer than the lease.
-    let claim_guard = claim.as_ref().map(membership::Claim::guard);
-    let claim_lease = claim.as_ref().map(membership::Claim::lease);
-    let claim_task = claim.map(|c| tokio::spawn(c.keep(meta.clone(), lease_ttl)));
-    let claim_keeper = claim_task.as_ref().map(|t| t.abort_handle());
     let engine = Engine::open(
         EngineConfig {
             broker_id,
@@ -184,11 +182,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             http: Some(args.advertised_http(&host)),
         },
         lease_ttl,
-        claim_guard,
+        claim.as_ref().map(membership::KeptClaim::guard),
     );
     let claim_lost = async {
-        match claim_task {
-            Some(task) => task.await.unwrap_or_else(|e| format!("claim task: {e}")),
+        match &mut claim {
+            Some(c) => c.lost().await,
             None => std::future::pending().await,
         }
     };
@@ -265,10 +263,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("handing partitions off");
     membership.leave(HANDOFF_TIMEOUT).await;
-    if let (Some(keeper), Some(lease)) = (claim_keeper, claim_lease) {
-        // The id is free for the next pod at once (the keeper would claim it again).
-        keeper.abort();
-        let _ = broker.engine.meta().revoke_lease(lease).await;
+    if let Some(claim) = claim {
+        // The id is free for the next pod at once.
+        claim.release().await;
     }
     http_task.abort();
     tracing::info!("stopped");
