@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use bytes::Buf;
 use kafka_protocol::messages::ConsumerProtocolAssignment;
 use kafka_protocol::protocol::Decodable;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sluice_engine::{Engine, Result};
 
 use crate::coordinator::consumer::state_name;
@@ -30,7 +30,7 @@ pub struct GroupView {
     pub offsets: BTreeMap<String, BTreeMap<i32, i64>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct MemberView {
     pub id: String,
     pub client_id: String,

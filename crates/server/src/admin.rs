@@ -333,18 +333,10 @@ pub struct GroupLag {
     pub shard: i32,
     pub protocol: Option<String>,
     pub state: String,
-    pub members: Vec<GroupMember>,
+    pub members: Vec<MemberView>,
     pub offsets: Vec<PartitionLag>,
     /// Sum of the known lags.
     pub lag: i64,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct GroupMember {
-    pub id: String,
-    pub client_id: String,
-    pub client_host: String,
-    pub assignment: BTreeMap<String, Vec<i32>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -398,16 +390,7 @@ fn with_lag(
         shard: g.shard,
         protocol: g.protocol.map(str::to_string),
         state: g.state,
-        members: g
-            .members
-            .into_iter()
-            .map(|m: MemberView| GroupMember {
-                id: m.id,
-                client_id: m.client_id,
-                client_host: m.client_host,
-                assignment: m.assignment,
-            })
-            .collect(),
+        members: g.members,
         offsets,
     }
 }

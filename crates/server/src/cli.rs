@@ -297,16 +297,14 @@ pub async fn group(admin: AdminArgs, command: GroupCommand) -> anyhow::Result<()
             });
         }
         GroupCommand::Lag { group } => {
-            let (groups, _) = api.get::<Vec<GroupLag>>("/admin/v1/groups").await?;
-            let groups: Vec<GroupLag> = groups
-                .into_iter()
-                .filter(|g| group.as_ref().is_none_or(|id| &g.group == id))
-                .collect();
-            if let Some(id) = &group {
-                if groups.is_empty() {
-                    bail!("unknown group: {id}");
-                }
-            }
+            let groups = match &group {
+                Some(id) => vec![
+                    api.get::<GroupLag>(&format!("/admin/v1/groups/{}", encode(id)))
+                        .await?
+                        .0,
+                ],
+                None => api.get::<Vec<GroupLag>>("/admin/v1/groups").await?.0,
+            };
             if api.json {
                 println!("{}", serde_json::to_string(&groups)?);
             } else {
