@@ -84,3 +84,212 @@ async fn garbage_never_takes_the_broker_down() -> anyhow::Result<()> {
     assert_eq!(d.offset, 0);
     Ok(())
 }
+
+mod crafted_batches {
+    //! Batches with a correct CRC whose contents lie: about their record count, or
+    //! about how much their compressed records expand. Each is refused on produce,
+    //! and nothing the broker does afterwards decodes it.
+
+    use std::io::Write as _;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+    use sluice_e2e::clients::create_topic;
+    use sluice_e2e::wire::{self, Connection, RawBatch};
+    use sluice_e2e::Sluice;
+
+    /// Kafka's CORRUPT_MESSAGE, MESSAGE_TOO_LARGE and INVALID_RECORD.
+    const REFUSED: [i16; 3] = [2, 10, 87];
+
+    fn produce(conn: &mut Connection, topic: &str, records: Bytes) -> anyhow::Result<i16> {
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![produce_request::TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.into())))
+                .with_partition_data(vec![
+                    produce_request::PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(records)),
+                ])]);
+        match conn.call(ApiKey::Produce, 9, RequestKind::Produce(req))? {
+            ResponseKind::Produce(r) => Ok(r.responses[0].partition_responses[0].error_code),
+            other => anyhow::bail!("unexpected response {other:?}"),
+        }
+    }
+
+    /// The offset ListOffsets answers for `timestamp` on partition 0.
+    fn list_offsets_at(conn: &mut Connection, topic: &str, timestamp: i64) -> anyhow::Result<i64> {
+        let req = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.into())))
+                .with_partitions(vec![
+                    list_offsets_request::ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_timestamp(timestamp),
+                ])]);
+        match conn.call(ApiKey::ListOffsets, 7, RequestKind::ListOffsets(req))? {
+            ResponseKind::ListOffsets(r) => Ok(r.topics[0].partitions[0].offset),
+            other => anyhow::bail!("unexpected response {other:?}"),
+        }
+    }
+
+    /// Records whose bytes expand `factor`-fold: one record claims a value of
+    /// `plain_len` bytes, all zeros.
+    fn bomb_body(plain_len: usize) -> Vec<u8> {
+        let mut r = Vec::new();
+        r.push(0);
+        wire::varint(&mut r, 0);
+        wire::varint(&mut r, 0);
+        wire::varint(&mut r, 1);
+        r.push(b'k');
+        wire::varint(&mut r, plain_len as i64);
+        let mut out = Vec::new();
+        wire::varint(&mut out, (r.len() + plain_len + 1) as i64);
+        out.extend_from_slice(&r);
+        out
+    }
+
+    fn zstd_bomb(plain_len: usize) -> Vec<u8> {
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 1).expect("zstd");
+        enc.write_all(&bomb_body(plain_len)).expect("zstd");
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..plain_len >> 20 {
+            enc.write_all(&zeros).expect("zstd");
+        }
+        enc.write_all(&[0]).expect("zstd"); // the header count
+        enc.finish().expect("zstd")
+    }
+
+    fn gzip_bomb(plain_len: usize) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(&bomb_body(plain_len)).expect("gzip");
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..plain_len >> 20 {
+            enc.write_all(&zeros).expect("gzip");
+        }
+        enc.write_all(&[0]).expect("gzip");
+        enc.finish().expect("gzip")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lying_counts_and_bombs_are_refused() -> anyhow::Result<()> {
+        let mut sluice = Sluice::start(&["--compaction-interval-ms", "200"])?;
+        let addr = sluice.bootstrap();
+        create_topic(&addr, "plain", 1, &[]).await?;
+        create_topic(&addr, "compacted", 1, &[("cleanup.policy", "compact")]).await?;
+        create_topic(&addr, "lake-now", 1, &[("sluice.lake.after.ms", "0")]).await?;
+        let mut conn = Connection::open(&addr)?;
+
+        // 61 bytes claiming i32::MAX records, CRC correct.
+        let liar = RawBatch {
+            last_offset_delta: i32::MAX - 1,
+            record_count: i32::MAX,
+            ..Default::default()
+        }
+        .encode(&[]);
+        assert_eq!(liar.len(), 61);
+        let code = produce(&mut conn, "plain", liar)?;
+        assert!(REFUSED.contains(&code), "count liar answered {code}");
+        // Two records present, three claimed; and offset deltas that skip.
+        let mut two = wire::record(0, Some(b"a"), b"1");
+        two.extend(wire::record(1, Some(b"b"), b"2"));
+        let three = RawBatch {
+            last_offset_delta: 2,
+            record_count: 3,
+            ..Default::default()
+        };
+        let code = produce(&mut conn, "plain", three.encode(&two))?;
+        assert!(REFUSED.contains(&code), "short batch answered {code}");
+        let mut skip = wire::record(0, Some(b"a"), b"1");
+        skip.extend(wire::record(5, Some(b"b"), b"2"));
+        let skipping = RawBatch {
+            last_offset_delta: 1,
+            record_count: 2,
+            ..Default::default()
+        };
+        let code = produce(&mut conn, "plain", skipping.encode(&skip))?;
+        assert!(REFUSED.contains(&code), "skipping deltas answered {code}");
+        // An unknown codec.
+        let codec7 = RawBatch {
+            attributes: 7,
+            ..Default::default()
+        };
+        let code = produce(
+            &mut conn,
+            "plain",
+            codec7.encode(&wire::record(0, None, b"x")),
+        )?;
+        assert!(REFUSED.contains(&code), "codec 7 answered {code}");
+
+        // Whatever was stored, looking up offsets by time decodes it.
+        for ts in [0, -3] {
+            list_offsets_at(&mut conn, "plain", ts)?;
+        }
+        assert!(sluice.is_running(), "broker died; log:\n{}", sluice.log());
+
+        // Bombs of 8 GiB (zstd) and 512 MiB (gzip), under 1 MiB on the wire.
+        let zstd = RawBatch {
+            attributes: 4,
+            ..Default::default()
+        }
+        .encode(&zstd_bomb(8 << 30));
+        let gzip = RawBatch {
+            attributes: 1,
+            ..Default::default()
+        }
+        .encode(&gzip_bomb(512 << 20));
+        for (name, batch) in [("zstd", &zstd), ("gzip", &gzip)] {
+            assert!(
+                batch.len() < 1_048_588,
+                "{name} bomb is {} bytes",
+                batch.len()
+            );
+            for topic in ["compacted", "lake-now"] {
+                let code = produce(&mut conn, topic, batch.clone())?;
+                assert!(
+                    REFUSED.contains(&code),
+                    "{name} bomb to {topic} answered {code}"
+                );
+            }
+        }
+        // A fold of the lake topic would decode whatever was stored.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(sluice.is_running(), "broker died; log:\n{}", sluice.log());
+        let peak = sluice.peak_rss_kib().unwrap_or(0);
+        assert!(peak < 512 * 1024, "peak RSS {peak} KiB");
+
+        // And the topics still take real records.
+        let ok = wire::record(0, Some(b"k"), b"v");
+        for topic in ["plain", "compacted", "lake-now"] {
+            let code = produce(&mut conn, topic, RawBatch::default().encode(&ok))?;
+            assert_eq!(code, 0, "valid batch to {topic}");
+        }
+        Ok(())
+    }
+
+    /// Kafka refuses a partition's data holding more than one batch (Produce v3+):
+    /// the request is refused whole, nothing of it appended.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_batches_for_one_partition_are_refused_whole() -> anyhow::Result<()> {
+        let sluice = Sluice::start(&[])?;
+        let addr = sluice.bootstrap();
+        create_topic(&addr, "multi", 1, &[]).await?;
+        let mut conn = Connection::open(&addr)?;
+        let one = RawBatch::default().encode(&wire::record(0, Some(b"a"), b"1"));
+        assert_eq!(produce(&mut conn, "multi", one.clone())?, 0);
+        let mut two = one.to_vec();
+        two.extend_from_slice(&one);
+        let code = produce(&mut conn, "multi", Bytes::from(two))?;
+        assert_eq!(code, 87, "two batches answered {code}, not INVALID_RECORD");
+        assert_eq!(
+            list_offsets_at(&mut conn, "multi", -1)?,
+            1,
+            "part of it was appended"
+        );
+        Ok(())
+    }
+}

@@ -628,3 +628,163 @@ pub mod checker {
         Ok(())
     }
 }
+
+/// A bare Kafka connection for requests no client library sends: hand-made batches,
+/// several batches per partition, raw generation ids. Requests are encoded with
+/// kafka-protocol and answered in order.
+pub mod wire {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    use anyhow::{bail, Context, Result};
+    use bytes::{Buf, BufMut, Bytes, BytesMut};
+    use kafka_protocol::messages::{
+        ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
+    };
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+    pub struct Connection {
+        stream: TcpStream,
+        correlation_id: i32,
+    }
+
+    impl Connection {
+        pub fn open(addr: &str) -> Result<Self> {
+            let stream = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
+            stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+            Ok(Self {
+                stream,
+                correlation_id: 0,
+            })
+        }
+
+        /// Sends one request and reads its response.
+        pub fn call(
+            &mut self,
+            api: ApiKey,
+            version: i16,
+            body: RequestKind,
+        ) -> Result<ResponseKind> {
+            self.correlation_id += 1;
+            let header = RequestHeader::default()
+                .with_request_api_key(api as i16)
+                .with_request_api_version(version)
+                .with_correlation_id(self.correlation_id)
+                .with_client_id(Some(StrBytes::from_static_str("sluice-wire")));
+            let mut buf = BytesMut::new();
+            buf.put_i32(0);
+            header.encode(&mut buf, api.request_header_version(version))?;
+            body.encode(&mut buf, version)?;
+            let len = (buf.len() - 4) as i32;
+            buf[..4].copy_from_slice(&len.to_be_bytes());
+            self.stream.write_all(&buf)?;
+
+            let mut len = [0u8; 4];
+            self.stream
+                .read_exact(&mut len)
+                .context("reading a response (the broker closed the connection?)")?;
+            let len = i32::from_be_bytes(len);
+            if !(0..=256 << 20).contains(&len) {
+                bail!("response length {len}");
+            }
+            let mut frame = vec![0u8; len as usize];
+            self.stream.read_exact(&mut frame)?;
+            let mut frame = Bytes::from(frame);
+            let header = ResponseHeader::decode(&mut frame, api.response_header_version(version))?;
+            if header.correlation_id != self.correlation_id {
+                bail!(
+                    "correlation id {} for {}",
+                    header.correlation_id,
+                    self.correlation_id
+                );
+            }
+            let body = ResponseKind::decode(api, &mut frame, version)?;
+            if frame.has_remaining() {
+                bail!("{} bytes left after the response", frame.remaining());
+            }
+            Ok(body)
+        }
+    }
+
+    /// A v2 batch header (61 bytes) in front of `body`, CRC-32C computed: fields as
+    /// given, nothing checked, so tests can lie about counts and codecs.
+    pub struct RawBatch {
+        pub attributes: i16,
+        pub last_offset_delta: i32,
+        pub timestamp: i64,
+        pub producer_id: i64,
+        pub producer_epoch: i16,
+        pub base_sequence: i32,
+        pub record_count: i32,
+    }
+
+    impl Default for RawBatch {
+        fn default() -> Self {
+            Self {
+                attributes: 0,
+                last_offset_delta: 0,
+                timestamp: 1_700_000_000_000,
+                producer_id: -1,
+                producer_epoch: -1,
+                base_sequence: -1,
+                record_count: 1,
+            }
+        }
+    }
+
+    impl RawBatch {
+        pub fn encode(&self, body: &[u8]) -> Bytes {
+            let mut b = BytesMut::with_capacity(61 + body.len());
+            b.put_i64(0);
+            b.put_i32((49 + body.len()) as i32);
+            b.put_i32(-1);
+            b.put_i8(2);
+            b.put_u32(0);
+            b.put_i16(self.attributes);
+            b.put_i32(self.last_offset_delta);
+            b.put_i64(self.timestamp);
+            b.put_i64(self.timestamp);
+            b.put_i64(self.producer_id);
+            b.put_i16(self.producer_epoch);
+            b.put_i32(self.base_sequence);
+            b.put_i32(self.record_count);
+            b.extend_from_slice(body);
+            let crc = crc32c::crc32c(&b[21..]);
+            b[17..21].copy_from_slice(&crc.to_be_bytes());
+            b.freeze()
+        }
+    }
+
+    /// One uncompressed record: `offset_delta`, key and value, no headers.
+    pub fn record(offset_delta: i32, key: Option<&[u8]>, value: &[u8]) -> Vec<u8> {
+        let mut r = Vec::new();
+        r.push(0);
+        varint(&mut r, 0);
+        varint(&mut r, i64::from(offset_delta));
+        match key {
+            None => varint(&mut r, -1),
+            Some(k) => {
+                varint(&mut r, k.len() as i64);
+                r.extend_from_slice(k);
+            }
+        }
+        varint(&mut r, value.len() as i64);
+        r.extend_from_slice(value);
+        varint(&mut r, 0);
+        let mut out = Vec::new();
+        varint(&mut out, r.len() as i64);
+        out.extend_from_slice(&r);
+        out
+    }
+
+    /// A zig-zag varint as Kafka records encode them.
+    pub fn varint(b: &mut Vec<u8>, v: i64) {
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        while z >= 0x80 {
+            b.push((z as u8) | 0x80);
+            z >>= 7;
+        }
+        b.push(z as u8);
+    }
+}

@@ -14,7 +14,7 @@ pub fn code(e: &EngineError) -> i16 {
         E::InvalidPartitions { .. } => R::InvalidPartitions,
         E::InvalidReplicationFactor { .. } => R::InvalidReplicationFactor,
         E::InvalidConfig { .. } => R::InvalidConfig,
-        E::MessageTooLarge { .. } => R::MessageTooLarge,
+        E::MessageTooLarge { .. } | E::DecompressedTooLarge { .. } => R::MessageTooLarge,
         E::CorruptMessage(_) => R::CorruptMessage,
         E::InvalidRecord(_) => R::InvalidRecord,
         E::OffsetOutOfRange { .. } => R::OffsetOutOfRange,

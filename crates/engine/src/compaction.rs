@@ -44,7 +44,7 @@ use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 use sluice_meta::{Compare, Op, Txn};
 use sluice_protocol::batch;
-use sluice_protocol::records::{decode_batch, Record};
+use sluice_protocol::records::{decode_batch, Record, MAX_PLAIN_BYTES};
 use sluice_storage::paths;
 
 use crate::cluster::Generation;
@@ -743,7 +743,7 @@ fn records_of(datas: &[Bytes], log_start: i64) -> Result<Vec<Record>> {
         for b in batch::iter_batches(data) {
             let (_, bytes) = b.map_err(|e| corrupt(e.to_string()))?;
             records.extend(
-                decode_batch(&bytes)
+                decode_batch(&bytes, MAX_PLAIN_BYTES)
                     .map_err(|e| corrupt(e.to_string()))?
                     .into_iter()
                     .filter(|r| r.offset >= log_start),

@@ -9,9 +9,8 @@
 
 use bytes::Bytes;
 use futures::StreamExt;
-use kafka_protocol::records::{RecordBatchDecoder, TimestampType};
 use object_store::ObjectStoreExt;
-use sluice_protocol::batch;
+use sluice_protocol::{batch, records};
 
 use crate::flush::concat;
 use crate::partition::{Format, IndexEntry, Partition};
@@ -248,30 +247,31 @@ fn find_in_batches(
         if target != MAX_TIMESTAMP && h.max_timestamp < target {
             continue;
         }
-        let set =
-            RecordBatchDecoder::decode(&mut bytes.clone()).map_err(|e| corrupt(e.to_string()))?;
-        for r in set.records {
-            if r.offset < log_start {
-                continue;
+        let log_append = h.is_log_append_time();
+        let mut first_match: Option<OffsetAndTimestamp> = None;
+        records::for_each_record(&bytes, records::MAX_PLAIN_BYTES, |_, r| {
+            let offset = h.base_offset + i64::from(r.offset_delta);
+            if offset < log_start || first_match.is_some() {
+                return Ok(());
             }
-            let ts = if r.timestamp_type == TimestampType::LogAppend {
+            let timestamp = if log_append {
                 h.max_timestamp
             } else {
-                r.timestamp
+                h.base_timestamp.wrapping_add(r.timestamp_delta)
             };
+            let found = OffsetAndTimestamp { offset, timestamp };
             if target == MAX_TIMESTAMP {
-                if best.is_none_or(|b| ts > b.timestamp) {
-                    best = Some(OffsetAndTimestamp {
-                        offset: r.offset,
-                        timestamp: ts,
-                    });
+                if best.is_none_or(|b| timestamp > b.timestamp) {
+                    best = Some(found);
                 }
-            } else if ts >= target {
-                return Ok(Some(OffsetAndTimestamp {
-                    offset: r.offset,
-                    timestamp: ts,
-                }));
+            } else if timestamp >= target {
+                first_match = Some(found);
             }
+            Ok(())
+        })
+        .map_err(|e| corrupt(e.to_string()))?;
+        if first_match.is_some() {
+            return Ok(first_match);
         }
     }
     Ok(best)

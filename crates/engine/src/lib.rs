@@ -118,6 +118,8 @@ pub enum EngineError {
     InvalidConfig { name: String, reason: String },
     #[error("record batch too large: size={size} max.message.bytes={max}")]
     MessageTooLarge { size: usize, max: i64 },
+    #[error("records decompress to more than {limit} bytes (max.message.bytes x {factor})", factor = sluice_protocol::records::EXPANSION_FACTOR)]
+    DecompressedTooLarge { limit: usize },
     #[error("corrupt record batch: {0}")]
     CorruptMessage(String),
     #[error("invalid record: {0}")]

@@ -5,13 +5,13 @@
 //! makes the data durable. Splitting the two lets a connection append requests in
 //! arrival order while their flushes overlap.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use sluice_protocol::batch::{self, BatchHeader};
+use sluice_protocol::batch::{self, BatchError, BatchHeader};
+use sluice_protocol::records;
 use tokio::sync::oneshot;
 
 use crate::flush::{FlushResult, PendingSlice};
@@ -79,11 +79,12 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// A partition's batches, validated and copied, ready for offsets.
+/// A partition's batch, validated and copied, ready for its offsets.
 struct Prepared {
     topic: Arc<Topic>,
     partition: i32,
-    batches: Vec<(BatchHeader, BytesMut)>,
+    header: BatchHeader,
+    batch: BytesMut,
 }
 
 fn prepare(req: PartitionRecords) -> Result<Prepared> {
@@ -95,43 +96,76 @@ fn prepare(req: PartitionRecords) -> Result<Prepared> {
     }
     let max = req.topic.record.max_message_bytes();
     let compacted = req.topic.record.has_cleanup_policy("compact");
-    let batches = batch::validate_record_set(&req.records)
-        .map_err(|e| EngineError::CorruptMessage(e.to_string()))?;
-    let mut out = Vec::with_capacity(batches.len());
-    for (h, bytes) in batches {
-        if bytes.len() as i64 > max {
-            return Err(EngineError::MessageTooLarge {
-                size: bytes.len(),
-                max,
-            });
-        }
-        if h.is_transactional() || h.is_control() {
-            return Err(EngineError::InvalidRecord(
-                "transactional batches are not supported yet".into(),
-            ));
-        }
-        if h.is_idempotent() && h.base_sequence < 0 {
-            return Err(EngineError::InvalidRecord(
-                "idempotent batch without a sequence".into(),
-            ));
-        }
-        // As Kafka: a compacted topic keeps records by key, so each needs one.
-        if compacted {
-            let records = sluice_protocol::records::decode_batch(&bytes)
-                .map_err(|e| EngineError::CorruptMessage(e.to_string()))?;
-            if records.iter().any(|r| r.key.is_none()) {
-                return Err(EngineError::InvalidRecord(
-                    "compacted topic cannot accept a record without a key".into(),
-                ));
-            }
-        }
-        out.push((h, BytesMut::from(&bytes[..])));
+    let mut batches = batch::validate_record_set(&req.records).map_err(refused)?;
+    // As Kafka from Produce v3 (the oldest Sluice serves): one batch per partition,
+    // so a request is appended or refused whole.
+    if batches.len() != 1 {
+        return Err(EngineError::InvalidRecord(format!(
+            "{} record batches for one partition; produce v3+ carries exactly one",
+            batches.len()
+        )));
     }
+    let (h, bytes) = batches.remove(0);
+    if bytes.len() as i64 > max {
+        return Err(EngineError::MessageTooLarge {
+            size: bytes.len(),
+            max,
+        });
+    }
+    if h.is_transactional() || h.is_control() {
+        return Err(EngineError::InvalidRecord(
+            "transactional batches are not supported yet".into(),
+        ));
+    }
+    if h.is_idempotent() && h.base_sequence < 0 {
+        return Err(EngineError::InvalidRecord(
+            "idempotent batch without a sequence".into(),
+        ));
+    }
+    check_records(&bytes, max, compacted)?;
     Ok(Prepared {
         topic: req.topic,
         partition: req.partition,
-        batches: out,
+        header: h,
+        batch: BytesMut::from(&bytes[..]),
     })
+}
+
+/// Reads every record of a producer's batch, as Kafka's log validator does: exactly
+/// `record_count` well-formed records with offset deltas 0..n-1, decompressed (as a
+/// stream) to at most [`records::plain_limit`] bytes, each with a key on a compacted
+/// topic.
+fn check_records(batch: &[u8], max_message_bytes: i64, compacted: bool) -> Result<()> {
+    let limit = records::plain_limit(max_message_bytes);
+    records::for_each_record(batch, limit, |i, r| {
+        if usize::try_from(r.offset_delta) != Ok(i) {
+            return Err(BatchError::Invalid {
+                reason: "record offset deltas do not run 0..record_count",
+            });
+        }
+        if compacted && r.key.is_none() {
+            return Err(BatchError::Invalid {
+                reason: "compacted topic cannot accept a record without a key",
+            });
+        }
+        Ok(())
+    })
+    .map(|_| ())
+    .map_err(refused)
+}
+
+/// Kafka's answer to a refused batch: a damaged one is CORRUPT_MESSAGE (the client
+/// may retry), one whose records are wrong INVALID_RECORD, one that expands past the
+/// cap MESSAGE_TOO_LARGE (the Java producer then splits it).
+fn refused(e: BatchError) -> EngineError {
+    match e {
+        BatchError::Invalid { .. } => EngineError::InvalidRecord(e.to_string()),
+        BatchError::TooLarge { limit } => EngineError::DecompressedTooLarge { limit },
+        BatchError::Truncated { .. }
+        | BatchError::UnsupportedMagic { .. }
+        | BatchError::CrcMismatch { .. }
+        | BatchError::Decompress { .. } => EngineError::CorruptMessage(e.to_string()),
+    }
 }
 
 impl Engine {
@@ -149,11 +183,7 @@ impl Engine {
         limit: Option<Duration>,
     ) -> PendingProduce {
         let prepared: Vec<Result<Prepared>> = requests.into_iter().map(prepare).collect();
-        let incoming: usize = prepared
-            .iter()
-            .flatten()
-            .flat_map(|p| p.batches.iter().map(|(_, b)| b.len()))
-            .sum();
+        let incoming: usize = prepared.iter().flatten().map(|p| p.batch.len()).sum();
         let waited = match limit {
             None => {
                 self.wait_for_space(incoming).await;
@@ -217,7 +247,7 @@ impl Engine {
         }
     }
 
-    /// Assigns offsets to one partition's batches and buffers them. Returns the ack
+    /// Assigns offsets to one partition's batch and buffers it. Returns the ack
     /// and whether it waits for a flush (false only for an already-durable retry).
     fn assign(&self, wal: &mut crate::flush::WalBuffer, p: Prepared) -> Result<(ProduceAck, bool)> {
         let partition = p
@@ -238,22 +268,15 @@ impl Engine {
                 .unwrap_or(EngineError::FlushFailed("flush in progress failed".into())));
         }
         let mut write = partition.write();
-        // Check every batch's sequence before assigning anything.
-        let mut scratch: HashMap<i64, ProducerState> = HashMap::new();
-        for (h, _) in &p.batches {
-            if !h.is_idempotent() {
-                continue;
-            }
-            let pb = producer_batch(h, 0);
-            let state = scratch.entry(h.producer_id).or_insert_with(|| {
-                write
-                    .producers
-                    .get(&h.producer_id)
-                    .cloned()
-                    .unwrap_or_default()
-            });
-            match state.check(&pb) {
-                SequenceCheck::Append => state.record(pb),
+        let h = p.header;
+        if h.is_idempotent() {
+            let pb = producer_batch(&h, 0);
+            let check = match write.producers.get(&h.producer_id) {
+                Some(state) => state.check(&pb),
+                None => ProducerState::default().check(&pb),
+            };
+            match check {
+                SequenceCheck::Append => {}
                 SequenceCheck::Duplicate { base_offset } => {
                     let read = partition.read();
                     return Ok((
@@ -284,25 +307,23 @@ impl Engine {
             .slices
             .entry((partition.topic_id, partition.index))
             .or_insert_with(|| PendingSlice::new(partition.clone(), base_offset));
-        for (h, mut bytes) in p.batches {
-            let offset = write.next_offset;
-            batch::assign_offset(&mut bytes, offset, 0);
-            let mut max_ts = h.max_timestamp;
-            if let Some(t) = append_time {
-                batch::set_log_append_time(&mut bytes, t);
-                max_ts = t;
-            }
-            if h.is_idempotent() {
-                let pb = producer_batch(&h, offset);
-                write.producers.entry(h.producer_id).or_default().record(pb);
-                slice.producers.push(pb);
-            }
-            write.next_offset = offset + i64::from(h.record_count);
-            slice.last_offset = write.next_offset - 1;
-            slice.max_timestamp = slice.max_timestamp.max(max_ts);
-            wal.bytes += bytes.len();
-            slice.batches.push(bytes.freeze());
+        let mut bytes = p.batch;
+        batch::assign_offset(&mut bytes, base_offset, 0);
+        let mut max_ts = h.max_timestamp;
+        if let Some(t) = append_time {
+            batch::set_log_append_time(&mut bytes, t);
+            max_ts = t;
         }
+        if h.is_idempotent() {
+            let pb = producer_batch(&h, base_offset);
+            write.producers.entry(h.producer_id).or_default().record(pb);
+            slice.producers.push(pb);
+        }
+        write.next_offset = base_offset + i64::from(h.record_count);
+        slice.last_offset = write.next_offset - 1;
+        slice.max_timestamp = slice.max_timestamp.max(max_ts);
+        wal.bytes += bytes.len();
+        slice.batches.push(bytes.freeze());
         let log_start_offset = partition.read().log_start_offset;
         Ok((
             ProduceAck {

@@ -65,7 +65,7 @@ async fn all_records(engine: &Engine, topic: &sluice_engine::Topic, from: i64) -
             let h = sluice_protocol::batch::BatchHeader::parse(&fetched.records[pos..]).unwrap();
             let b = fetched.records.slice(pos..pos + h.size);
             out.extend(
-                decode_batch(&b)
+                decode_batch(&b, sluice_protocol::records::MAX_PLAIN_BYTES)
                     .unwrap()
                     .into_iter()
                     .filter(|r| r.offset >= next),

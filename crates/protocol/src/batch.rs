@@ -28,6 +28,10 @@ pub enum BatchError {
     CrcMismatch { stored: u32, computed: u32 },
     #[error("record batch is invalid: {reason}")]
     Invalid { reason: &'static str },
+    #[error("records cannot be decompressed: {reason}")]
+    Decompress { reason: String },
+    #[error("records decompress to more than {limit} bytes")]
+    TooLarge { limit: usize },
 }
 
 /// The header fields of one batch.
@@ -98,6 +102,11 @@ impl BatchHeader {
 
     pub fn is_transactional(&self) -> bool {
         self.attributes & ATTR_TRANSACTIONAL != 0
+    }
+
+    /// Whether the batch's records carry the broker's append time (its max timestamp).
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes & ATTR_TIMESTAMP_TYPE != 0
     }
 
     pub fn is_control(&self) -> bool {

@@ -51,7 +51,9 @@ pub fn batch_with(
             producer_epoch: if producer.is_some() { 0 } else { -1 },
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: producer.map_or(-1, |p| p.1 + i as i32),
+            // kafka-protocol starts a new batch where offset - sequence changes; one
+            // batch (as a producer sends) keeps it constant, from -1 without a producer.
+            sequence: producer.map_or(i as i32 - 1, |p| p.1 + i as i32),
             timestamp: 1_000,
             key: None,
             value: Some(Bytes::copy_from_slice(v.as_bytes())),
