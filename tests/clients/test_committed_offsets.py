@@ -8,7 +8,9 @@ import shutil
 import signal
 import time
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+import pytest
+from confluent_kafka import (Consumer, ConsumerGroupTopicPartitions, KafkaError,
+                             KafkaException, Producer, TopicPartition)
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import KafkaConsumer
 from kafka import TopicPartition as KpTopicPartition
@@ -151,3 +153,95 @@ def test_offsets_of_empty_groups_expire_after_the_retention(tmp_path):
     finally:
         b.stop()
         shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.mark.parametrize("protocol", ["classic", "consumer"])
+def test_a_commit_from_outside_an_active_group_is_refused(broker, protocol):
+    """Kafka takes a commit with generation -1 (an admin reset, a consumer that
+    assigns itself) only while the group has no members: into a live group it is
+    UNKNOWN_MEMBER_ID, and the offsets stay as the members left them."""
+    topic = setup_topic(broker, partitions=1, records=10)
+    group = unique("g")
+    member = Consumer({
+        "bootstrap.servers": broker.bootstrap, "group.id": group,
+        "group.protocol": protocol, "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+    })
+    member.subscribe([topic])
+    deadline = time.time() + 30
+    while not member.assignment() and time.time() < deadline:
+        member.poll(0.5)
+    assert member.assignment(), "the member got no partition"
+    member.commit(offsets=[TopicPartition(topic, 0, 3)], asynchronous=False)
+
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    reset = admin.alter_consumer_group_offsets(
+        [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0, 9)])])[group]
+    with pytest.raises(KafkaException) as refused:
+        parts = reset.result(timeout=10).topic_partitions
+        for p in parts:   # errors come per partition
+            if p.error:
+                raise KafkaException(p.error)
+    assert refused.value.args[0].code() == KafkaError.UNKNOWN_MEMBER_ID, refused.value
+
+    outsider = Consumer({
+        "bootstrap.servers": broker.bootstrap, "group.id": group,
+        "enable.auto.commit": False,
+    })
+    with pytest.raises(KafkaException) as refused:
+        outsider.commit(offsets=[TopicPartition(topic, 0, 8)], asynchronous=False)
+    assert refused.value.args[0].code() == KafkaError.UNKNOWN_MEMBER_ID, refused.value
+    got = outsider.committed([TopicPartition(topic, 0)], timeout=10)
+    assert got[0].offset == 3
+    outsider.close()
+
+    # Once the group is empty, the same reset is taken.
+    member.close()
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        parts = admin.alter_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0, 9)])]
+        )[group].result(timeout=10).topic_partitions
+        if not parts[0].error:
+            break
+        time.sleep(0.5)
+    assert not parts[0].error, parts[0].error
+
+
+def test_deleting_a_topic_deletes_its_committed_offsets(broker):
+    """Offsets committed for a topic do not outlive it: a group consuming a
+    re-created topic of the same name starts where auto.offset.reset says."""
+    topic = setup_topic(broker, partitions=2, records=20)
+    group = unique("g")
+    c = consumer(broker, group)
+    c.commit(offsets=[TopicPartition(topic, 0, 7), TopicPartition(topic, 1, 9)],
+             asynchronous=False)
+    c.close()
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.delete_topics([topic])[topic].result(timeout=10)
+    deadline = time.time() + 30
+    while True:
+        try:
+            admin.create_topics([NewTopic(topic, 2, 1)])[topic].result(timeout=10)
+            break
+        except Exception:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.5)
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(20):
+        p.produce(topic, value=b"new-%d" % i, partition=i % 2)
+    assert p.flush(30) == 0
+
+    c = consumer(broker, group)
+    got = c.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], timeout=10)
+    assert [t.offset for t in got] == [-1001, -1001], got
+    c.subscribe([topic])
+    first = {}
+    deadline = time.time() + 30
+    while len(first) < 2 and time.time() < deadline:
+        msg = c.poll(0.5)
+        if msg is not None and not msg.error():
+            first.setdefault(msg.partition(), msg.offset())
+    c.close()
+    assert first == {0: 0, 1: 0}, first

@@ -68,10 +68,13 @@ pub async fn groups(engine: &Engine) -> Result<Vec<GroupView>> {
             }
         } else if let Some(topic) = rest.strip_prefix("offsets/") {
             if let Ok(offsets) = serde_json::from_slice::<TopicOffsets>(&kv.value) {
-                view.offsets.insert(
-                    topic.to_string(),
-                    offsets.iter().map(|(p, o)| (*p, o.offset)).collect(),
-                );
+                let offsets = crate::coordinator::offsets::live(engine, topic, offsets);
+                if !offsets.is_empty() {
+                    view.offsets.insert(
+                        topic.to_string(),
+                        offsets.iter().map(|(p, o)| (*p, o.offset)).collect(),
+                    );
+                }
             }
         }
     }

@@ -1,6 +1,7 @@
 //! OffsetCommit: stores a group's offsets on its coordinator, fenced by the
 //! coordinator's generation. Members commit with their group generation; consumers
-//! that assign partitions themselves commit with generation -1.
+//! that assign partitions themselves, and admin resets, commit with generation -1,
+//! which only a group without members accepts.
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -53,9 +54,14 @@ pub async fn handle(broker: &Broker, req: OffsetCommitRequest) -> ResponseKind {
         Ok(s) => s,
         Err(e) => return reject_all(e.code()),
     };
-    // Generation -1 is a consumer that assigns its partitions itself; anyone else
-    // must be a member of the group's current generation.
-    if req.generation_id_or_member_epoch >= 0 {
+    // Generation -1 is a consumer that assigns its partitions itself, or an admin
+    // reset: as Kafka, taken only while the group has no members. Anyone else must
+    // be a member of the group's current generation.
+    if req.generation_id_or_member_epoch < 0 {
+        if broker.groups.has_members(&group) || broker.consumer_groups.has_members(&group) {
+            return reject_all(ResponseError::UnknownMemberId.code());
+        }
+    } else {
         let (member, epoch) = (req.member_id.as_str(), req.generation_id_or_member_epoch);
         let checked = broker
             .consumer_groups
@@ -89,6 +95,7 @@ pub async fn handle(broker: &Broker, req: OffsetCommitRequest) -> ResponseKind {
                         leader_epoch: p.committed_leader_epoch,
                         metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
                         commit_time_ms: now,
+                        topic_id: topic.as_ref().map(|t| t.record.id),
                     },
                 );
                 0

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sluice_engine::{Engine, EngineError, Result};
 use sluice_meta::{Compare, Op, Txn};
+use uuid::Uuid;
 
 /// One partition's committed position.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,6 +19,11 @@ pub struct CommittedOffset {
     #[serde(default)]
     pub metadata: Option<String>,
     pub commit_time_ms: i64,
+    /// The id of the topic committed for. A topic deleted and created again under
+    /// the same name has a new id, and the old offsets do not apply to it (Kafka
+    /// deletes them with the topic). Absent in offsets stored before ids were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_id: Option<Uuid>,
 }
 
 fn no_epoch() -> i32 {
@@ -26,6 +32,14 @@ fn no_epoch() -> i32 {
 
 /// A topic's committed offsets by partition.
 pub type TopicOffsets = BTreeMap<i32, CommittedOffset>;
+
+/// The stored offsets of `topic` that belong to the topic of that name now: those of
+/// a deleted topic are dropped, whether or not one of the same name exists again.
+pub fn live(engine: &Engine, topic: &str, mut offsets: TopicOffsets) -> TopicOffsets {
+    let current = engine.topic(topic).map(|t| t.record.id);
+    offsets.retain(|_, o| o.topic_id.is_none() || o.topic_id == current);
+    offsets
+}
 
 /// Topics per commit transaction: each costs one compare and one write.
 const TOPICS_PER_TXN: usize = 90;
@@ -94,8 +108,12 @@ async fn rewrite(
         for topic in chunk {
             let key = format!("{prefix}{topic}");
             let current = engine.meta().get(&key).await?;
-            let mut offsets: TopicOffsets = match &current {
-                Some(kv) => serde_json::from_slice(&kv.value).unwrap_or_default(),
+            let mut offsets = match &current {
+                Some(kv) => live(
+                    engine,
+                    topic,
+                    serde_json::from_slice(&kv.value).unwrap_or_default(),
+                ),
                 None => TopicOffsets::new(),
             };
             change(topic, &mut offsets);
@@ -138,7 +156,10 @@ pub async fn fetch(
             continue;
         };
         if let Ok(offsets) = serde_json::from_slice::<TopicOffsets>(&kv.value) {
-            out.insert(topic.to_string(), offsets);
+            let offsets = live(engine, topic, offsets);
+            if !offsets.is_empty() {
+                out.insert(topic.to_string(), offsets);
+            }
         }
     }
     Ok(out)
