@@ -275,7 +275,12 @@ impl Engine {
             .iter()
             .map(|(_, p)| {
                 (
-                    Arc::new(Partition::new(p.topic_id, p.topic.clone(), p.index)),
+                    Arc::new(Partition::new(
+                        p.topic_id,
+                        p.topic.clone(),
+                        p.index,
+                        self.tail.clone(),
+                    )),
                     0,
                 )
             })

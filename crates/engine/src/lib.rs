@@ -340,7 +340,7 @@ pub struct Engine {
     /// Bumped after every commit; long-polling fetches wait on it.
     pub(crate) commits: watch::Sender<u64>,
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
-    pub(crate) tail: partition::TailBudget,
+    pub(crate) tail: Arc<partition::TailBudget>,
     /// Wakes the cluster follower.
     pub(crate) resync: Arc<Notify>,
     pub(crate) sync_lock: AsyncMutex<()>,
@@ -365,7 +365,10 @@ impl Engine {
         store: Arc<dyn ObjectStore>,
     ) -> Result<Arc<Self>> {
         let keys = Keys::new(&cfg.cluster_id);
-        let tail = partition::TailBudget::new(cfg.tail_bytes_per_partition, cfg.tail_bytes_total);
+        let tail = Arc::new(partition::TailBudget::new(
+            cfg.tail_bytes_per_partition,
+            cfg.tail_bytes_total,
+        ));
         let owner = Uuid::new_v4();
         let generation =
             cluster::claim_generation(meta.as_ref(), &keys.generation(cfg.broker_id), owner)
@@ -450,11 +453,16 @@ impl Engine {
             next.by_id.insert(record.id, record.name.clone());
             let topic = match c.by_name.get(&record.name) {
                 Some(t) if t.record == record => t.clone(),
-                _ => Arc::new(new_topic(record, &existing)),
+                _ => Arc::new(new_topic(record, &existing, &self.tail)),
             };
             next.by_name.insert(topic.record.name.clone(), topic);
         }
         *c = next;
+    }
+
+    /// Bytes of record batches held in memory across the tails of every partition.
+    pub fn tail_bytes(&self) -> usize {
+        self.tail.used()
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
@@ -482,7 +490,7 @@ impl Engine {
             .filter(|t| t.record.id == record.id)
             .map(|t| t.partitions.clone())
             .unwrap_or_default();
-        let topic = Arc::new(new_topic(record, &existing));
+        let topic = Arc::new(new_topic(record, &existing, &self.tail));
         c.by_id.insert(topic.record.id, topic.record.name.clone());
         c.by_name.insert(topic.record.name.clone(), topic.clone());
         topic
@@ -527,7 +535,7 @@ impl Engine {
             return Err(EngineError::TopicAlreadyExists { name: name.into() });
         }
         if validate_only {
-            return Ok(Arc::new(new_topic(record, &[])));
+            return Ok(Arc::new(new_topic(record, &[], &self.tail)));
         }
         let key = self.keys.topic(name);
         let txn = Txn::when(vec![Compare::Missing(key.clone())]).then(vec![Op::put(
@@ -630,7 +638,7 @@ impl Engine {
             topics::validate_config(k, v)?;
         }
         if validate_only {
-            return Ok(Arc::new(new_topic(record, &[])));
+            return Ok(Arc::new(new_topic(record, &[], &self.tail)));
         }
         let txn = Txn::when(vec![Compare::ModRevision(
             key.clone(),
@@ -666,13 +674,21 @@ impl Engine {
     }
 }
 
-fn new_topic(record: TopicRecord, existing: &[Arc<Partition>]) -> Topic {
+fn new_topic(
+    record: TopicRecord,
+    existing: &[Arc<Partition>],
+    tail: &Arc<partition::TailBudget>,
+) -> Topic {
     let partitions = (0..record.partitions)
         .map(|i| {
-            existing
-                .get(i as usize)
-                .cloned()
-                .unwrap_or_else(|| Arc::new(Partition::new(record.id, record.name.clone(), i)))
+            existing.get(i as usize).cloned().unwrap_or_else(|| {
+                Arc::new(Partition::new(
+                    record.id,
+                    record.name.clone(),
+                    i,
+                    tail.clone(),
+                ))
+            })
         })
         .collect();
     Topic { record, partitions }

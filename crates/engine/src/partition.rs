@@ -288,10 +288,22 @@ pub struct Partition {
     leader_epoch: AtomicI32,
     write: Mutex<WriteState>,
     read: RwLock<ReadState>,
+    /// The budget this partition's cached tail counts against; given back when the
+    /// partition goes (its topic deleted, or a compactor's scratch copy dropped).
+    tail: Arc<TailBudget>,
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        let read = self.read.get_mut().unwrap_or_else(|p| p.into_inner());
+        self.tail
+            .used
+            .fetch_sub(read.cached_bytes, Ordering::Relaxed);
+    }
 }
 
 impl Partition {
-    pub fn new(topic_id: Uuid, topic: String, index: i32) -> Self {
+    pub fn new(topic_id: Uuid, topic: String, index: i32, tail: Arc<TailBudget>) -> Self {
         Self {
             topic_id,
             topic,
@@ -299,6 +311,7 @@ impl Partition {
             leader_epoch: AtomicI32::new(-1),
             write: Mutex::default(),
             read: RwLock::default(),
+            tail,
         }
     }
 

@@ -177,3 +177,43 @@ async fn a_janitor_on_another_broker_keeps_a_live_topics_data() {
     assert_eq!(wal_objects(&store).await, 1);
     assert_eq!(values(&engine, &topic).await.len(), 2);
 }
+
+/// A deleted topic's cached tail goes back to the broker-wide budget: once topics
+/// that filled it are deleted, a new topic's records are served from memory again.
+#[tokio::test]
+async fn deleted_topics_give_their_tail_bytes_back() {
+    let meta = EmbeddedStore::in_memory();
+    let cfg = sluice_engine::EngineConfig {
+        tail_bytes_per_partition: 64 << 10,
+        tail_bytes_total: 256 << 10,
+        ..Default::default()
+    };
+    let (engine, _) = open_with(cfg, Arc::new(meta.clone()), faulty()).await;
+    let value = "x".repeat(30 << 10);
+    for i in 0..8 {
+        let topic = lead_topic(&engine, &meta, &format!("full-{i}")).await;
+        for _ in 0..2 {
+            produce(&engine, &topic, batch(&[&value], None))
+                .await
+                .unwrap();
+        }
+    }
+    assert!(engine.tail_bytes() > 200 << 10, "{}", engine.tail_bytes());
+    for i in 0..8 {
+        engine.delete_topic(&format!("full-{i}")).await.unwrap();
+    }
+    engine.sync_cluster().await.unwrap();
+    assert_eq!(
+        engine.tail_bytes(),
+        0,
+        "the deleted topics' tails are still counted"
+    );
+    let fresh = lead_topic(&engine, &meta, "fresh").await;
+    produce(&engine, &fresh, batch(&[&value], None))
+        .await
+        .unwrap();
+    assert!(
+        engine.tail_bytes() > 30 << 10,
+        "the new topic's tail was evicted"
+    );
+}

@@ -99,13 +99,27 @@ pub async fn open_on(
     meta: Arc<dyn MetaStore>,
     store: Arc<FaultyStore>,
 ) -> (Arc<Engine>, Arc<Topic>) {
-    let engine = Engine::open(EngineConfig::default(), meta.clone(), store)
-        .await
-        .unwrap();
-    if engine.topic("t").is_none() {
+    open_with(EngineConfig::default(), meta, store).await
+}
+
+/// Like [`open_on`], with the engine's configuration.
+pub async fn open_with(
+    cfg: EngineConfig,
+    meta: Arc<dyn MetaStore>,
+    store: Arc<FaultyStore>,
+) -> (Arc<Engine>, Arc<Topic>) {
+    let engine = Engine::open(cfg, meta.clone(), store).await.unwrap();
+    let topic = lead_topic(&engine, meta.as_ref(), "t").await;
+    (engine, topic)
+}
+
+/// Topic `name` (one partition) led by broker 0, created as the controller would if
+/// it does not exist.
+pub async fn lead_topic(engine: &Engine, meta: &dyn MetaStore, name: &str) -> Arc<Topic> {
+    if engine.topic(name).is_none() {
         let record = TopicRecord {
             id: uuid::Uuid::new_v4(),
-            name: "t".into(),
+            name: name.into(),
             partitions: 1,
             configs: BTreeMap::new(),
             pinned: BTreeMap::new(),
@@ -118,7 +132,7 @@ pub async fn open_on(
         };
         let keys = engine.keys();
         let txn = Txn::when(vec![]).then(vec![
-            Op::put(keys.topic("t"), serde_json::to_vec(&record).unwrap()),
+            Op::put(keys.topic(name), serde_json::to_vec(&record).unwrap()),
             Op::put(
                 keys.assignment(record.id),
                 serde_json::to_vec(&assignment).unwrap(),
@@ -127,8 +141,7 @@ pub async fn open_on(
         meta.txn(txn).await.unwrap();
     }
     engine.sync_cluster().await.unwrap();
-    let topic = engine.topic("t").unwrap();
-    (engine, topic)
+    engine.topic(name).unwrap()
 }
 
 pub async fn produce(
