@@ -207,3 +207,39 @@ def test_idempotent_producer(broker):
     assert len(msgs) == 5000
     values = sorted(int(m.value()) for m in msgs)
     assert values == list(range(5000))
+
+
+def test_idempotent_producer_outlives_a_recreated_topic(broker):
+    """librdkafka's 0107: a topic deleted and created again with fewer partitions
+    holds no producer state, so the producer's next batches (sequence > 0) are taken,
+    as Kafka takes them, not refused with a fatal OUT_OF_ORDER_SEQUENCE_NUMBER."""
+    topic = unique("recreated")
+    create(broker, topic, partitions=4)
+    errors = []
+    p = Producer({"bootstrap.servers": broker.bootstrap, "enable.idempotence": True,
+                  "linger.ms": 5, "error_cb": errors.append})
+    failed = []
+
+    def report(err, _msg):
+        if err is not None:
+            failed.append(err)
+    for i in range(40):
+        p.produce(topic, value=b"%d" % i, partition=i % 4, on_delivery=report)
+    assert p.flush(30) == 0 and not failed, failed
+    a = admin(broker)
+    a.delete_topics([topic])[topic].result(timeout=10)
+    deadline = time.time() + 30
+    while True:
+        try:
+            create(broker, topic, partitions=2)
+            break
+        except KafkaException:
+            assert time.time() < deadline
+            time.sleep(0.5)
+    for i in range(40):
+        p.produce(topic, value=b"again-%d" % i, partition=i % 2, on_delivery=report)
+    assert p.flush(60) == 0
+    assert not failed, failed
+    assert not [e for e in errors if e.fatal()], errors
+    got = consume_all(broker, topic, 2, 40)
+    assert sorted(m.value() for m in got) == sorted(b"again-%d" % i for i in range(40))

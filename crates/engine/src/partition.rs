@@ -93,12 +93,10 @@ pub enum SequenceCheck {
 
 impl ProducerState {
     pub fn check(&self, b: &ProducerBatch) -> SequenceCheck {
+        // As Kafka: with no state (a producer new to this partition, or whose state
+        // went with the records that carried it) any sequence starts the run.
         let Some(last) = self.recent.back() else {
-            return if b.first_seq == 0 {
-                SequenceCheck::Append
-            } else {
-                SequenceCheck::OutOfOrder
-            };
+            return SequenceCheck::Append;
         };
         if b.epoch < self.epoch {
             return SequenceCheck::ProducerFenced;
@@ -375,7 +373,7 @@ mod tests {
     #[test]
     fn sequences() {
         let mut s = ProducerState::default();
-        assert_eq!(s.check(&pb(0, 3, 4, 0)), SequenceCheck::OutOfOrder);
+        assert_eq!(s.check(&pb(0, 3, 4, 0)), SequenceCheck::Append);
         assert_eq!(s.check(&pb(0, 0, 4, 0)), SequenceCheck::Append);
         s.record(pb(0, 0, 4, 10));
         assert_eq!(s.check(&pb(0, 5, 9, 0)), SequenceCheck::Append);

@@ -217,3 +217,28 @@ async fn deleted_topics_give_their_tail_bytes_back() {
         "the new topic's tail was evicted"
     );
 }
+
+/// As Kafka: a producer the partition holds no state for (new here, or its state
+/// gone with the records that carried it) continues at whatever sequence it is at;
+/// once known, it must stay in sequence.
+#[tokio::test]
+async fn a_producer_without_state_is_taken_at_any_sequence() {
+    let meta = EmbeddedStore::in_memory();
+    let (engine, topic) = open(&meta, faulty()).await;
+    assert_eq!(
+        produce(&engine, &topic, batch(&["a", "b"], Some((77, 5))))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        produce(&engine, &topic, batch(&["c"], Some((77, 7))))
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(matches!(
+        produce(&engine, &topic, batch(&["d"], Some((77, 9)))).await,
+        Err(EngineError::OutOfOrderSequence { producer_id: 77 })
+    ));
+}
