@@ -293,3 +293,92 @@ mod crafted_batches {
         Ok(())
     }
 }
+
+mod fetch_limits {
+    //! A fetch response stays within the request's `max_bytes` once it holds data: only
+    //! the first batch of the first partition with data may exceed it (Kafka's rule,
+    //! which librdkafka relies on: it drops a connection that sends more).
+
+    use bytes::Bytes;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+    use sluice_e2e::clients::create_topic;
+    use sluice_e2e::wire::{self, Connection, RawBatch};
+    use sluice_e2e::Sluice;
+
+    fn produce(conn: &mut Connection, topic: &str, partition: i32, records: Bytes) -> i16 {
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![produce_request::TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.into())))
+                .with_partition_data(vec![
+                    produce_request::PartitionProduceData::default()
+                        .with_index(partition)
+                        .with_records(Some(records)),
+                ])]);
+        match conn.call(ApiKey::Produce, 9, RequestKind::Produce(req)) {
+            Ok(ResponseKind::Produce(r)) => r.responses[0].partition_responses[0].error_code,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// Bytes of records per partition in a Fetch of `partitions` from offset 0.
+    fn fetch(conn: &mut Connection, topic: &str, partitions: i32, max_bytes: i32) -> Vec<usize> {
+        let req = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(100)
+            .with_min_bytes(1)
+            .with_max_bytes(max_bytes)
+            .with_topics(vec![fetch_request::FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.into())))
+                .with_partitions(
+                    (0..partitions)
+                        .map(|p| {
+                            fetch_request::FetchPartition::default()
+                                .with_partition(p)
+                                .with_fetch_offset(0)
+                                .with_partition_max_bytes(1 << 30)
+                        })
+                        .collect(),
+                )]);
+        match conn.call(ApiKey::Fetch, 11, RequestKind::Fetch(req)) {
+            Ok(ResponseKind::Fetch(r)) => {
+                let mut out = vec![0; partitions as usize];
+                for p in &r.responses[0].partitions {
+                    assert_eq!(p.error_code, 0, "partition {}", p.partition_index);
+                    out[p.partition_index as usize] = p.records.as_ref().map_or(0, Bytes::len);
+                }
+                out
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_response_with_data_stays_within_max_bytes() -> anyhow::Result<()> {
+        let sluice = Sluice::start(&[])?;
+        let addr = sluice.bootstrap();
+        create_topic(&addr, "big-batches", 2, &[]).await?;
+        let mut conn = Connection::open(&addr)?;
+        let big = RawBatch::default().encode(&wire::record(0, None, &vec![7u8; 900_000]));
+        for partition in 0..2 {
+            for _ in 0..2 {
+                assert_eq!(produce(&mut conn, "big-batches", partition, big.clone()), 0);
+            }
+        }
+        let size = big.len();
+        // Each partition holds two batches of ~900 KB, over a 1 MB response limit:
+        // only the first batch of the first partition comes back.
+        assert_eq!(fetch(&mut conn, "big-batches", 2, 1_000_000), vec![size, 0]);
+        // Room for two batches: both of the first partition's.
+        assert_eq!(
+            fetch(&mut conn, "big-batches", 2, 2 * size as i32),
+            vec![2 * size, 0]
+        );
+        // max_bytes 0 (or less) is no license for everything: one batch.
+        assert_eq!(fetch(&mut conn, "big-batches", 2, 0), vec![size, 0]);
+        assert_eq!(fetch(&mut conn, "big-batches", 2, -1), vec![size, 0]);
+        Ok(())
+    }
+}

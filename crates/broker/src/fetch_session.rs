@@ -43,6 +43,15 @@ struct Session {
     used: Instant,
 }
 
+/// What one response said about a partition of a session.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub key: SessionKey,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub had_records: bool,
+}
+
 /// Why a session request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionError {
@@ -159,13 +168,20 @@ impl FetchSessions {
         })
     }
 
-    /// Records what a response told the client about each partition.
-    pub fn record_sent(&self, id: i32, sent: &[(SessionKey, i64, i64)]) {
+    /// Records what a response told the client about each partition. Partitions
+    /// that returned records move to the end of the session, as in Kafka, so that
+    /// when a response fills up, the ones left out come first next time.
+    pub fn record_sent(&self, id: i32, sent: &[Sent]) {
         let mut inner = self.lock();
         if let Some(session) = inner.sessions.get_mut(&id) {
-            for (key, hwm, log_start) in sent {
-                if let Some(p) = session.partitions.get_mut(key) {
-                    p.sent = Some((*hwm, *log_start));
+            for s in sent {
+                let Some((i, _, p)) = session.partitions.get_full_mut(&s.key) else {
+                    continue;
+                };
+                p.sent = Some((s.high_watermark, s.log_start_offset));
+                if s.had_records {
+                    let last = session.partitions.len() - 1;
+                    session.partitions.move_index(i, last);
                 }
             }
         }
@@ -213,7 +229,15 @@ mod tests {
             .map(|(k, p)| (k.partition, p.fetch_offset))
             .collect();
         assert_eq!(offsets, vec![(1, 7), (2, 3)]);
-        s.record_sent(id, &[(key(1), 10, 0)]);
+        s.record_sent(
+            id,
+            &[Sent {
+                key: key(1),
+                high_watermark: 10,
+                log_start_offset: 0,
+                had_records: false,
+            }],
+        );
         let v = s.update(id, 2, vec![], vec![]).unwrap();
         assert_eq!(v.partitions[0].1.sent, Some((10, 0)));
         assert_eq!(v.partitions[1].1.sent, None);
@@ -222,6 +246,27 @@ mod tests {
             s.update(id, 3, vec![], vec![]).err(),
             Some(SessionError::NotFound)
         );
+    }
+
+    #[test]
+    fn partitions_that_returned_records_go_to_the_back() {
+        let s = FetchSessions::default();
+        let id = s.create((0..4).map(|p| (key(p), part(0))).collect());
+        let sent = |p: i32, had_records: bool| Sent {
+            key: key(p),
+            high_watermark: 5,
+            log_start_offset: 0,
+            had_records,
+        };
+        s.record_sent(id, &[sent(0, true), sent(1, true), sent(2, false)]);
+        let order: Vec<i32> = s
+            .update(id, 1, vec![], vec![])
+            .unwrap()
+            .partitions
+            .iter()
+            .map(|(k, _)| k.partition)
+            .collect();
+        assert_eq!(order, vec![2, 3, 0, 1]);
     }
 
     #[test]

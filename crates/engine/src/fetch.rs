@@ -54,6 +54,19 @@ impl Engine {
         offset: i64,
         max_bytes: usize,
     ) -> Result<FetchedRecords> {
+        self.read_up_to(partition, offset, max_bytes, true).await
+    }
+
+    /// Reads whole batches from `offset` within `max_bytes`; with `at_least_one`, the
+    /// first batch comes back even if it alone is larger (Kafka allows that for the
+    /// first partition with data in a response, and only for it).
+    pub async fn read_up_to(
+        &self,
+        partition: &Partition,
+        offset: i64,
+        max_bytes: usize,
+        at_least_one: bool,
+    ) -> Result<FetchedRecords> {
         partition.ensure_leader()?;
         let (hwm, log_start, plan, ahead) = {
             let read = partition.read();
@@ -131,7 +144,7 @@ impl Engine {
                 if h.last_offset() < offset {
                     continue;
                 }
-                if total > 0 && total + h.size > max_bytes {
+                if (total > 0 || !at_least_one) && total + h.size > max_bytes {
                     full = true;
                     break;
                 }

@@ -10,13 +10,17 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind, TopicN
 use sluice_engine::{Engine, EngineError};
 use uuid::Uuid;
 
-use crate::fetch_session::{SessionError, SessionKey, SessionPartition, SessionView};
+use crate::fetch_session::{Sent, SessionError, SessionKey, SessionPartition, SessionView};
 use crate::{errors, has, str_bytes, Broker, Reply};
 
 /// Longest a fetch may wait, whatever the client asks.
 const MAX_WAIT: Duration = Duration::from_secs(30);
 /// Fetch versions before this one have no sessions.
 const SESSIONS_SINCE: i16 = 7;
+
+/// Kafka's broker-side `fetch.max.bytes` (55 MiB): the most a response carries,
+/// whatever the request asks for.
+pub const FETCH_MAX_BYTES: usize = 55 << 20;
 
 pub fn handle(broker: &Broker, req: FetchRequest, version: i16) -> Reply {
     let by_id = has(version, 13);
@@ -124,11 +128,9 @@ async fn read_all(
     view: &SessionView,
     max_bytes: i32,
 ) -> (Vec<PartitionResult>, usize, bool) {
-    let mut remaining = if max_bytes > 0 {
-        max_bytes as usize
-    } else {
-        usize::MAX
-    };
+    // Kafka's rule: the response holds at most min(max_bytes, fetch.max.bytes), but
+    // for the first batch of the first partition with data, which may exceed it.
+    let mut remaining = usize::try_from(max_bytes).unwrap_or(0).min(FETCH_MAX_BYTES);
     let mut total = 0usize;
     let mut errored = false;
     let mut results = Vec::with_capacity(view.partitions.len());
@@ -146,17 +148,22 @@ async fn read_all(
                 EngineError::unknown_partition(&key.topic, key.partition)
             }),
             Some(partition) => {
-                let max = (p.max_bytes.max(0) as usize).min(remaining);
-                if max == 0 {
+                let max = usize::try_from(p.max_bytes).unwrap_or(0).min(remaining);
+                let at_least_one = total == 0;
+                if max == 0 && !at_least_one {
                     // The response budget is spent: report offsets without records.
-                    let read = partition.read();
-                    Ok(sluice_engine::fetch::FetchedRecords {
-                        high_watermark: read.high_watermark,
-                        log_start_offset: read.log_start_offset,
-                        records: Default::default(),
+                    partition.ensure_leader().map(|()| {
+                        let read = partition.read();
+                        sluice_engine::fetch::FetchedRecords {
+                            high_watermark: read.high_watermark,
+                            log_start_offset: read.log_start_offset,
+                            records: Default::default(),
+                        }
                     })
                 } else {
-                    engine.read(partition, p.fetch_offset, max).await
+                    engine
+                        .read_up_to(partition, p.fetch_offset, max, at_least_one)
+                        .await
                 }
             }
         };
@@ -189,7 +196,12 @@ fn respond(
                 if view.incremental && r.records.is_empty() && unchanged {
                     continue;
                 }
-                sent.push((key.clone(), r.high_watermark, r.log_start_offset));
+                sent.push(Sent {
+                    key: key.clone(),
+                    high_watermark: r.high_watermark,
+                    log_start_offset: r.log_start_offset,
+                    had_records: !r.records.is_empty(),
+                });
                 data.with_high_watermark(r.high_watermark)
                     .with_last_stable_offset(r.high_watermark)
                     .with_log_start_offset(if has(version, 5) {
