@@ -277,10 +277,14 @@ pub async fn describe(broker: &Broker, req: DescribeGroupsRequest, version: i16)
             .with_group(id.as_str(), |_| ())
             .is_some()
         {
-            // As in Kafka: consumer groups are described with ConsumerGroupDescribe.
+            // As in Kafka 4: consumer groups are described with ConsumerGroupDescribe;
+            // here they are not found (the message exists from v6).
             groups.push(
                 out.with_error_code(ResponseError::GroupIdNotFound.code())
-                    .with_error_message(Some(str_bytes("the group is a consumer group"))),
+                    .with_group_state(str_bytes("Dead"))
+                    .with_error_message(
+                        has(version, 6).then(|| str_bytes("the group is not a classic group")),
+                    ),
             );
             continue;
         }
@@ -341,6 +345,9 @@ pub async fn delete(broker: &Broker, req: DeleteGroupsRequest) -> ResponseKind {
         let _serial = broker.commit_lock(&group).lock().await;
         let code = match local_shard(broker, &group) {
             Err(e) => e.code(),
+            Ok(shard) if !group_exists(broker, shard, &group).await => {
+                ResponseError::GroupIdNotFound.code()
+            }
             Ok(shard) => match broker
                 .groups
                 .delete(&group)
@@ -360,4 +367,14 @@ pub async fn delete(broker: &Broker, req: DeleteGroupsRequest) -> ResponseKind {
         );
     }
     ResponseKind::DeleteGroups(DeleteGroupsResponse::default().with_results(results))
+}
+
+/// Whether the group exists here: with members or state of either protocol, or
+/// with committed offsets only.
+async fn group_exists(broker: &Broker, shard: i32, group: &str) -> bool {
+    broker.groups.with_group(group, |_| ()).is_some()
+        || broker.consumer_groups.with_group(group, |_| ()).is_some()
+        || offsets::fetch(&broker.engine, shard, group)
+            .await
+            .map_or(true, |o| !o.is_empty())
 }
