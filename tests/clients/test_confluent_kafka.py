@@ -5,7 +5,8 @@ import time
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
+from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
+                                  NewPartitions, NewTopic)
 
 from conftest import unique
 
@@ -243,3 +244,32 @@ def test_idempotent_producer_outlives_a_recreated_topic(broker):
     assert not [e for e in errors if e.fatal()], errors
     got = consume_all(broker, topic, 2, 40)
     assert sorted(m.value() for m in got) == sorted(b"again-%d" % i for i in range(40))
+
+
+def test_deprecated_configs_are_taken(broker):
+    """librdkafka's admin tests: Kafka accepts (and ignores) the deprecated
+    message.format.version and message.downconversion.enable."""
+    a = admin(broker)
+    topic = unique("deprecated")
+    create(broker, topic, config={"message.format.version": "2.8",
+                                  "message.downconversion.enable": "false"})
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+        ConfigEntry("message.format.version", "3.0",
+                    incremental_operation=AlterConfigOpType.SET)])
+    a.incremental_alter_configs([res])[res].result(timeout=10)
+
+
+def test_the_internal_topic_is_not_deleted_or_grown(broker):
+    """The groups topic, like Kafka's __consumer_offsets, holds every group's state
+    by shard: a client cannot delete it or add partitions (which would move every
+    group to another shard)."""
+    a = admin(broker)
+    name = "__sluice_groups"
+    assert name in a.list_topics(timeout=10).topics
+    with pytest.raises(KafkaException) as refused:
+        a.create_partitions([NewPartitions(name, 64)])[name].result(timeout=10)
+    assert refused.value.args[0].code() == KafkaError.INVALID_REQUEST, refused.value
+    with pytest.raises(KafkaException) as refused:
+        a.delete_topics([name])[name].result(timeout=10)
+    assert refused.value.args[0].code() == KafkaError.INVALID_REQUEST, refused.value
+    assert name in a.list_topics(timeout=10).topics

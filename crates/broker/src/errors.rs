@@ -14,6 +14,7 @@ pub fn code(e: &EngineError) -> i16 {
         E::InvalidPartitions { .. } => R::InvalidPartitions,
         E::InvalidReplicationFactor { .. } => R::InvalidReplicationFactor,
         E::InvalidConfig { .. } => R::InvalidConfig,
+        E::InvalidRequest(_) => R::InvalidRequest,
         E::MessageTooLarge { .. } | E::DecompressedTooLarge { .. } => R::MessageTooLarge,
         E::CorruptMessage(_) => R::CorruptMessage,
         E::InvalidRecord(_) => R::InvalidRecord,
@@ -40,7 +41,8 @@ pub fn http_status(e: &EngineError) -> u16 {
         E::InvalidTopic { .. }
         | E::InvalidPartitions { .. }
         | E::InvalidReplicationFactor { .. }
-        | E::InvalidConfig { .. } => 400,
+        | E::InvalidConfig { .. }
+        | E::InvalidRequest(_) => 400,
         E::NotLeader { .. } | E::NotLeaderForPartition { .. } | E::ShuttingDown => 503,
         E::TimedOut | E::Meta(_) | E::Storage(_) | E::FlushFailed(_) => 503,
         _ => 500,

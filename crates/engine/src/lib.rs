@@ -114,6 +114,8 @@ pub enum EngineError {
     InvalidPartitions { reason: String },
     #[error("invalid replication factor: {reason}")]
     InvalidReplicationFactor { reason: String },
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
     #[error("invalid config: name={name}: {reason}")]
     InvalidConfig { name: String, reason: String },
     #[error("record batch too large: size={size} max.message.bytes={max}")]

@@ -25,11 +25,17 @@ pub struct TopicRecord {
 /// How a config value is checked.
 #[derive(Debug, Clone, Copy)]
 enum Kind {
-    Long { min: i64 },
-    Int { min: i64 },
+    Long {
+        min: i64,
+    },
+    Int {
+        min: i64,
+    },
     Double,
     Bool,
     OneOf(&'static [&'static str]),
+    /// Any value: configs Kafka deprecated, taken and ignored.
+    Ignored,
 }
 
 /// A topic config Sluice knows: its name, default and type.
@@ -88,6 +94,18 @@ pub const CONFIGS: &[ConfigDef] = &[
         name: "max.message.bytes",
         default: "1048588",
         kind: Kind::Int { min: 0 },
+    },
+    // Deprecated in Kafka, accepted and ignored there: Sluice stores only v2
+    // batches and serves Fetch from v4, so nothing is ever down-converted.
+    ConfigDef {
+        name: "message.downconversion.enable",
+        default: "true",
+        kind: Kind::Ignored,
+    },
+    ConfigDef {
+        name: "message.format.version",
+        default: "3.0-IV1",
+        kind: Kind::Ignored,
     },
     ConfigDef {
         name: "message.timestamp.after.max.ms",
@@ -195,6 +213,7 @@ pub fn validate_config(name: &str, value: &str) -> Result<(), EngineError> {
                 return Err(bad(format!("value {value:?} is not true or false")));
             }
         }
+        Kind::Ignored => {}
         Kind::OneOf(allowed) => {
             let v = value.replace(' ', "");
             if !allowed.contains(&v.as_str()) {

@@ -272,6 +272,11 @@ async fn delete_topic(
     State(state): State<HttpState>,
     Path(name): Path<String>,
 ) -> Answer<serde_json::Value> {
+    if name == sluice_broker::coordinator::GROUPS_TOPIC {
+        return Err(engine_error(
+            sluice_broker::api::delete_topics::internal_topic(&name),
+        ));
+    }
     let id = state
         .engine
         .delete_topic(&name)

@@ -369,6 +369,49 @@ impl ServeArgs {
         }
     }
 
+    /// The disk cache's directory, refused where emptying it at start would delete
+    /// data: the data directory itself, a directory holding it, or anything inside
+    /// its metadata store or (local) objects.
+    pub fn cache_dir(&self) -> Result<PathBuf, String> {
+        let cache = self
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("cache"));
+        let abs = |p: &std::path::Path| {
+            let p = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+            // Lexically: `a/b/..` is `a`, so `..` cannot hide an overlap.
+            let mut out = PathBuf::new();
+            for c in p.components() {
+                match c {
+                    std::path::Component::ParentDir => {
+                        out.pop();
+                    }
+                    std::path::Component::CurDir => {}
+                    c => out.push(c),
+                }
+            }
+            out
+        };
+        let (cache_abs, data) = (abs(&cache), abs(&self.data_dir));
+        let mut kept = vec![data.join("meta"), data.join("objects")];
+        if let Some(dir) = self.object_store_url().strip_prefix("file://") {
+            kept.push(abs(std::path::Path::new(dir)));
+        }
+        let holds_data = data.starts_with(&cache_abs)
+            || kept
+                .iter()
+                .any(|k| k.starts_with(&cache_abs) || cache_abs.starts_with(k));
+        if holds_data {
+            return Err(format!(
+                "--cache-dir {}: the cache is emptied at start, and this directory holds \
+                 the broker's data (--data-dir {}); choose another",
+                cache.display(),
+                self.data_dir.display()
+            ));
+        }
+        Ok(cache)
+    }
+
     pub fn object_store_url(&self) -> String {
         self.object_store.clone().unwrap_or_else(|| {
             let dir = self.data_dir.join("objects");
@@ -400,6 +443,43 @@ mod tests {
         assert!(a.object_store_url().starts_with("file:///"));
         assert!(a.object_store_url().ends_with("sluice-data/objects"));
         assert!(a.auto_create_topics);
+    }
+
+    #[test]
+    fn a_cache_dir_that_holds_the_data_is_refused() {
+        for bad in [
+            "/srv/sluice",
+            "/srv",
+            "/srv/sluice/meta",
+            "/srv/sluice/objects/wal",
+            "/srv/sluice/cache/../objects",
+            "/",
+        ] {
+            let a = parse(&["--data-dir", "/srv/sluice", "--cache-dir", bad]);
+            assert!(a.cache_dir().is_err(), "{bad} accepted");
+        }
+        let a = parse(&[
+            "--data-dir",
+            "/srv/sluice",
+            "--object-store",
+            "file:///data/objects",
+            "--cache-dir",
+            "/data",
+        ]);
+        assert!(
+            a.cache_dir().is_err(),
+            "the local object store's parent accepted"
+        );
+        for good in [
+            "/srv/sluice/cache",
+            "/var/cache/sluice",
+            "/srv/sluice-cache",
+        ] {
+            let a = parse(&["--data-dir", "/srv/sluice", "--cache-dir", good]);
+            assert_eq!(a.cache_dir().unwrap(), PathBuf::from(good));
+        }
+        let a = parse(&["--data-dir", "/srv/sluice"]);
+        assert_eq!(a.cache_dir().unwrap(), PathBuf::from("/srv/sluice/cache"));
     }
 
     /// docs/configuration.md documents every flag and its environment variable.

@@ -124,11 +124,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             object_root: store_url.root_uri(),
             cache: sluice_cache::CacheConfig {
                 memory_bytes: args.cache_memory_bytes,
-                disk_dir: Some(
-                    args.cache_dir
-                        .clone()
-                        .unwrap_or_else(|| args.data_dir.join("cache")),
-                ),
+                disk_dir: Some(args.cache_dir().map_err(anyhow::Error::msg)?),
                 disk_bytes: args.cache_disk_bytes,
                 block_bytes: args.cache_block_bytes,
             },

@@ -6,7 +6,16 @@ use kafka_protocol::messages::{
 };
 use sluice_engine::EngineError;
 
+use crate::coordinator::GROUPS_TOPIC;
 use crate::{errors, has, str_bytes, Broker};
+
+/// The groups topic holds every group's state by shard: deleting or growing it
+/// would move every group to another shard.
+pub fn internal_topic(name: &str) -> EngineError {
+    EngineError::InvalidRequest(format!(
+        "{name} is an internal topic: it cannot be deleted or given more partitions"
+    ))
+}
 
 pub async fn handle(broker: &Broker, req: DeleteTopicsRequest, version: i16) -> ResponseKind {
     let engine = &broker.engine;
@@ -24,6 +33,7 @@ pub async fn handle(broker: &Broker, req: DeleteTopicsRequest, version: i16) -> 
     for (name, id) in targets {
         let name = name.or_else(|| engine.topic_by_id(id).map(|t| t.record.name.clone()));
         let outcome = match &name {
+            Some(n) if n == GROUPS_TOPIC => Err(internal_topic(n)),
             Some(n) => engine.delete_topic(n).await,
             None => Err(EngineError::unknown_topic(&id.to_string())),
         };
