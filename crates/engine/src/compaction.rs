@@ -551,7 +551,7 @@ impl Engine {
             if let Some(to) = rw.cleaned_to {
                 c.cleaned_to = c.cleaned_to.max(to);
             }
-            c.producers = read.producer_batches();
+            c.producers = read.checkpoint_producers();
             (c, read.checkpoint_rev)
         });
         let key = self.keys.checkpoint(p.topic_id, p.index);

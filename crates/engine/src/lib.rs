@@ -64,6 +64,9 @@ pub struct EngineConfig {
     pub tail_bytes_total: usize,
     pub auto_create_topics: bool,
     pub default_partitions: i32,
+    /// How long a producer's sequence state is kept after its last append (Kafka's
+    /// `producer.id.expiration.ms`); checked on the retention tick.
+    pub producer_id_expiration: Duration,
     /// The block cache in front of object reads.
     pub cache: sluice_cache::CacheConfig,
     /// How often retention runs (Kafka's `log.retention.check.interval.ms`); the
@@ -92,6 +95,7 @@ impl Default for EngineConfig {
             tail_bytes_total: 512 << 20,
             auto_create_topics: true,
             default_partitions: 1,
+            producer_id_expiration: Duration::from_secs(86_400),
             cache: sluice_cache::CacheConfig::default(),
             retention_check_interval: Duration::from_secs(300),
             orphan_grace: Duration::from_secs(3600),
@@ -460,6 +464,23 @@ impl Engine {
             next.by_name.insert(topic.record.name.clone(), topic);
         }
         *c = next;
+    }
+
+    /// Drops the sequence state of producers idle past the expiration, on every
+    /// partition this broker leads (committed and assigned state alike).
+    pub fn expire_producers(&self) {
+        let now = retention::now_ms();
+        let ttl = i64::try_from(self.cfg.producer_id_expiration.as_millis()).unwrap_or(i64::MAX);
+        for topic in self.topics() {
+            for p in topic
+                .partitions
+                .iter()
+                .filter(|p| p.leader_epoch().is_some())
+            {
+                partition::expire_producers(&mut p.read_mut().producers, now, ttl);
+                partition::expire_producers(&mut p.write().producers, now, ttl);
+            }
+        }
     }
 
     /// Bytes of record batches held in memory across the tails of every partition.

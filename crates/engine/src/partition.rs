@@ -69,6 +69,10 @@ pub struct ProducerBatch {
     pub first_seq: i32,
     pub last_seq: i32,
     pub base_offset: i64,
+    /// When this broker appended it (wall clock, ms); 0 in state stored before
+    /// producers expired.
+    #[serde(default)]
+    pub append_ms: i64,
 }
 
 /// Sequence state of one idempotent producer on one partition.
@@ -76,6 +80,8 @@ pub struct ProducerBatch {
 pub struct ProducerState {
     pub epoch: i16,
     pub recent: VecDeque<ProducerBatch>,
+    /// The latest append seen (ms), from which `producer.id.expiration.ms` counts.
+    last_append_ms: i64,
 }
 
 /// Outcome of checking a batch's producer sequence.
@@ -147,7 +153,20 @@ impl ProducerState {
             self.recent.pop_front();
         }
         self.recent.push_back(b);
+        self.last_append_ms = self.last_append_ms.max(b.append_ms);
     }
+}
+
+/// Drops the state of producers that appended nothing for `ttl_ms` (Kafka's
+/// `producer.id.expiration.ms`). State without an append time (stored before it was
+/// kept) starts its clock now.
+pub fn expire_producers(producers: &mut HashMap<i64, ProducerState>, now_ms: i64, ttl_ms: i64) {
+    producers.retain(|_, s| {
+        if s.last_append_ms == 0 {
+            s.last_append_ms = now_ms;
+        }
+        now_ms.saturating_sub(s.last_append_ms) < ttl_ms
+    });
 }
 
 /// Assigned-but-maybe-not-durable state.
@@ -256,11 +275,18 @@ impl ReadState {
     }
 
     /// The producer state as a list of batches (for a checkpoint).
-    pub fn producer_batches(&self) -> Vec<ProducerBatch> {
-        self.producers
+    /// The producer state a checkpoint keeps: each producer's last batch (as Kafka's
+    /// producer snapshots), so its size grows by about 100 bytes per producer. The
+    /// manifests after the checkpoint carry the batches before that one that a
+    /// retry can still name.
+    pub fn checkpoint_producers(&self) -> Vec<ProducerBatch> {
+        let mut out: Vec<ProducerBatch> = self
+            .producers
             .values()
-            .flat_map(|s| s.recent.iter().copied())
-            .collect()
+            .filter_map(|s| s.recent.back().copied())
+            .collect();
+        out.sort_by_key(|b| b.producer_id);
+        out
     }
 
     /// Forgets everything, returning cached bytes to the budget.
@@ -367,6 +393,7 @@ mod tests {
             first_seq: first,
             last_seq: last,
             base_offset: base,
+            append_ms: 0,
         }
     }
 

@@ -338,6 +338,7 @@ impl Engine {
 
 fn producer_batch(h: &BatchHeader, base_offset: i64) -> ProducerBatch {
     ProducerBatch {
+        append_ms: now_ms(),
         producer_id: h.producer_id,
         epoch: h.producer_epoch,
         first_seq: h.base_sequence,

@@ -360,6 +360,7 @@ impl Engine {
         self.every(interval, Vec::new(), |engine, doomed| {
             Box::pin(async move {
                 engine.enforce_retention().await;
+                engine.expire_producers();
                 if engine.is_controller() {
                     match engine.collect_garbage(std::mem::take(doomed)).await {
                         Ok(next) => *doomed = next,

@@ -16,6 +16,7 @@ use object_store::ObjectStore;
 use sluice_engine::compaction::FoldPolicy;
 use sluice_engine::fetch::{OffsetAndTimestamp, MAX_TIMESTAMP};
 use sluice_engine::partition::Format;
+use sluice_engine::produce::PartitionRecords;
 use sluice_engine::{Engine, EngineConfig, EngineError};
 use sluice_meta::{EmbeddedStore, MetaStore};
 use sluice_protocol::records::{decode_batch, encode_batch, Record};
@@ -440,4 +441,87 @@ async fn a_compactor_only_broker_folds_what_another_leads() {
     let (fresh, fresh_topic) =
         open_on(Arc::new(meta.clone()) as Arc<dyn MetaStore>, store.clone()).await;
     assert_eq!(all_records(&fresh, &fresh_topic, 60).await, kept);
+}
+
+/// Many short-lived idempotent producers (each Java process start is a new one):
+/// a fold's checkpoint keeps one batch per producer, so it stays far below etcd's
+/// request limit; and state of producers idle past `producer.id.expiration.ms` is
+/// dropped, as Kafka drops it.
+#[tokio::test]
+async fn producer_state_stays_small_and_expires() {
+    let meta = EmbeddedStore::in_memory();
+    let cfg = sluice_engine::EngineConfig {
+        producer_id_expiration: std::time::Duration::from_millis(300),
+        ..Default::default()
+    };
+    let store = faulty();
+    let (engine, topic) = open_with(cfg.clone(), Arc::new(meta.clone()), store.clone()).await;
+    let p = topic.partition(0).unwrap();
+    for round in 0..5 {
+        let mut pending = Vec::new();
+        for producer in 0..5_000i64 {
+            pending.push(
+                engine
+                    .append(vec![PartitionRecords {
+                        topic: topic.clone(),
+                        partition: 0,
+                        records: batch(&["v"], Some((1_000 + producer, round))),
+                    }])
+                    .await,
+            );
+        }
+        for pending in pending {
+            for ack in pending.durable().await {
+                ack.unwrap();
+            }
+        }
+    }
+    assert_eq!(p.read().high_watermark, 25_000);
+    assert!(engine.fold(&topic.record, p, policy(false)).await.unwrap());
+    let stored = meta
+        .get(&engine.keys().checkpoint(p.topic_id, 0))
+        .await
+        .unwrap()
+        .expect("a checkpoint");
+    eprintln!(
+        "checkpoint of 5,000 producers: {} bytes",
+        stored.value.len()
+    );
+    assert!(
+        stored.value.len() < 1 << 20,
+        "checkpoint of {} bytes",
+        stored.value.len()
+    );
+    // A retry of a producer's last batch is still recognised after a rebuild from
+    // the checkpoint.
+    drop(engine);
+    let (engine, topic) = open_with(cfg, Arc::new(meta.clone()), store).await;
+    let p = topic.partition(0).unwrap();
+    assert_eq!(p.read().producers.len(), 5_000);
+    let last = batch(&["v"], Some((1_000, 4)));
+    let again = produce(&engine, &topic, last.clone()).await.unwrap();
+    assert!(again < 25_000, "retry appended at {again}");
+
+    // Idle past the expiration: the next round of expiry drops every producer.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    produce(&engine, &topic, batch(&["fresh"], Some((9, 0))))
+        .await
+        .unwrap();
+    engine.expire_producers();
+    assert_eq!(
+        p.read().producers.len(),
+        1,
+        "only the fresh producer is left"
+    );
+    assert!(engine.fold(&topic.record, p, policy(false)).await.unwrap());
+    let c = sluice_engine::compaction::Checkpoint::decode(
+        &meta
+            .get(&engine.keys().checkpoint(p.topic_id, 0))
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+    )
+    .unwrap();
+    assert_eq!(c.producers.len(), 1);
 }

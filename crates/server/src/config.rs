@@ -279,6 +279,12 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(100..))]
     pub log_retention_check_interval_ms: u64,
 
+    /// How long a producer's sequence state is kept after its last append (Kafka's
+    /// producer.id.expiration.ms); expired on the retention check's tick.
+    #[arg(long, env = "SLUICE_PRODUCER_ID_EXPIRATION_MS", default_value_t = 86_400_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub producer_id_expiration_ms: u64,
+
     /// Age after which the janitor deletes an object nothing references: a
     /// write-ahead object left by a crash between its PUT and its commit, or a
     /// segment or lake file compaction replaced or retention dropped. Commits of

@@ -119,6 +119,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_pending_bytes: args.wal_max_pending_bytes,
             tail_bytes_per_partition: args.tail_bytes_per_partition,
             retention_check_interval: Duration::from_millis(args.log_retention_check_interval_ms),
+            producer_id_expiration: Duration::from_millis(args.producer_id_expiration_ms),
             orphan_grace: Duration::from_millis(args.wal_orphan_grace_ms),
             compaction_interval: Duration::from_millis(args.compaction_interval_ms),
             object_root: store_url.root_uri(),
