@@ -6,7 +6,9 @@
 //! - fencing: a leader is paused (SIGSTOP) until its partitions move, then resumed;
 //!   its pending flushes must not commit and its producers must move on;
 //! - roles: a broker that only serves and a node that only compacts; the compactor
-//!   turns what the broker leads into Parquet, and everything reads back.
+//!   turns what the broker leads into Parquet, and everything reads back;
+//! - a replaced process: a second process with the same broker id takes over; the
+//!   first, paused past its lease and resumed, never registers over it again.
 //!
 //! After each scenario every broker is killed and restarted, so the final read comes
 //! from state rebuilt from the manifests alone.
@@ -349,4 +351,47 @@ async fn cluster_compactor_only_node_folds_what_the_broker_leads() -> Result<()>
     }
     let log = tokio::task::spawn_blocking(move || read_all(&bootstrap, "roles")).await??;
     check(&acked, &log).with_context(|| cluster.logs())
+}
+
+/// The port Metadata (asked at `bootstrap`) gives for broker `id`.
+async fn advertised_port(bootstrap: &str, id: i32) -> Result<Option<i32>> {
+    let b = bootstrap.to_string();
+    tokio::task::spawn_blocking(move || -> Result<Option<i32>> {
+        let c: BaseConsumer = config(&b, &[]).create()?;
+        let md = c.fetch_metadata(None, Duration::from_secs(10))?;
+        Ok(md.brokers().iter().find(|x| x.id() == id).map(|x| x.port()))
+    })
+    .await?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_a_fenced_process_never_registers_over_the_live_one() -> Result<()> {
+    let mut cluster = Cluster::start(1, &["--lease-ttl-secs=2"])?;
+    let replacement = cluster.start_another(1, &["--lease-ttl-secs=2"])?;
+    let bootstrap = replacement.bootstrap();
+    let port = i32::from(replacement.port);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while advertised_port(&bootstrap, 1).await? != Some(port) {
+        ensure!(
+            Instant::now() < deadline,
+            "the replacement never registered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The first process, paused past its lease, then resumed: it finds its lease
+    // gone. Fenced by the replacement, it must not register again.
+    cluster.broker(1).signal("STOP")?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    cluster.broker(1).signal("CONT")?;
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = advertised_port(&bootstrap, 1).await?;
+        ensure!(
+            now == Some(port),
+            "broker 1 is advertised at {now:?}, not the replacement's {port}\n{}\n--- replacement ---\n{}",
+            cluster.logs(),
+            replacement.log()
+        );
+    }
+    Ok(())
 }

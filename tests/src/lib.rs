@@ -386,6 +386,21 @@ impl Cluster {
         Ok(Self { brokers, etcd, s3 })
     }
 
+    /// Starts one more process with broker id `id` on this cluster's etcd and S3
+    /// server (a replacement, or an impostor, of broker `id`).
+    pub fn start_another(&self, id: i32, extra: &[&str]) -> Result<Sluice> {
+        let mut args: Vec<String> = vec![
+            format!("--etcd={}", self.etcd.client_url()),
+            format!("--object-store=s3://{}/cluster", self.s3.bucket),
+            format!("--s3-endpoint={}", self.s3.endpoint()),
+            format!("--broker-id={id}"),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut b = Sluice::unstarted(args, &[])?;
+        b.launch()?;
+        Ok(b)
+    }
+
     /// Every broker's address, for `bootstrap.servers`.
     pub fn bootstrap(&self) -> String {
         self.brokers

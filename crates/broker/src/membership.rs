@@ -85,6 +85,14 @@ impl Membership {
     async fn keep_registered(self: Arc<Self>) {
         let every = (self.ttl / 3).max(Duration::from_millis(100));
         loop {
+            if self.engine.is_fenced() {
+                // Another process is this broker now; its record must stay.
+                tracing::error!(
+                    broker = self.record.id,
+                    "fenced by a newer process with this broker id: not registering again"
+                );
+                return;
+            }
             let lease = match self.register().await {
                 Ok(l) => l,
                 Err(e) => {
@@ -97,6 +105,11 @@ impl Membership {
             let mut last_ok = Instant::now();
             loop {
                 tokio::time::sleep(every).await;
+                if self.engine.is_fenced() {
+                    // Our record was replaced by the newer process's; let the lease go.
+                    let _ = self.engine.meta().revoke_lease(lease).await;
+                    break;
+                }
                 match self.engine.meta().keep_alive(lease).await {
                     Ok(()) => last_ok = Instant::now(),
                     Err(MetaError::LeaseNotFound(_)) => {

@@ -670,6 +670,12 @@ impl Engine {
         Ok(out)
     }
 
+    /// Whether a newer process owns this broker id (see [`Engine::fence_forever`]):
+    /// this one must not register as the broker again.
+    pub fn is_fenced(&self) -> bool {
+        self.wal().fenced
+    }
+
     /// A newer process owns this broker id: lead nothing, commit nothing, ever.
     fn fence_forever(&self) {
         let mut wal = self.wal();
