@@ -5,8 +5,11 @@
 //! `revision i64, op count u32, ops…` with op = `1 key value lease` (put) or
 //! `2 key` (delete), strings and values length-prefixed with u32. A torn final record
 //! (crash mid-append) fails its length or CRC check and is dropped on replay: it was
-//! never acknowledged. When the log grows well past the live data it is rewritten as one
-//! snapshot record and atomically renamed into place.
+//! never acknowledged. A record whose write fails (disk full) is cut off the log at
+//! once and its transaction fails, so the log always ends on a whole record: the
+//! failed transaction never comes back, and later records never follow a torn one.
+//! When the log grows well past the live data it is rewritten as one snapshot record
+//! and atomically renamed into place.
 //!
 //! Leases live only as long as the process: on open, keys that were bound to a lease
 //! are deleted, exactly as if the lease had expired.
@@ -16,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -48,8 +51,14 @@ struct Lease {
 
 struct Log {
     dir: PathBuf,
-    file: BufWriter<File>,
+    /// Written one whole record per transaction, unbuffered: a failed write must not
+    /// leave bytes behind to be written with the next record.
+    file: File,
+    /// Length of the log's valid prefix: every record in it is whole.
     bytes: u64,
+    /// A failed write could not be cut back off the log: later records would follow
+    /// a torn one and be lost on replay, so nothing more is written.
+    broken: Option<String>,
     _lock: File,
 }
 
@@ -116,8 +125,9 @@ impl EmbeddedStore {
         file.set_len(valid_len).map_err(io(&log_path))?;
         state.log = Some(Log {
             dir: dir.to_path_buf(),
-            file: BufWriter::new(file),
+            file,
             bytes: valid_len,
+            broken: None,
             _lock: lock,
         });
         // Leases died with the previous process.
@@ -269,8 +279,20 @@ impl State {
                 path: path.display().to_string(),
                 source,
             };
-            log.file.write_all(&record).map_err(io)?;
-            log.file.flush().map_err(io)?;
+            if let Some(why) = &log.broken {
+                return Err(io(std::io::Error::other(why.clone())));
+            }
+            if let Err(e) = log.file.write_all(&record) {
+                // Cut what was written of the record, so the log ends on a whole one:
+                // the transaction failed and must not come back on replay, and later
+                // records must not follow a torn one.
+                if let Err(cut) = log.file.set_len(log.bytes) {
+                    log.broken = Some(format!(
+                        "a failed write could not be cut off the log ({cut}); reopen the store"
+                    ));
+                }
+                return Err(io(e));
+            }
             log.bytes += record.len() as u64;
         }
         self.revision = revision;
@@ -279,7 +301,11 @@ impl State {
             .map(|w| self.apply(w, revision))
             .collect();
         self.notify(&events);
-        self.maybe_rewrite_log()?;
+        // The transaction is durable in the log; a failed compaction of the log only
+        // leaves it longer.
+        if let Err(e) = self.maybe_rewrite_log() {
+            tracing::warn!(error = %e, "cannot rewrite the metadata log; keeping it as it is");
+        }
         Ok(revision)
     }
 
@@ -313,10 +339,13 @@ impl State {
             let path = path.display().to_string();
             move |source| MetaError::Io { path, source }
         };
-        {
-            let mut f = File::create(&tmp).map_err(io(&tmp))?;
-            f.write_all(&record).map_err(io(&tmp))?;
-            f.sync_data().map_err(io(&tmp))?;
+        let written = File::create(&tmp).and_then(|mut f| {
+            f.write_all(&record)?;
+            f.sync_data()
+        });
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(&tmp)(e));
         }
         let path = dir.join(LOG_FILE);
         std::fs::rename(&tmp, &path).map_err(io(&path))?;
@@ -325,7 +354,7 @@ impl State {
             .open(&path)
             .map_err(io(&path))?;
         if let Some(log) = &mut self.log {
-            log.file = BufWriter::new(file);
+            log.file = file;
             log.bytes = record.len() as u64;
         }
         Ok(())
