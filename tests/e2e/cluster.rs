@@ -395,3 +395,109 @@ async fn cluster_a_fenced_process_never_registers_over_the_live_one() -> Result<
     }
     Ok(())
 }
+
+/// etcd refuses requests over 1.5 MiB (its default `--max-request-bytes`): one
+/// flush over 20,000 partitions, each with an idempotent batch, needs about 5 MB of
+/// manifest. The broker splits it into flushes whose manifests fit; before, the one
+/// manifest was refused and retried forever, and no produce was acknowledged again.
+/// (Two requests of 10,000 partitions each, sent at once, land in one flush.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_a_flush_over_20000_partitions_commits_within_etcds_limit() -> Result<()> {
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+    use sluice_e2e::wire::{self, Connection, RawBatch};
+    const N: i32 = 20_000;
+    let cluster = Cluster::start(1, &["--wal-flush-linger-ms=1000"])?;
+    let addr = cluster.brokers[0].bootstrap();
+    create_topic(&addr, "wide", N, &[]).await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let led = || -> Result<f64> {
+        let body = cluster.brokers[0].http_get("/metrics")?;
+        Ok(body
+            .lines()
+            .find_map(|l| l.strip_prefix("sluice_partitions_led "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0))
+    };
+    while led()? < f64::from(N) {
+        ensure!(Instant::now() < deadline, "the broker never led the topic");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut conn = Connection::open(&addr)?;
+    let ResponseKind::InitProducerId(pid) = conn.call(
+        ApiKey::InitProducerId,
+        4,
+        RequestKind::InitProducerId(
+            InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(-1),
+        ),
+    )?
+    else {
+        anyhow::bail!("not InitProducerId");
+    };
+    ensure!(
+        pid.error_code == 0,
+        "InitProducerId answered {}",
+        pid.error_code
+    );
+    let record = wire::record(0, None, b"v");
+    let request = |partitions: std::ops::Range<i32>| {
+        ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(60_000)
+            .with_topic_data(vec![produce_request::TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("wide")))
+                .with_partition_data(
+                    partitions
+                        .map(|p| {
+                            let batch = RawBatch {
+                                producer_id: pid.producer_id.0,
+                                producer_epoch: pid.producer_epoch,
+                                base_sequence: 0,
+                                ..Default::default()
+                            };
+                            produce_request::PartitionProduceData::default()
+                                .with_index(p)
+                                .with_records(Some(batch.encode(&record)))
+                        })
+                        .collect(),
+                )])
+    };
+    let started = Instant::now();
+    let halves: Vec<_> = [0..N / 2, N / 2..N]
+        .into_iter()
+        .map(|range| {
+            let req = request(range);
+            let addr = addr.clone();
+            std::thread::spawn(move || -> Result<Vec<i16>> {
+                let mut conn = Connection::open(&addr)?;
+                match conn.call(ApiKey::Produce, 9, RequestKind::Produce(req))? {
+                    ResponseKind::Produce(r) => Ok(r.responses[0]
+                        .partition_responses
+                        .iter()
+                        .map(|p| p.error_code)
+                        .collect()),
+                    other => anyhow::bail!("unexpected {other:?}"),
+                }
+            })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for h in halves {
+        codes.extend(h.join().map_err(|_| anyhow::anyhow!("panicked"))??);
+    }
+    let broker = &cluster.brokers[0];
+    let commits = broker.metric("sluice_commits_total", "outcome=\"committed\"")?;
+    let retried = broker.metric("sluice_commits_total", "outcome=\"retried\"")?;
+    let failed = codes.iter().filter(|c| **c != 0).count();
+    eprintln!(
+        "{N} partitions: {} acknowledged in {:?}, {commits} commits, {retried} retried; errors {:?}",
+        codes.len() - failed,
+        started.elapsed(),
+        codes.iter().find(|c| **c != 0)
+    );
+    ensure!(failed == 0, "{failed} of {N} partitions failed");
+    ensure!(retried == 0.0, "{retried} commits retried");
+    Ok(())
+}

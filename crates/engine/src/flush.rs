@@ -136,12 +136,20 @@ async fn run_flusher(engine: Arc<Engine>, commits: mpsc::UnboundedSender<Flight>
             if wal.slices.is_empty() && wal.waiters.is_empty() {
                 None
             } else {
-                let bytes = std::mem::take(&mut wal.bytes);
+                let (slices, bytes) = take_within(&mut wal, MANIFEST_BUDGET);
+                // Producers are answered by the flight that takes the last of the
+                // buffer: the committer is sequential and a failed flight fails
+                // every later one, so that flight succeeds only if all did.
+                let waiters = if wal.slices.is_empty() {
+                    std::mem::take(&mut wal.waiters)
+                } else {
+                    Vec::new()
+                };
                 wal.inflight_bytes += bytes;
                 wal.flights += 1;
                 Some((
-                    std::mem::take(&mut wal.slices),
-                    std::mem::take(&mut wal.waiters),
+                    slices,
+                    waiters,
                     (wal.rollbacks, wal.broker_generation),
                     bytes,
                 ))
@@ -158,6 +166,118 @@ async fn run_flusher(engine: Arc<Engine>, commits: mpsc::UnboundedSender<Flight>
             return;
         }
     }
+}
+
+/// Bytes of manifest one flush may write. etcd refuses requests over 1.5 MiB by
+/// default (`--max-request-bytes`); a larger buffer is flushed as several objects,
+/// each with a manifest below this.
+pub(crate) const MANIFEST_BUDGET: usize = 1 << 20;
+
+/// Upper bounds of a manifest slice's encoded size, and of each producer batch in it.
+const SLICE_BYTES: usize = 256;
+const PRODUCER_BYTES: usize = 128;
+
+/// Producer batches a slice keeps per producer: what a rebuild keeps of them.
+const PRODUCER_HISTORY: usize = 5;
+
+fn slice_cost(s: &PendingSlice) -> usize {
+    SLICE_BYTES + PRODUCER_BYTES * s.producers.len()
+}
+
+fn slice_bytes(s: &PendingSlice) -> usize {
+    s.batches.iter().map(Bytes::len).sum()
+}
+
+/// Takes slices off the buffer (in key order) while their manifest fits `budget`,
+/// and the buffered bytes they hold. A single slice over the budget is split at a
+/// batch boundary: one partition's records stay contiguous, the rest waits.
+fn take_within(wal: &mut WalBuffer, budget: usize) -> (BTreeMap<(Uuid, i32), PendingSlice>, usize) {
+    let mut taken = BTreeMap::new();
+    let mut left = budget;
+    let mut bytes = 0;
+    while let Some(mut entry) = wal.slices.first_entry() {
+        trim_producers(&mut entry.get_mut().producers);
+        let cost = slice_cost(entry.get());
+        if cost > left {
+            if taken.is_empty() {
+                if let Some(head) = split_front(entry.get_mut(), left) {
+                    bytes += slice_bytes(&head);
+                    taken.insert(*entry.key(), head);
+                }
+            }
+            break;
+        }
+        left -= cost;
+        let (key, slice) = entry.remove_entry();
+        bytes += slice_bytes(&slice);
+        taken.insert(key, slice);
+    }
+    wal.bytes -= bytes.min(wal.bytes);
+    (taken, bytes)
+}
+
+/// Keeps the last [`PRODUCER_HISTORY`] batches of each producer (in order): older
+/// ones would be forgotten on replay anyway.
+fn trim_producers(producers: &mut Vec<ProducerBatch>) {
+    if producers.len() <= PRODUCER_HISTORY {
+        return;
+    }
+    let mut seen: std::collections::HashMap<i64, usize> = std::collections::HashMap::new();
+    let mut keep = vec![false; producers.len()];
+    for (i, b) in producers.iter().enumerate().rev() {
+        let n = seen.entry(b.producer_id).or_default();
+        *n += 1;
+        keep[i] = *n <= PRODUCER_HISTORY;
+    }
+    let mut i = 0;
+    producers.retain(|_| {
+        i += 1;
+        keep[i - 1]
+    });
+}
+
+/// Splits off the front of `s` whose manifest slice fits `budget` (at least one
+/// batch); `s` keeps the rest. None if `s` holds a single batch.
+fn split_front(s: &mut PendingSlice, budget: usize) -> Option<PendingSlice> {
+    use sluice_protocol::batch::BatchHeader;
+    if s.batches.len() < 2 {
+        return None;
+    }
+    let headers: Vec<BatchHeader> = s
+        .batches
+        .iter()
+        .map(|b| BatchHeader::parse(b))
+        .collect::<std::result::Result<_, _>>()
+        .ok()?;
+    let mut cost = SLICE_BYTES;
+    let mut cut = 0;
+    for h in &headers[..headers.len() - 1] {
+        let c = if h.is_idempotent() { PRODUCER_BYTES } else { 0 };
+        if cut > 0 && cost + c > budget {
+            break;
+        }
+        cost += c;
+        cut += 1;
+    }
+    let split_at = headers[cut].base_offset;
+    let max_ts = |hs: &[BatchHeader]| hs.iter().map(|h| h.max_timestamp).max().unwrap_or(-1);
+    let rest = s.batches.split_off(cut);
+    let (head_producers, rest_producers) = s
+        .producers
+        .drain(..)
+        .partition(|b| b.base_offset < split_at);
+    let head = PendingSlice {
+        partition: s.partition.clone(),
+        batches: std::mem::replace(&mut s.batches, rest),
+        base_offset: s.base_offset,
+        last_offset: split_at - 1,
+        max_timestamp: max_ts(&headers[..cut]),
+        producers: head_producers,
+    };
+    s.base_offset = split_at;
+    s.max_timestamp = max_ts(&headers[cut..]);
+    s.producers = rest_producers;
+    Some(head)
 }
 
 /// Builds the WAL object and starts its create-only PUT.
@@ -391,24 +511,34 @@ async fn commit(engine: &Engine, f: &mut Flight) -> Result<()> {
                 return Ok(());
             }
             Ok(_) => {
-                if unknown_outcome {
-                    match engine.meta.get(&key).await {
-                        Ok(Some(_)) => {
-                            engine.metrics.commits.fetch_add(1, Relaxed);
-                            return Ok(());
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            tracing::warn!(object = %f.object, error = %e, "cannot check an earlier commit attempt; retrying");
-                            tokio::time::sleep(backoff).await;
-                            continue;
-                        }
+                match earlier_attempt(engine, unknown_outcome, &key, f).await {
+                    Some(true) => return Ok(()),
+                    Some(false) => {}
+                    None => {
+                        tokio::time::sleep(backoff).await;
+                        continue;
                     }
                 }
                 engine.request_sync();
                 return Err(EngineError::NotLeader {
                     epoch: f.broker_generation,
                 });
+            }
+            Err(sluice_meta::MetaError::Refused(why)) => {
+                // This attempt did not apply; an earlier one whose outcome was unknown
+                // may have.
+                match earlier_attempt(engine, unknown_outcome, &key, f).await {
+                    Some(true) => return Ok(()),
+                    Some(false) => {}
+                    None => {
+                        tokio::time::sleep(backoff).await;
+                        continue;
+                    }
+                }
+                tracing::error!(object = %f.object, error = %why, "the metadata store refused the commit");
+                return Err(EngineError::FlushFailed(format!(
+                    "metadata store refused the commit: {why}"
+                )));
             }
             Err(e) => {
                 if !unknown_outcome {
@@ -419,6 +549,27 @@ async fn commit(engine: &Engine, f: &mut Flight) -> Result<()> {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }
+        }
+    }
+}
+
+/// After an attempt that did not apply: whether an earlier attempt whose outcome was
+/// unknown landed (its manifest key exists; counted as the commit). None if the
+/// store could not tell.
+async fn earlier_attempt(engine: &Engine, unknown: bool, key: &str, f: &Flight) -> Option<bool> {
+    if !unknown {
+        return Some(false);
+    }
+    match engine.meta.get(key).await {
+        Ok(found) => {
+            if found.is_some() {
+                engine.metrics.commits.fetch_add(1, Relaxed);
+            }
+            Some(found.is_some())
+        }
+        Err(e) => {
+            tracing::warn!(object = %f.object, error = %e, "cannot check an earlier commit attempt; retrying");
+            None
         }
     }
 }
@@ -467,5 +618,84 @@ fn reset_writes(engine: &Engine) {
 impl Engine {
     pub(crate) fn wal(&self) -> std::sync::MutexGuard<'_, WalBuffer> {
         self.wal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::partition::TailBudget;
+    use sluice_protocol::records::{encode_batch, Record};
+
+    fn slice(batches: i64, producers: bool) -> PendingSlice {
+        let tail = Arc::new(TailBudget::new(1, 1));
+        let mut s = PendingSlice::new(
+            Arc::new(Partition::new(Uuid::nil(), "t".into(), 0, tail)),
+            100,
+        );
+        for i in 0..batches {
+            let offset = 100 + 2 * i;
+            let record = |o| Record {
+                offset: o,
+                timestamp: 1_000 + o,
+                log_append_time: false,
+                key: None,
+                value: None,
+                headers: vec![],
+            };
+            let mut b = BytesMut::from(&encode_batch(&[record(offset), record(offset + 1)])[..]);
+            if producers {
+                b[43..51].copy_from_slice(&(7 + i).to_be_bytes()); // its own producer
+                s.producers.push(ProducerBatch {
+                    producer_id: 7 + i,
+                    epoch: 0,
+                    first_seq: 0,
+                    last_seq: 1,
+                    base_offset: offset,
+                    append_ms: 1,
+                });
+            }
+            s.batches.push(b.freeze());
+            s.last_offset = offset + 1;
+            s.max_timestamp = 1_001 + offset;
+        }
+        s
+    }
+
+    #[test]
+    fn one_partition_over_the_budget_is_split_at_a_batch() {
+        let mut wal = WalBuffer::default();
+        let s = slice(20_000, true);
+        wal.bytes = slice_bytes(&s);
+        wal.slices.insert((Uuid::nil(), 0), s);
+        let mut next = 100;
+        let mut flushes = 0;
+        while !wal.slices.is_empty() {
+            let (taken, _) = take_within(&mut wal, MANIFEST_BUDGET);
+            let head = taken.into_values().next().expect("something is taken");
+            assert_eq!(head.base_offset, next, "contiguous");
+            assert!(slice_cost(&head) <= MANIFEST_BUDGET);
+            assert!(head
+                .producers
+                .iter()
+                .all(|b| b.base_offset <= head.last_offset));
+            assert_eq!(head.max_timestamp, 1_000 + head.last_offset);
+            next = head.last_offset + 1;
+            flushes += 1;
+        }
+        assert_eq!(next, 100 + 40_000);
+        assert_eq!(wal.bytes, 0);
+        assert!(flushes > 1 && flushes < 5, "{flushes} flushes");
+    }
+
+    #[test]
+    fn a_slice_keeps_five_batches_per_producer() {
+        let mut s = slice(12, true);
+        for b in &mut s.producers {
+            b.producer_id = 7;
+        }
+        trim_producers(&mut s.producers);
+        let kept: Vec<i64> = s.producers.iter().map(|b| b.base_offset).collect();
+        assert_eq!(kept, vec![114, 116, 118, 120, 122]);
     }
 }

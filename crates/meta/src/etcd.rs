@@ -4,8 +4,10 @@
 //! version 0 and mod revision 0, exactly as the trait defines), writes and reads in a
 //! transaction become one etcd `Txn`, leases are etcd leases, watches are etcd watches
 //! from the current revision on. Ranges are read in pages so no response grows past
-//! gRPC's message limit. Every etcd failure is `MetaError::Unavailable`: the caller
-//! cannot know whether a failed write applied, and must treat it as unknown.
+//! gRPC's message limit. A request etcd refuses outright (too large, too many
+//! operations, out of space) is `MetaError::Refused`: it did not apply, and the same
+//! request will never succeed. Every other failure is `MetaError::Unavailable`: the
+//! caller cannot know whether a failed write applied, and must treat it as unknown.
 
 use std::time::Duration;
 
@@ -64,8 +66,20 @@ pub struct EtcdStore {
     client: Client,
 }
 
+/// gRPC's INVALID_ARGUMENT and RESOURCE_EXHAUSTED: etcd's answers to a request it
+/// will not apply (`request is too large`, `too many operations in txn request`,
+/// `database space exceeded`).
+const REFUSED_CODES: [i32; 2] = [3, 8];
+
 fn unavailable(e: etcd_client::Error) -> MetaError {
-    MetaError::Unavailable(e.to_string())
+    match &e {
+        etcd_client::Error::GRpcStatus(status)
+            if REFUSED_CODES.contains(&(status.code() as i32)) =>
+        {
+            MetaError::Refused(e.to_string())
+        }
+        _ => MetaError::Unavailable(e.to_string()),
+    }
 }
 
 fn convert(kv: &etcd_client::KeyValue) -> Result<KeyValue> {

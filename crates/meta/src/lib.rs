@@ -128,6 +128,10 @@ pub enum WatchEvent {
 pub enum MetaError {
     #[error("metadata store unavailable: {0}")]
     Unavailable(String),
+    /// The store refused the request without applying it (too large, too many
+    /// operations, out of space): retrying the same request cannot succeed.
+    #[error("metadata store refused the request: {0}")]
+    Refused(String),
     #[error("metadata store io error: path={path}: {source}")]
     Io {
         path: String,
