@@ -192,38 +192,30 @@ mod crafted_batches {
         }
         .encode(&[]);
         assert_eq!(liar.len(), 61);
-        let code = produce(&mut conn, "plain", liar)?;
-        assert!(REFUSED.contains(&code), "count liar answered {code}");
-        // Two records present, three claimed; and offset deltas that skip.
-        let mut two = wire::record(0, Some(b"a"), b"1");
-        two.extend(wire::record(1, Some(b"b"), b"2"));
-        let three = RawBatch {
-            last_offset_delta: 2,
-            record_count: 3,
+        let two = |second_delta| {
+            let mut r = wire::record(0, Some(b"a"), b"1");
+            r.extend(wire::record(second_delta, Some(b"b"), b"2"));
+            r
+        };
+        let claiming = |count: i32, attributes: i16| RawBatch {
+            attributes,
+            last_offset_delta: count - 1,
+            record_count: count,
             ..Default::default()
         };
-        let code = produce(&mut conn, "plain", three.encode(&two))?;
-        assert!(REFUSED.contains(&code), "short batch answered {code}");
-        let mut skip = wire::record(0, Some(b"a"), b"1");
-        skip.extend(wire::record(5, Some(b"b"), b"2"));
-        let skipping = RawBatch {
-            last_offset_delta: 1,
-            record_count: 2,
-            ..Default::default()
-        };
-        let code = produce(&mut conn, "plain", skipping.encode(&skip))?;
-        assert!(REFUSED.contains(&code), "skipping deltas answered {code}");
-        // An unknown codec.
-        let codec7 = RawBatch {
-            attributes: 7,
-            ..Default::default()
-        };
-        let code = produce(
-            &mut conn,
-            "plain",
-            codec7.encode(&wire::record(0, None, b"x")),
-        )?;
-        assert!(REFUSED.contains(&code), "codec 7 answered {code}");
+        for (what, batch) in [
+            ("the count liar", liar),
+            // Two records present, three claimed.
+            ("a short batch", claiming(3, 0).encode(&two(1))),
+            ("offset deltas that skip", claiming(2, 0).encode(&two(5))),
+            (
+                "codec 7",
+                claiming(1, 7).encode(&wire::record(0, None, b"x")),
+            ),
+        ] {
+            let code = produce(&mut conn, "plain", batch)?;
+            assert!(REFUSED.contains(&code), "{what} answered {code}");
+        }
 
         // Whatever was stored, looking up offsets by time decodes it.
         for ts in [0, -3] {

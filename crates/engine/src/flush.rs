@@ -511,13 +511,8 @@ async fn commit(engine: &Engine, f: &mut Flight) -> Result<()> {
                 return Ok(());
             }
             Ok(_) => {
-                match earlier_attempt(engine, unknown_outcome, &key, f).await {
-                    Some(true) => return Ok(()),
-                    Some(false) => {}
-                    None => {
-                        tokio::time::sleep(backoff).await;
-                        continue;
-                    }
+                if !did_not_apply(engine, unknown_outcome, &key, f, &mut backoff).await {
+                    return Ok(());
                 }
                 engine.request_sync();
                 return Err(EngineError::NotLeader {
@@ -525,15 +520,8 @@ async fn commit(engine: &Engine, f: &mut Flight) -> Result<()> {
                 });
             }
             Err(sluice_meta::MetaError::Refused(why)) => {
-                // This attempt did not apply; an earlier one whose outcome was unknown
-                // may have.
-                match earlier_attempt(engine, unknown_outcome, &key, f).await {
-                    Some(true) => return Ok(()),
-                    Some(false) => {}
-                    None => {
-                        tokio::time::sleep(backoff).await;
-                        continue;
-                    }
+                if !did_not_apply(engine, unknown_outcome, &key, f, &mut backoff).await {
+                    return Ok(());
                 }
                 tracing::error!(object = %f.object, error = %why, "the metadata store refused the commit");
                 return Err(EngineError::FlushFailed(format!(
@@ -553,23 +541,32 @@ async fn commit(engine: &Engine, f: &mut Flight) -> Result<()> {
     }
 }
 
-/// After an attempt that did not apply: whether an earlier attempt whose outcome was
-/// unknown landed (its manifest key exists; counted as the commit). None if the
-/// store could not tell.
-async fn earlier_attempt(engine: &Engine, unknown: bool, key: &str, f: &Flight) -> Option<bool> {
+/// After an attempt that did not apply (its compare failed, or the store refused
+/// it): false if an earlier attempt whose outcome was unknown landed after all (its
+/// manifest key exists; counted as the commit), true if none did. Asks until the
+/// store answers.
+async fn did_not_apply(
+    engine: &Engine,
+    unknown: bool,
+    key: &str,
+    f: &Flight,
+    backoff: &mut Duration,
+) -> bool {
     if !unknown {
-        return Some(false);
+        return true;
     }
-    match engine.meta.get(key).await {
-        Ok(found) => {
-            if found.is_some() {
+    loop {
+        match engine.meta.get(key).await {
+            Ok(Some(_)) => {
                 engine.metrics.commits.fetch_add(1, Relaxed);
+                return false;
             }
-            Some(found.is_some())
-        }
-        Err(e) => {
-            tracing::warn!(object = %f.object, error = %e, "cannot check an earlier commit attempt; retrying");
-            None
+            Ok(None) => return true,
+            Err(e) => {
+                tracing::warn!(object = %f.object, error = %e, "cannot check an earlier commit attempt; retrying");
+                tokio::time::sleep(*backoff).await;
+                *backoff = (*backoff * 2).min(Duration::from_secs(1));
+            }
         }
     }
 }
