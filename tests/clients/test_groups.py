@@ -280,3 +280,30 @@ def test_a_group_with_only_offsets_is_listed_and_its_lag_computed(broker):
         lag += high - max(off, 0)
     probe.close()
     assert lag == 120 - 60
+
+
+def test_a_replaced_static_member_is_fenced(broker):
+    """librdkafka's static-membership tests: a consumer started with the
+    group.instance.id of a live one replaces it; the replaced one's next commit (and
+    heartbeat) answers FENCED_INSTANCE_ID, as Kafka does, not UNKNOWN_MEMBER_ID."""
+    from confluent_kafka import KafkaError, KafkaException
+    topic = setup_topic(broker, n=24)
+    group = unique("g")
+
+    def start():
+        c = group_consumer(broker, group, **{"group.instance.id": "only",
+                                             "enable.auto.commit": False})
+        c.subscribe([topic])
+        deadline = time.time() + 30
+        while time.time() < deadline and not c.assignment():
+            c.poll(0.1)
+        assert c.assignment(), "no assignment"
+        return c
+
+    old = start()
+    new = start()
+    with pytest.raises(KafkaException) as fenced:
+        old.commit(offsets=[TopicPartition(topic, 0, 1)], asynchronous=False)
+    assert fenced.value.args[0].code() == KafkaError.FENCED_INSTANCE_ID, fenced.value
+    new.commit(offsets=[TopicPartition(topic, 0, 2)], asynchronous=False)
+    new.close()

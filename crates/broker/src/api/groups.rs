@@ -135,6 +135,7 @@ pub fn sync(broker: &Broker, req: SyncGroupRequest, version: i16) -> Reply {
         &group,
         req.member_id.as_str(),
         req.generation_id,
+        req.group_instance_id.as_deref(),
         assignments,
     ) {
         Pending::Now(o) => Reply::Now(Box::new(sync_response(o, version))),
@@ -151,9 +152,12 @@ pub fn sync(broker: &Broker, req: SyncGroupRequest, version: i16) -> Reply {
 pub fn heartbeat(broker: &Broker, req: HeartbeatRequest) -> ResponseKind {
     let group = req.group_id.to_string();
     let result = local_shard(broker, &group).and_then(|_| {
-        broker
-            .groups
-            .heartbeat(&group, req.member_id.as_str(), req.generation_id)
+        broker.groups.heartbeat(
+            &group,
+            req.member_id.as_str(),
+            req.generation_id,
+            req.group_instance_id.as_deref(),
+        )
     });
     let code = result.err().map_or(0, |e| e.code());
     ResponseKind::Heartbeat(HeartbeatResponse::default().with_error_code(code))

@@ -66,7 +66,10 @@ pub async fn handle(broker: &Broker, req: OffsetCommitRequest) -> ResponseKind {
         let checked = broker
             .consumer_groups
             .check_commit(&group, member, epoch)
-            .unwrap_or_else(|| broker.groups.check_commit(&group, member, epoch));
+            .unwrap_or_else(|| {
+                let instance = req.group_instance_id.as_deref();
+                broker.groups.check_commit(&group, member, epoch, instance)
+            });
         if let Err(e) = checked {
             return reject_all(e.code());
         }

@@ -441,8 +441,25 @@ impl Group {
     }
 
     /// Checks a member of the current generation, as Heartbeat, SyncGroup and
-    /// OffsetCommit need it.
-    fn check_member(&self, member: &str, generation: i32) -> Result<(), ResponseError> {
+    /// OffsetCommit need it. A static member (`instance`) replaced by a newer
+    /// process with its instance id is FENCED_INSTANCE_ID, as in Kafka.
+    fn check_member(
+        &self,
+        member: &str,
+        generation: i32,
+        instance: Option<&str>,
+    ) -> Result<(), ResponseError> {
+        if let Some(instance) = instance {
+            match self
+                .members
+                .values()
+                .find(|m| m.instance_id.as_deref() == Some(instance))
+            {
+                Some(m) if m.id != member => return Err(ResponseError::FencedInstanceId),
+                Some(_) => {}
+                None => return Err(ResponseError::UnknownMemberId),
+            }
+        }
         if !self.members.contains_key(member) {
             return Err(ResponseError::UnknownMemberId);
         }
@@ -530,7 +547,11 @@ impl Groups {
                 .find(|m| m.instance_id.as_ref() == Some(instance))
                 .map(|m| m.id.clone());
             match old {
-                Some(old) if member_id.is_empty() || member_id != old => {
+                // A member id of an earlier incarnation: that process was replaced.
+                Some(old) if !member_id.is_empty() && member_id != old => {
+                    return fail(ResponseError::FencedInstanceId);
+                }
+                Some(old) if member_id.is_empty() => {
                     let new_id = format!("{}-{}", instance, uuid::Uuid::new_v4());
                     let unchanged = group.members[&old].protocols == req.protocols;
                     if let Some(mut m) = group.members.shift_remove(&old) {
@@ -657,13 +678,14 @@ impl Groups {
         group_id: &str,
         member: &str,
         generation: i32,
+        instance: Option<&str>,
         assignments: Vec<(String, Bytes)>,
     ) -> Pending<SyncOutcome> {
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(group_id) else {
             return Pending::Now(SyncOutcome::error(ResponseError::UnknownMemberId));
         };
-        if let Err(e) = group.check_member(member, generation) {
+        if let Err(e) = group.check_member(member, generation, instance) {
             return Pending::Now(SyncOutcome::error(e));
         }
         let ok = |g: &Group, assignment: Bytes| SyncOutcome {
@@ -716,12 +738,13 @@ impl Groups {
         group_id: &str,
         member: &str,
         generation: i32,
+        instance: Option<&str>,
     ) -> Result<(), ResponseError> {
         let mut groups = self.lock();
         let group = groups
             .get_mut(group_id)
             .ok_or(ResponseError::UnknownMemberId)?;
-        group.check_member(member, generation)?;
+        group.check_member(member, generation, instance)?;
         if let Some(m) = group.members.get_mut(member) {
             m.last_seen = Instant::now();
         }
@@ -767,12 +790,13 @@ impl Groups {
         group_id: &str,
         member: &str,
         generation: i32,
+        instance: Option<&str>,
     ) -> Result<(), ResponseError> {
         let groups = self.lock();
         let Some(group) = groups.get(group_id) else {
             return Err(ResponseError::IllegalGeneration);
         };
-        group.check_member(member, generation)?;
+        group.check_member(member, generation, instance)?;
         // As in Kafka: members may commit while a rebalance is being prepared (they
         // commit before giving partitions up), not while assignments are pending.
         match group.state {

@@ -354,6 +354,7 @@ mod tests {
             "g",
             &joined.member_id,
             joined.generation,
+            None,
             vec![(joined.member_id.clone(), assignment.clone())],
         );
         let dirty = groups.take_dirty();
@@ -367,7 +368,7 @@ mod tests {
         moved.load_stored("g", stored);
         // The member's next heartbeat on the new coordinator succeeds.
         assert_eq!(
-            moved.heartbeat("g", &joined.member_id, joined.generation),
+            moved.heartbeat("g", &joined.member_id, joined.generation, None),
             Ok(())
         );
         let (state, held) = moved
