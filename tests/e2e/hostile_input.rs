@@ -104,20 +104,7 @@ mod crafted_batches {
     const REFUSED: [i16; 3] = [2, 10, 87];
 
     fn produce(conn: &mut Connection, topic: &str, records: Bytes) -> anyhow::Result<i16> {
-        let req = ProduceRequest::default()
-            .with_acks(-1)
-            .with_timeout_ms(10_000)
-            .with_topic_data(vec![produce_request::TopicProduceData::default()
-                .with_name(TopicName(StrBytes::from_string(topic.into())))
-                .with_partition_data(vec![
-                    produce_request::PartitionProduceData::default()
-                        .with_index(0)
-                        .with_records(Some(records)),
-                ])]);
-        match conn.call(ApiKey::Produce, 9, RequestKind::Produce(req))? {
-            ResponseKind::Produce(r) => Ok(r.responses[0].partition_responses[0].error_code),
-            other => anyhow::bail!("unexpected response {other:?}"),
-        }
+        conn.produce(topic, 0, records)
     }
 
     /// The offset ListOffsets answers for `timestamp` on partition 0.
@@ -299,20 +286,8 @@ mod fetch_limits {
     use sluice_e2e::Sluice;
 
     fn produce(conn: &mut Connection, topic: &str, partition: i32, records: Bytes) -> i16 {
-        let req = ProduceRequest::default()
-            .with_acks(-1)
-            .with_timeout_ms(10_000)
-            .with_topic_data(vec![produce_request::TopicProduceData::default()
-                .with_name(TopicName(StrBytes::from_string(topic.into())))
-                .with_partition_data(vec![
-                    produce_request::PartitionProduceData::default()
-                        .with_index(partition)
-                        .with_records(Some(records)),
-                ])]);
-        match conn.call(ApiKey::Produce, 9, RequestKind::Produce(req)) {
-            Ok(ResponseKind::Produce(r)) => r.responses[0].partition_responses[0].error_code,
-            other => panic!("unexpected {other:?}"),
-        }
+        conn.produce(topic, partition, records)
+            .expect("a produce response")
     }
 
     /// Bytes of records per partition in a Fetch of `partitions` from offset 0.

@@ -722,6 +722,27 @@ pub mod wire {
         }
     }
 
+    impl Connection {
+        /// Produce v9 (acks=all) of `records` to one partition; its error code.
+        pub fn produce(&mut self, topic: &str, partition: i32, records: Bytes) -> Result<i16> {
+            use kafka_protocol::messages::{produce_request, ProduceRequest, TopicName};
+            let req = ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(10_000)
+                .with_topic_data(vec![produce_request::TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.into())))
+                    .with_partition_data(vec![
+                        produce_request::PartitionProduceData::default()
+                            .with_index(partition)
+                            .with_records(Some(records)),
+                    ])]);
+            match self.call(ApiKey::Produce, 9, RequestKind::Produce(req))? {
+                ResponseKind::Produce(r) => Ok(r.responses[0].partition_responses[0].error_code),
+                other => bail!("unexpected response {other:?}"),
+            }
+        }
+    }
+
     /// A v2 batch header (61 bytes) in front of `body`, CRC-32C computed: fields as
     /// given, nothing checked, so tests can lie about counts and codecs.
     pub struct RawBatch {
