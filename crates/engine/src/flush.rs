@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use crate::cluster::Generation;
 use crate::manifest::{Manifest, ManifestSlice};
-use crate::partition::{IndexEntry, Partition, ProducerBatch};
+use crate::partition::{IndexEntry, Partition, ProducerBatch, PRODUCER_BATCH_HISTORY};
 use crate::{Engine, EngineError, Result};
 
 pub(crate) type FlushResult = Result<()>;
@@ -177,9 +177,6 @@ pub(crate) const MANIFEST_BUDGET: usize = 1 << 20;
 const SLICE_BYTES: usize = 256;
 const PRODUCER_BYTES: usize = 128;
 
-/// Producer batches a slice keeps per producer: what a rebuild keeps of them.
-const PRODUCER_HISTORY: usize = 5;
-
 fn slice_cost(s: &PendingSlice) -> usize {
     SLICE_BYTES + PRODUCER_BYTES * s.producers.len()
 }
@@ -216,10 +213,10 @@ fn take_within(wal: &mut WalBuffer, budget: usize) -> (BTreeMap<(Uuid, i32), Pen
     (taken, bytes)
 }
 
-/// Keeps the last [`PRODUCER_HISTORY`] batches of each producer (in order): older
+/// Keeps the last [`PRODUCER_BATCH_HISTORY`] batches of each producer (in order): older
 /// ones would be forgotten on replay anyway.
 fn trim_producers(producers: &mut Vec<ProducerBatch>) {
-    if producers.len() <= PRODUCER_HISTORY {
+    if producers.len() <= PRODUCER_BATCH_HISTORY {
         return;
     }
     let mut seen: std::collections::HashMap<i64, usize> = std::collections::HashMap::new();
@@ -227,7 +224,7 @@ fn trim_producers(producers: &mut Vec<ProducerBatch>) {
     for (i, b) in producers.iter().enumerate().rev() {
         let n = seen.entry(b.producer_id).or_default();
         *n += 1;
-        keep[i] = *n <= PRODUCER_HISTORY;
+        keep[i] = *n <= PRODUCER_BATCH_HISTORY;
     }
     let mut i = 0;
     producers.retain(|_| {

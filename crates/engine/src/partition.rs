@@ -20,7 +20,7 @@ use object_store::path::Path;
 use uuid::Uuid;
 
 /// How many recent batches per producer are remembered to recognise retries (Kafka's 5).
-const PRODUCER_BATCH_HISTORY: usize = 5;
+pub(crate) const PRODUCER_BATCH_HISTORY: usize = 5;
 
 /// How an index entry's object holds its records.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
