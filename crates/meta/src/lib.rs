@@ -78,6 +78,34 @@ impl Op {
     }
 }
 
+/// Operations (compares, or writes) one transaction may carry: etcd refuses more than
+/// 128 in either list by default (`--max-txn-ops`).
+pub const MAX_TXN_OPS: usize = 100;
+
+/// Bytes of keys and values one transaction may carry: etcd refuses requests over
+/// 1.5 MiB by default (`--max-request-bytes`); the rest is headroom for framing.
+pub const MAX_TXN_BYTES: usize = 1 << 20;
+
+impl Compare {
+    /// Bytes this compare adds to a request, near enough to pack transactions by.
+    pub fn size(&self) -> usize {
+        match self {
+            Compare::Missing(k) | Compare::ModRevision(k, _) => k.len() + 16,
+            Compare::ValueEquals(k, v) => k.len() + v.len() + 16,
+        }
+    }
+}
+
+impl Op {
+    /// Bytes this operation adds to a request, near enough to pack transactions by.
+    pub fn size(&self) -> usize {
+        match self {
+            Op::Put { key, value, .. } => key.len() + value.len() + 16,
+            Op::Delete(k) | Op::DeletePrefix(k) | Op::Get(k) => k.len() + 16,
+        }
+    }
+}
+
 /// A guarded multi-key transaction: if every compare holds, `success` applies;
 /// otherwise `failure` does.
 #[derive(Debug, Clone, Default)]

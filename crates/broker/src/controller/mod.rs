@@ -10,8 +10,10 @@
 //! [`assignment::assign`], and writes each changed topic's `assignment/<topic-id>`
 //! in the same transaction as a generation bump of every broker that loses a
 //! partition in it: that broker's uncommitted flushes can then never commit. A
-//! transaction holds at most [`MAX_TXN_OPS`] compares and as many writes, under
-//! etcd's default `--max-txn-ops` of 128.
+//! transaction holds at most [`MAX_TXN_OPS`] compares and as many writes, and at
+//! most [`MAX_TXN_BYTES`] (a topic's record is a few bytes per partition, so a
+//! failover that moves partitions of many large topics spans several
+//! transactions).
 
 pub mod assignment;
 
@@ -23,14 +25,13 @@ use sluice_engine::cluster::{
     parse_brokers, AssignmentRecord, ControllerRecord, Generation, Leader,
 };
 use sluice_engine::{Engine, TopicRecord};
-use sluice_meta::{notify_on_changes, Compare, LeaseId, MetaError, Op, Txn};
+use sluice_meta::{
+    notify_on_changes, Compare, LeaseId, MetaError, Op, Txn, MAX_TXN_BYTES, MAX_TXN_OPS,
+};
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
 use self::assignment::{assign, LiveBroker, PartitionKey};
-
-/// Compares or writes per transaction.
-pub const MAX_TXN_OPS: usize = 100;
 
 /// How often a controller recomputes leaders without being woken.
 const ROUND_INTERVAL: Duration = Duration::from_secs(5);
@@ -255,6 +256,7 @@ async fn round(engine: &Engine) -> Result<Round, MetaError> {
     while i < changes.len() {
         let mut compares = vec![Compare::ValueEquals(ctrl_key.clone(), ours.clone().into())];
         let mut ops = Vec::new();
+        let mut bytes = compares[0].size();
         let mut bumped: BTreeSet<i32> = BTreeSet::new();
         while i < changes.len() {
             let (id, next, rev, losers) = &changes[i];
@@ -263,15 +265,22 @@ async fn round(engine: &Engine) -> Result<Round, MetaError> {
                 .copied()
                 .filter(|b| !bumped.contains(b) && generations.contains_key(b))
                 .collect();
+            let key = keys.assignment(*id);
+            let write = Op::put(key.clone(), serde_json::to_vec(next).unwrap_or_default());
+            let check = Compare::ModRevision(key, *rev);
+            // Each generation bump is a compare and a write of about 100 bytes.
             let cost = 1 + new_losers.len();
+            let size = write.size() + check.size() + 200 * new_losers.len();
             if !ops.is_empty()
-                && (ops.len() + cost > MAX_TXN_OPS || compares.len() + cost > MAX_TXN_OPS)
+                && (ops.len() + cost > MAX_TXN_OPS
+                    || compares.len() + cost > MAX_TXN_OPS
+                    || bytes + size > MAX_TXN_BYTES)
             {
                 break;
             }
-            let key = keys.assignment(*id);
-            compares.push(Compare::ModRevision(key.clone(), *rev));
-            ops.push(Op::put(key, serde_json::to_vec(next).unwrap_or_default()));
+            bytes += size;
+            compares.push(check);
+            ops.push(write);
             for b in new_losers {
                 let (g, g_rev) = generations[&b];
                 let gen_key = keys.generation(b);
