@@ -501,3 +501,107 @@ async fn cluster_a_flush_over_20000_partitions_commits_within_etcds_limit() -> R
     ensure!(retried == 0.0, "{retried} commits retried");
     Ok(())
 }
+
+/// A group's offsets for a topic of 25,000 partitions are about 2 MB as one value,
+/// over etcd's 1.5 MiB request limit: before, such a commit could never succeed
+/// (the client retried for ever). Offsets are stored in keys of 32 partitions each;
+/// the commit spans several bounded transactions and reads back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_a_group_commits_offsets_for_25000_partitions() -> Result<()> {
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+    use sluice_e2e::wire::Connection;
+    const N: i32 = 25_000;
+    let cluster = Cluster::start(1, &[])?;
+    let addr = cluster.brokers[0].bootstrap();
+    create_topic(&addr, "wide", N, &[]).await?;
+    let mut conn = Connection::open(&addr)?;
+    let commit = |conn: &mut Connection, partitions: std::ops::Range<i32>, base: i64| {
+        let req = OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("wide-group")))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![
+                offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str("wide")))
+                    .with_partitions(
+                        partitions
+                            .map(|p| {
+                                offset_commit_request::OffsetCommitRequestPartition::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(base + i64::from(p))
+                                    .with_committed_metadata(Some(StrBytes::from_static_str(
+                                        "consumer-1",
+                                    )))
+                            })
+                            .collect(),
+                    ),
+            ]);
+        match conn.call(ApiKey::OffsetCommit, 8, RequestKind::OffsetCommit(req))? {
+            ResponseKind::OffsetCommit(r) => Ok(r.topics[0]
+                .partitions
+                .iter()
+                .map(|p| p.error_code)
+                .collect::<Vec<i16>>()),
+            other => anyhow::bail!("unexpected {other:?}"),
+        }
+    };
+    // The coordinator needs its shard first: retry while it is not ready.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let started = loop {
+        let started = Instant::now();
+        let codes = commit(&mut conn, 0..N, 1_000)?;
+        let failed: Vec<i16> = codes.iter().copied().filter(|c| *c != 0).collect();
+        if failed.is_empty() {
+            break started;
+        }
+        // COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR.
+        ensure!(
+            [14, 15, 16].contains(&failed[0]) && Instant::now() < deadline,
+            "{} of {N} partitions failed to commit, first with {}",
+            failed.len(),
+            failed[0]
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!("{N} partitions committed in {:?}", started.elapsed());
+    // A later commit of a few partitions changes just those.
+    ensure!(commit(&mut conn, 100..110, 5_000)?.iter().all(|c| *c == 0));
+    let fetch = OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("wide-group")))
+        .with_topics(None);
+    let ResponseKind::OffsetFetch(fetched) =
+        conn.call(ApiKey::OffsetFetch, 7, RequestKind::OffsetFetch(fetch))?
+    else {
+        anyhow::bail!("not OffsetFetch");
+    };
+    ensure!(
+        fetched.error_code == 0,
+        "OffsetFetch {}",
+        fetched.error_code
+    );
+    let topic = fetched
+        .topics
+        .iter()
+        .find(|t| t.name.as_str() == "wide")
+        .context("no offsets for the topic")?;
+    ensure!(
+        topic.partitions.len() == N as usize,
+        "{} partitions",
+        topic.partitions.len()
+    );
+    for p in &topic.partitions {
+        let base = if (100..110).contains(&p.partition_index) {
+            5_000
+        } else {
+            1_000
+        };
+        ensure!(
+            p.error_code == 0 && p.committed_offset == base + i64::from(p.partition_index),
+            "partition {} has {} (error {})",
+            p.partition_index,
+            p.committed_offset,
+            p.error_code
+        );
+    }
+    Ok(())
+}

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sluice_engine::{Engine, Result};
 
 use crate::coordinator::consumer::state_name;
-use crate::coordinator::offsets::TopicOffsets;
+use crate::coordinator::offsets::{self, TopicOffsets};
 use crate::coordinator::persist::Stored;
 
 /// A consumer group as the admin API shows it.
@@ -66,14 +66,15 @@ pub async fn groups(engine: &Engine) -> Result<Vec<GroupView>> {
                 Ok(stored) => describe(engine, &stored, view),
                 Err(e) => tracing::warn!(key = %kv.key, error = %e, "unreadable group state"),
             }
-        } else if let Some(topic) = rest.strip_prefix("offsets/") {
+        } else if let Some(rest) = rest.strip_prefix("offsets/") {
             if let Ok(offsets) = serde_json::from_slice::<TopicOffsets>(&kv.value) {
-                let offsets = crate::coordinator::offsets::live(engine, topic, offsets);
+                let topic = offsets::topic_of(rest);
+                let offsets = offsets::live(engine, topic, offsets);
                 if !offsets.is_empty() {
-                    view.offsets.insert(
-                        topic.to_string(),
-                        offsets.iter().map(|(p, o)| (*p, o.offset)).collect(),
-                    );
+                    view.offsets
+                        .entry(topic.to_string())
+                        .or_default()
+                        .extend(offsets.iter().map(|(p, o)| (*p, o.offset)));
                 }
             }
         }

@@ -347,6 +347,8 @@ pub async fn delete(broker: &Broker, req: DeleteGroupsRequest) -> ResponseKind {
         // Serialised with commits and state writes of the group, so neither
         // brings it back.
         let _serial = broker.commit_lock(&group).lock().await;
+        // Read before leadership is checked (see OffsetCommit).
+        let guard = broker.engine.generation_guard();
         let code = match local_shard(broker, &group) {
             Err(e) => e.code(),
             Ok(shard) if !group_exists(broker, shard, &group).await => {
@@ -358,7 +360,7 @@ pub async fn delete(broker: &Broker, req: DeleteGroupsRequest) -> ResponseKind {
                 .and_then(|()| broker.consumer_groups.delete(&group))
             {
                 Err(e) => e.code(),
-                Ok(()) => match offsets::delete(&broker.engine, shard, &group).await {
+                Ok(()) => match offsets::delete(&broker.engine, &guard, shard, &group).await {
                     Ok(()) => 0,
                     Err(e) => crate::errors::coordinator_code(&e),
                 },

@@ -50,6 +50,9 @@ pub async fn handle(broker: &Broker, req: OffsetCommitRequest) -> ResponseKind {
             ),
         )
     };
+    // The generation is read before leadership is checked: if the shard moves while
+    // this request waits for the group's lock, the write's compare fails.
+    let guard = broker.engine.generation_guard();
     let shard = match local_shard(broker, &group) {
         Ok(s) => s,
         Err(e) => return reject_all(e.code()),
@@ -109,7 +112,7 @@ pub async fn handle(broker: &Broker, req: OffsetCommitRequest) -> ResponseKind {
     }
     let stored = {
         let _serial = broker.commit_lock(&group).lock().await;
-        offsets::commit(&broker.engine, shard, &group, commits).await
+        offsets::commit(&broker.engine, &guard, shard, &group, commits).await
     };
     if let Err(e) = stored {
         return reject_all(errors::coordinator_code(&e));
@@ -137,4 +140,135 @@ pub async fn handle(broker: &Broker, req: OffsetCommitRequest) -> ResponseKind {
                 .collect(),
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a test: panicking is how it fails
+
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{GroupId, OffsetCommitRequest, ResponseKind, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    use sluice_engine::cluster::BrokerRecord;
+    use sluice_engine::{Engine, EngineConfig};
+    use sluice_meta::{EmbeddedStore, MetaStore};
+
+    use crate::coordinator::{self, offsets, shard_of, GROUPS_TOPIC};
+    use crate::membership::Membership;
+    use crate::{controller, Broker, BrokerIdentity};
+
+    fn commit(offset: i64) -> OffsetCommitRequest {
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("t")))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(offset)])])
+    }
+
+    fn code(response: ResponseKind) -> i16 {
+        match response {
+            ResponseKind::OffsetCommit(r) => r.topics[0].partitions[0].error_code,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn record(id: i32) -> BrokerRecord {
+        BrokerRecord {
+            id,
+            host: "127.0.0.1".into(),
+            port: 9092 + id,
+            rack: None,
+            leaving: false,
+            roles: Default::default(),
+            http: None,
+        }
+    }
+
+    /// A commit that passed the leadership check, then waited for the group's lock
+    /// while the group's shard moved to another broker, must write nothing: before,
+    /// its compare read the generation after the wait, which the move had already
+    /// bumped, so the late write landed beside the new coordinator's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_that_waited_while_the_shard_moved_writes_nothing() {
+        let meta = Arc::new(EmbeddedStore::in_memory());
+        let engine = Engine::open(
+            EngineConfig::default(),
+            meta.clone(),
+            Arc::new(object_store::memory::InMemory::new()),
+        )
+        .await
+        .unwrap();
+        let membership = Membership::start(engine.clone(), record(0), Duration::from_secs(6), None);
+        tokio::spawn(controller::run(engine.clone(), membership.lease()));
+        coordinator::ensure_groups_topic(&engine, 4).await;
+        engine
+            .create_topic("t", 1, 1, BTreeMap::new(), false)
+            .await
+            .unwrap();
+        let broker = Broker::with_groups(
+            engine.clone(),
+            BrokerIdentity {
+                node_id: 0,
+                host: "127.0.0.1".into(),
+                port: 9092,
+                rack: None,
+                cluster_id: "test".into(),
+            },
+            coordinator::GroupConfig::default(),
+        );
+        let mut tries = 0;
+        while code(super::handle(&broker, commit(5)).await) != 0 {
+            tries += 1;
+            assert!(tries < 200, "the coordinator never loaded its shard");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        // A second commit passes the leadership check and waits for the lock.
+        let held = broker.commit_lock("g").lock().await;
+        let late = super::handle(&broker, commit(10));
+        tokio::pin!(late);
+        tokio::select! {
+            _ = &mut late => panic!("the commit did not wait for the group's lock"),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+        // Meanwhile the shard moves to broker 1.
+        let shard = shard_of("g", 4);
+        meta.txn(
+            sluice_meta::Txn::when(vec![]).then(vec![sluice_meta::Op::put(
+                engine.keys().live(1),
+                serde_json::to_vec(&record(1)).unwrap(),
+            )]),
+        )
+        .await
+        .unwrap();
+        engine
+            .update_topic(GROUPS_TOPIC, false, |t| {
+                t.pinned.insert(shard, 1);
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let mut tries = 0;
+        while coordinator::led_shards(&engine).contains_key(&shard) {
+            tries += 1;
+            assert!(tries < 200, "the shard never moved");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drop(held);
+        assert_eq!(
+            code(late.await),
+            kafka_protocol::error::ResponseError::NotCoordinator.code()
+        );
+        let stored = offsets::fetch(&engine, shard, "g").await.unwrap();
+        assert_eq!(stored["t"][&0].offset, 5, "the late commit was written");
+    }
 }

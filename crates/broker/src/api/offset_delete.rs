@@ -18,6 +18,8 @@ pub async fn handle(broker: &Broker, req: OffsetDeleteRequest) -> ResponseKind {
     let fail = |code: i16| {
         ResponseKind::OffsetDelete(OffsetDeleteResponse::default().with_error_code(code))
     };
+    // Read before leadership is checked (see OffsetCommit).
+    let guard = broker.engine.generation_guard();
     let shard = match local_shard(broker, &group) {
         Ok(s) => s,
         Err(e) => return fail(e.code()),
@@ -70,7 +72,9 @@ pub async fn handle(broker: &Broker, req: OffsetDeleteRequest) -> ResponseKind {
                 ),
         );
     }
-    if let Err(e) = offsets::delete_partitions(&broker.engine, shard, &group, deletions).await {
+    if let Err(e) =
+        offsets::delete_partitions(&broker.engine, &guard, shard, &group, deletions).await
+    {
         return fail(errors::coordinator_code(&e));
     }
     ResponseKind::OffsetDelete(OffsetDeleteResponse::default().with_topics(topics))

@@ -1,13 +1,19 @@
-//! Committed offsets: `groups/<shard>/<group>/offsets/<topic>` maps each partition of
-//! one topic to the offset a group committed for it. A commit is one guarded
-//! read-modify-write transaction per request (chunked to stay under etcd's operation
-//! limit), so partitions committed together become visible together.
+//! Committed offsets: `groups/<shard>/<group>/offsets/<topic>/<n>` maps the
+//! partitions `32n..32n+31` of one topic to the offsets a group committed for them,
+//! so no value outgrows the metadata store whatever the topic's size (a partition's
+//! entry is about 100 bytes, at most about 25 KB with the largest metadata string).
+//! Offsets stored before, as one key per topic (`offsets/<topic>`), are read as well
+//! and folded into the new keys at the next commit of that topic.
+//!
+//! A commit is a read-modify-write of the keys it changes, in guarded transactions
+//! packed under the store's operation and byte limits, so partitions committed
+//! together in one transaction become visible together.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use sluice_engine::{Engine, EngineError, Result};
-use sluice_meta::{Compare, Op, Txn};
+use sluice_meta::{Compare, Op, Txn, MAX_TXN_BYTES, MAX_TXN_OPS};
 use uuid::Uuid;
 
 /// One partition's committed position.
@@ -41,23 +47,31 @@ pub fn live(engine: &Engine, topic: &str, mut offsets: TopicOffsets) -> TopicOff
     offsets
 }
 
-/// Topics per commit transaction: each costs one compare and one write.
-const TOPICS_PER_TXN: usize = 90;
+/// Partitions per stored key.
+const PARTITIONS_PER_KEY: i32 = 32;
 
 fn offsets_prefix(engine: &Engine, shard: i32, group: &str) -> String {
     format!("{}offsets/", engine.keys().group(shard, group))
 }
 
-/// Merges `commits` into the group's stored offsets. Fails with `NotLeader` when this
-/// broker no longer coordinates the shard.
+/// The topic an offsets key holds, from the part of the key after `offsets/`.
+pub fn topic_of(rest: &str) -> &str {
+    rest.split_once('/').map_or(rest, |(topic, _)| topic)
+}
+
+/// Merges `commits` into the group's stored offsets. Fails with `NotLeader` when
+/// `guard`, this broker's generation when it found it coordinates the shard, no
+/// longer holds.
 pub async fn commit(
     engine: &Engine,
+    guard: &Compare,
     shard: i32,
     group: &str,
     commits: BTreeMap<String, TopicOffsets>,
 ) -> Result<()> {
     rewrite(
         engine,
+        guard,
         shard,
         group,
         commits.keys().cloned().collect(),
@@ -73,12 +87,14 @@ pub async fn commit(
 /// Deletes the offsets of some partitions (OffsetDelete).
 pub async fn delete_partitions(
     engine: &Engine,
+    guard: &Compare,
     shard: i32,
     group: &str,
     partitions: BTreeMap<String, Vec<i32>>,
 ) -> Result<()> {
     rewrite(
         engine,
+        guard,
         shard,
         group,
         partitions.keys().cloned().collect(),
@@ -92,40 +108,62 @@ pub async fn delete_partitions(
 }
 
 /// Reads the stored offsets of `topics`, lets `change` edit each topic's map and
-/// writes them back in guarded transactions (a topic left empty is deleted). Callers
-/// serialise changes of one group.
+/// writes back the keys whose contents changed (a key left empty is deleted), in
+/// guarded transactions. Callers serialise changes of one group.
 async fn rewrite(
     engine: &Engine,
+    guard: &Compare,
     shard: i32,
     group: &str,
     topics: Vec<String>,
     change: impl Fn(&str, &mut TopicOffsets),
 ) -> Result<()> {
     let prefix = offsets_prefix(engine, shard, group);
-    for chunk in topics.chunks(TOPICS_PER_TXN) {
-        let mut compares = vec![engine.generation_guard()];
-        let mut ops = Vec::with_capacity(chunk.len());
-        for topic in chunk {
-            let key = format!("{prefix}{topic}");
-            let current = engine.meta().get(&key).await?;
-            let mut offsets = match &current {
-                Some(kv) => live(
-                    engine,
-                    topic,
-                    serde_json::from_slice(&kv.value).unwrap_or_default(),
-                ),
-                None => TopicOffsets::new(),
-            };
-            change(topic, &mut offsets);
-            compares.push(Compare::ModRevision(
-                key.clone(),
-                current.map_or(0, |kv| kv.mod_revision),
-            ));
-            ops.push(if offsets.is_empty() {
-                Op::Delete(key)
-            } else {
-                Op::put(key, serde_json::to_vec(&offsets).unwrap_or_default())
+    let mut writes: Vec<(Compare, Op)> = Vec::new();
+    for topic in &topics {
+        // A key of the older layout first, so that newer keys win.
+        let legacy = engine.meta().get(&format!("{prefix}{topic}")).await?;
+        let mut stored: Vec<_> = legacy.into_iter().collect();
+        stored.extend(engine.meta().range(&format!("{prefix}{topic}/")).await?);
+        let mut offsets = TopicOffsets::new();
+        for kv in &stored {
+            offsets.extend(serde_json::from_slice::<TopicOffsets>(&kv.value).unwrap_or_default());
+        }
+        let mut offsets = live(engine, topic, offsets);
+        change(topic, &mut offsets);
+        let mut next: BTreeMap<String, TopicOffsets> = BTreeMap::new();
+        for (p, o) in offsets {
+            let key = format!("{prefix}{topic}/{}", p.div_euclid(PARTITIONS_PER_KEY));
+            next.entry(key).or_default().insert(p, o);
+        }
+        for kv in &stored {
+            let value = next.remove(&kv.key).map(|o| encode(&o));
+            if value.as_deref() == Some(&kv.value[..]) {
+                continue;
+            }
+            let check = Compare::ModRevision(kv.key.clone(), kv.mod_revision);
+            writes.push(match value {
+                Some(v) => (check, Op::put(kv.key.clone(), v)),
+                None => (check, Op::Delete(kv.key.clone())),
             });
+        }
+        for (key, o) in next {
+            writes.push((Compare::Missing(key.clone()), Op::put(key, encode(&o))));
+        }
+    }
+    let mut writes = writes.into_iter().peekable();
+    while writes.peek().is_some() {
+        let mut compares = vec![guard.clone()];
+        let mut ops = Vec::new();
+        let mut bytes = guard.size();
+        while let Some((check, op)) = writes.next_if(|(check, op)| {
+            ops.is_empty()
+                || (compares.len() < MAX_TXN_OPS
+                    && bytes + check.size() + op.size() <= MAX_TXN_BYTES)
+        }) {
+            bytes += check.size() + op.size();
+            compares.push(check);
+            ops.push(op);
         }
         if !engine
             .meta()
@@ -134,7 +172,8 @@ async fn rewrite(
             .succeeded
         {
             // Changes of one group are serialised by the caller, so a failed compare
-            // means this broker's generation moved: it lost the shard.
+            // means this broker's generation moved since the caller took `guard`:
+            // the shard may have moved.
             return Err(EngineError::NotLeader {
                 epoch: engine.generation(),
             });
@@ -143,31 +182,42 @@ async fn rewrite(
     Ok(())
 }
 
-/// The group's committed offsets, for every topic or just `topics`.
+fn encode(offsets: &TopicOffsets) -> Vec<u8> {
+    serde_json::to_vec(offsets).unwrap_or_default()
+}
+
+/// The group's committed offsets, by topic.
 pub async fn fetch(
     engine: &Engine,
     shard: i32,
     group: &str,
 ) -> Result<BTreeMap<String, TopicOffsets>> {
     let prefix = offsets_prefix(engine, shard, group);
-    let mut out = BTreeMap::new();
+    let mut stored: BTreeMap<String, TopicOffsets> = BTreeMap::new();
     for kv in engine.meta().range(&prefix).await? {
-        let Some(topic) = kv.key.strip_prefix(&prefix) else {
+        let Some(rest) = kv.key.strip_prefix(&prefix) else {
             continue;
         };
         if let Ok(offsets) = serde_json::from_slice::<TopicOffsets>(&kv.value) {
-            let offsets = live(engine, topic, offsets);
-            if !offsets.is_empty() {
-                out.insert(topic.to_string(), offsets);
-            }
+            stored
+                .entry(topic_of(rest).to_string())
+                .or_default()
+                .extend(offsets);
         }
     }
-    Ok(out)
+    Ok(stored
+        .into_iter()
+        .map(|(topic, offsets)| {
+            let offsets = live(engine, &topic, offsets);
+            (topic, offsets)
+        })
+        .filter(|(_, offsets)| !offsets.is_empty())
+        .collect())
 }
 
 /// Deletes everything stored for the group (DeleteGroups on an empty group).
-pub async fn delete(engine: &Engine, shard: i32, group: &str) -> Result<()> {
-    let txn = Txn::when(vec![engine.generation_guard()])
+pub async fn delete(engine: &Engine, guard: &Compare, shard: i32, group: &str) -> Result<()> {
+    let txn = Txn::when(vec![guard.clone()])
         .then(vec![Op::DeletePrefix(engine.keys().group(shard, group))]);
     if engine.meta().txn(txn).await?.succeeded {
         Ok(())

@@ -125,13 +125,13 @@ pub fn start(
             // before anything is written.
             let guard = engine.generation_guard();
             round.follow_shards().await;
-            round.write_dirty(guard).await;
+            round.write_dirty(guard.clone()).await;
             shards.rounds.send_modify(|r| *r += 1);
             if Instant::now() >= next_sweep {
                 let retention = shards.offsets_retention;
                 next_sweep = Instant::now()
                     + (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
-                round.expire_offsets(retention).await;
+                round.expire_offsets(retention, &guard).await;
             }
         }
     });
@@ -257,7 +257,10 @@ impl Round<'_> {
 
     /// Deletes offsets of empty groups committed (or emptied) longer than
     /// `retention` ago; a group left with no offsets and no members is deleted.
-    async fn expire_offsets(&self, retention: Duration) {
+    /// Every write is compared against `guard`, the generation this broker had
+    /// before the round saw which shards it leads: a shard lost since then, whose
+    /// groups this broker no longer knows, is never swept.
+    async fn expire_offsets(&self, retention: Duration, guard: &sluice_meta::Compare) {
         let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
         let now = now_ms();
         for (shard, epoch) in led_shards(self.engine) {
@@ -306,9 +309,9 @@ impl Round<'_> {
                     // Nothing left: the group goes, as Kafka deletes it.
                     let _ = self.groups.delete(&group);
                     let _ = self.consumer_groups.delete(&group);
-                    offsets::delete(self.engine, shard, &group).await
+                    offsets::delete(self.engine, guard, shard, &group).await
                 } else {
-                    offsets::delete_partitions(self.engine, shard, &group, expired).await
+                    offsets::delete_partitions(self.engine, guard, shard, &group, expired).await
                 };
                 match result {
                     Ok(()) => {
