@@ -15,12 +15,18 @@
 //!   does, to avoid duplicated work) and deleting it twice is harmless.
 //! - An object is deleted one janitor round after its manifest, so a fetch planned
 //!   just before can still read it.
-//! - Orphans (objects a crash left between their PUT and their commit) are deleted
-//!   once older than the grace period and referenced by no manifest. Before deleting
-//!   any, the janitor bumps `gc/horizon`; every manifest commit compares the
-//!   horizon's revision as its broker knew it before writing the object, so a commit
-//!   still pending for an object the janitor might delete fails (retriably) instead
-//!   of landing after the deletion. Manifests are read again after the bump.
+//! - An object no manifest or checkpoint references is deleted only once it has
+//!   been seen unreferenced for the whole grace period (counted by the janitor from
+//!   the round it first saw it so; a new janitor starts counting afresh) and is
+//!   older than that. A file replaced by compaction, which the janitor saw
+//!   referenced before, can never be referenced again and goes without more ado.
+//! - Orphans never seen referenced (objects a crash left between their PUT and
+//!   their commit) need more: before deleting any, the janitor bumps `gc/horizon`;
+//!   every manifest commit compares the horizon's revision as its broker knew it
+//!   before writing the object, so a commit still pending for an object the janitor
+//!   might delete fails (retriably) instead of landing after the deletion.
+//!   References are read again after the bump. Such orphans are rare, so the bump,
+//!   which fails every broker's in-flight commits once, is too.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -40,6 +46,25 @@ use crate::{Engine, EngineError, Result};
 
 /// Deletions per metadata transaction (etcd allows 128 operations).
 const DELETES_PER_TXN: usize = 100;
+
+/// What the janitor carries from one round to the next.
+#[derive(Debug, Default)]
+pub struct Janitor {
+    /// Objects of manifests deleted last round, to delete now.
+    doomed: Vec<Path>,
+    /// Objects referenced at the last round.
+    referenced: HashSet<String>,
+    /// Unreferenced objects: the round (ms) they were first seen so, and whether
+    /// they had been seen referenced before.
+    unreferenced: HashMap<String, (i64, bool)>,
+}
+
+impl Janitor {
+    /// Objects to delete at the next round (those of manifests deleted this one).
+    pub fn doomed(&self) -> &[Path] {
+        &self.doomed
+    }
+}
 
 impl Engine {
     /// Moves the partition's log start offset up to `offset` (DeleteRecords;
@@ -163,11 +188,11 @@ impl Engine {
         }
     }
 
-    /// Deletes the manifests that hold nothing at or above any log start offset, and
-    /// the objects of those deleted in an earlier round (`doomed`). Returns the
-    /// objects to delete next round.
-    pub async fn collect_garbage(&self, doomed: Vec<Path>) -> Result<Vec<Path>> {
-        for object in doomed {
+    /// One janitor round: deletes the manifests that hold nothing at or above any
+    /// log start offset, the objects of those deleted in the round before, and
+    /// objects unreferenced for the grace period.
+    pub async fn collect_garbage(&self, janitor: &mut Janitor) -> Result<()> {
+        for object in std::mem::take(&mut janitor.doomed) {
             match self.store.delete(&object).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {
                     self.metrics
@@ -271,8 +296,9 @@ impl Engine {
                 .manifests_expired
                 .fetch_add(next.len() as u64, std::sync::atomic::Ordering::Relaxed);
         }
-        self.collect_orphans(&referenced).await?;
-        Ok(next)
+        janitor.doomed = next;
+        self.collect_orphans(referenced, janitor).await?;
+        Ok(())
     }
 
     /// Reads the janitor's horizon revision (at every cluster sync).
@@ -287,21 +313,16 @@ impl Engine {
         Ok(())
     }
 
-    /// Deletes objects (write-ahead, segments, lake files) older than the grace
-    /// period that no manifest or checkpoint references (`referenced`, read before).
-    /// Returns how many went.
-    async fn collect_orphans(&self, referenced: &HashSet<String>) -> Result<usize> {
+    /// Deletes objects (write-ahead, segments, lake files) that no manifest or
+    /// checkpoint references (`referenced`, read before the listing) and that have
+    /// been unreferenced, and existed, for the grace period. Returns how many went.
+    async fn collect_orphans(
+        &self,
+        referenced: HashSet<String>,
+        janitor: &mut Janitor,
+    ) -> Result<usize> {
         let grace_ms = i64::try_from(self.cfg.orphan_grace.as_millis()).unwrap_or(i64::MAX);
-        let horizon_ms = now_ms().saturating_sub(grace_ms);
-        let old_unreferenced = |listed: &[object_store::ObjectMeta],
-                                referenced: &HashSet<String>| {
-            listed
-                .iter()
-                .filter(|o| o.last_modified.timestamp_millis() < horizon_ms)
-                .filter(|o| !referenced.contains(o.location.as_ref()))
-                .map(|o| o.location.clone())
-                .collect::<Vec<Path>>()
-        };
+        let now = now_ms();
         let mut listed: Vec<object_store::ObjectMeta> = Vec::new();
         for prefix in [WAL_PREFIX, SEGMENT_PREFIX, LAKE_PREFIX] {
             let objects: Vec<object_store::ObjectMeta> = self
@@ -316,34 +337,73 @@ impl Engine {
                     .filter(|o| prefix != LAKE_PREFIX || o.location.as_ref().ends_with(".parquet")),
             );
         }
-        if old_unreferenced(&listed, referenced).is_empty() {
-            return Ok(0);
-        }
-        // Fence pending commits of objects written before now, then look again:
-        // whatever committed before the bump is in the manifests now.
-        let key = self.keys.gc_horizon();
-        let current = self.meta.get(&key).await?.map_or(0, |kv| kv.mod_revision);
-        let bump = Txn::when(vec![Compare::ModRevision(key.clone(), current)])
-            .then(vec![Op::put(key, now_ms().to_string().into_bytes())]);
-        if !self.meta.txn(bump).await?.succeeded {
-            return Ok(0); // another janitor is at it
-        }
-        self.refresh_gc_horizon().await?;
-        let mut referenced = HashSet::new();
-        for kv in self.meta.range(&self.keys.manifests()).await? {
-            if let Ok(m) = Manifest::decode(&kv.value) {
-                referenced.insert(m.object);
+        // Unreferenced since when, and whether seen referenced before.
+        let previous = std::mem::replace(&mut janitor.referenced, referenced);
+        let mut unreferenced = HashMap::new();
+        for o in &listed {
+            let name = o.location.as_ref();
+            if janitor.referenced.contains(name) {
+                continue;
             }
+            let seen = janitor
+                .unreferenced
+                .get(name)
+                .copied()
+                .unwrap_or((now, previous.contains(name)));
+            unreferenced.insert(name.to_string(), seen);
         }
-        for kv in self.meta.range(&self.keys.checkpoints()).await? {
-            let c = Checkpoint::from_kv(&kv)?;
-            referenced.extend(c.files.into_iter().map(|f| f.object));
+        janitor.unreferenced = unreferenced;
+        let due = |o: &&object_store::ObjectMeta, retired: bool| {
+            janitor
+                .unreferenced
+                .get(o.location.as_ref())
+                .is_some_and(|(since, was)| {
+                    *was == retired
+                        && now.saturating_sub(*since) >= grace_ms
+                        && o.last_modified.timestamp_millis() <= now.saturating_sub(grace_ms)
+                })
+        };
+        // Files that were referenced, then replaced: nothing can reference them again.
+        let mut doomed: Vec<Path> = listed
+            .iter()
+            .filter(|o| due(o, true))
+            .map(|o| o.location.clone())
+            .collect();
+        let orphans: Vec<&object_store::ObjectMeta> =
+            listed.iter().filter(|o| due(o, false)).collect();
+        if !orphans.is_empty() {
+            // Fence pending commits of objects written before now, then look again:
+            // whatever committed before the bump is referenced now.
+            let key = self.keys.gc_horizon();
+            let current = self.meta.get(&key).await?.map_or(0, |kv| kv.mod_revision);
+            let bump = Txn::when(vec![Compare::ModRevision(key.clone(), current)])
+                .then(vec![Op::put(key, now_ms().to_string().into_bytes())]);
+            if self.meta.txn(bump).await?.succeeded {
+                self.refresh_gc_horizon().await?;
+                let mut referenced = HashSet::new();
+                for kv in self.meta.range(&self.keys.manifests()).await? {
+                    if let Ok(m) = Manifest::decode(&kv.value) {
+                        referenced.insert(m.object);
+                    }
+                }
+                for kv in self.meta.range(&self.keys.checkpoints()).await? {
+                    let c = Checkpoint::from_kv(&kv)?;
+                    referenced.extend(c.files.into_iter().map(|f| f.object));
+                }
+                doomed.extend(
+                    orphans
+                        .iter()
+                        .filter(|o| !referenced.contains(o.location.as_ref()))
+                        .map(|o| o.location.clone()),
+                );
+            }
+            // Else another janitor is at it.
         }
-        let orphans = old_unreferenced(&listed, &referenced);
-        for object in &orphans {
+        for object in &doomed {
             match self.store.delete(object).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {
-                    tracing::info!(%object, "deleted an orphaned object");
+                    tracing::info!(%object, "deleted an unreferenced object");
+                    janitor.unreferenced.remove(object.as_ref());
                     self.metrics
                         .objects_orphaned
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -351,21 +411,23 @@ impl Engine {
                 Err(e) => tracing::warn!(%object, error = %e, "cannot delete an orphan"),
             }
         }
-        Ok(orphans.len())
+        Ok(doomed.len())
     }
 
     /// Runs retention on led partitions and, on the controller, the janitor, every
     /// `interval`, until the engine is dropped.
     pub fn start_retention(self: &Arc<Self>, interval: Duration) {
-        self.every(interval, Vec::new(), |engine, doomed| {
+        self.every(interval, Janitor::default(), |engine, janitor| {
             Box::pin(async move {
                 engine.enforce_retention().await;
                 engine.expire_producers();
                 if engine.is_controller() {
-                    match engine.collect_garbage(std::mem::take(doomed)).await {
-                        Ok(next) => *doomed = next,
-                        Err(e) => tracing::warn!(error = %e, "janitor round failed"),
+                    if let Err(e) = engine.collect_garbage(janitor).await {
+                        tracing::warn!(error = %e, "janitor round failed");
                     }
+                } else {
+                    // A janitor that starts again counts grace periods afresh.
+                    *janitor = Janitor::default();
                 }
             })
         });

@@ -17,6 +17,7 @@ use sluice_engine::compaction::FoldPolicy;
 use sluice_engine::fetch::{OffsetAndTimestamp, MAX_TIMESTAMP};
 use sluice_engine::partition::Format;
 use sluice_engine::produce::PartitionRecords;
+use sluice_engine::retention::Janitor;
 use sluice_engine::{Engine, EngineConfig, EngineError};
 use sluice_meta::{EmbeddedStore, MetaStore};
 use sluice_protocol::records::{decode_batch, encode_batch, Record};
@@ -152,9 +153,10 @@ async fn folded_history_reads_back_identically_and_survives_a_rebuild() {
 
     // The janitor: every manifest is below folded_to, so manifests go, then their
     // write-ahead objects; the segment is unreferenced but within the grace period.
-    let doomed = engine.collect_garbage(Vec::new()).await.unwrap();
-    assert_eq!(doomed.len(), 32);
-    engine.collect_garbage(doomed).await.unwrap();
+    let mut round = Janitor::default();
+    engine.collect_garbage(&mut round).await.unwrap();
+    assert_eq!(round.doomed().len(), 32);
+    engine.collect_garbage(&mut round).await.unwrap();
     assert_eq!(wal_objects(&store).await, 0);
     assert_eq!(
         meta.range(&engine.keys().manifests()).await.unwrap().len(),
@@ -193,7 +195,10 @@ async fn folded_history_reads_back_identically_and_survives_a_rebuild() {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(5)).await;
-    janitor.collect_garbage(Vec::new()).await.unwrap();
+    janitor
+        .collect_garbage(&mut Janitor::default())
+        .await
+        .unwrap();
     assert!(objects(store.as_ref(), "seg").await.is_empty());
     assert_eq!(objects(store.as_ref(), "lake").await, lake);
     assert_eq!(
@@ -414,9 +419,10 @@ async fn a_compactor_only_broker_folds_what_another_leads() {
     assert_eq!(all_records(&leader, &topic, 0).await, produced);
 
     // The janitor deletes the folded manifests and their objects; reads still work.
-    let doomed = leader.collect_garbage(Vec::new()).await.unwrap();
-    assert_eq!(doomed.len(), 10);
-    leader.collect_garbage(doomed).await.unwrap();
+    let mut round = Janitor::default();
+    leader.collect_garbage(&mut round).await.unwrap();
+    assert_eq!(round.doomed().len(), 10);
+    leader.collect_garbage(&mut round).await.unwrap();
     assert_eq!(wal_objects(&store).await, 0);
     assert_eq!(all_records(&leader, &topic, 0).await, produced);
 
@@ -524,4 +530,59 @@ async fn producer_state_stays_small_and_expires() {
     )
     .unwrap();
     assert_eq!(c.producers.len(), 1);
+}
+
+/// A file replaced by compaction keeps the grace period from the round the janitor
+/// first saw it unreferenced, not from when it was written; and since it can never
+/// be referenced again, deleting it needs no horizon bump, which would fail every
+/// broker's in-flight produces. Before, a segment older than the grace went at the
+/// first round after its replacement, with a bump.
+#[tokio::test]
+async fn a_replaced_file_keeps_its_grace_and_goes_without_fencing_produces() {
+    let meta = EmbeddedStore::in_memory();
+    let store = faulty();
+    let (engine, topic) = open(&meta, store.clone()).await;
+    for i in 0..5 {
+        produce(&engine, &topic, rich_batch(i, 3)).await.unwrap();
+    }
+    let p = topic.partition(0).unwrap();
+    let record = topic.record.clone();
+    assert!(engine.fold(&record, p, policy(false)).await.unwrap());
+    let grace = Duration::from_millis(600);
+    let janitor = open_engine(
+        &meta,
+        &store,
+        EngineConfig {
+            broker_id: 1,
+            orphan_grace: grace,
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut round = Janitor::default();
+    // The segment is older than the grace period when it is replaced.
+    tokio::time::sleep(grace).await;
+    janitor.collect_garbage(&mut round).await.unwrap();
+    assert!(engine.fold(&record, p, policy(true)).await.unwrap());
+    let horizon = || async {
+        meta.get(&engine.keys().gc_horizon())
+            .await
+            .unwrap()
+            .map(|kv| kv.mod_revision)
+    };
+    let before = horizon().await;
+    janitor.collect_garbage(&mut round).await.unwrap();
+    assert_eq!(
+        objects(store.as_ref(), "seg").await.len(),
+        1,
+        "replaced just now: kept for the grace period"
+    );
+    tokio::time::sleep(grace).await;
+    janitor.collect_garbage(&mut round).await.unwrap();
+    assert!(objects(store.as_ref(), "seg").await.is_empty());
+    assert_eq!(horizon().await, before, "no horizon bump");
+    // So a produce in flight is not fenced.
+    produce(&engine, &topic, batch(&["next"], None))
+        .await
+        .unwrap();
 }

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use sluice_engine::retention::Janitor;
 use sluice_engine::EngineError;
 use sluice_meta::{EmbeddedStore, MetaStore};
 
@@ -47,11 +48,12 @@ async fn deleted_records_stay_deleted_and_their_objects_go() {
     assert_eq!(fetched.log_start_offset, 5);
 
     // The janitor deletes the two manifests now, their objects on the next round.
-    let doomed = engine.collect_garbage(Vec::new()).await.unwrap();
-    assert_eq!(doomed.len(), 2);
+    let mut round = Janitor::default();
+    engine.collect_garbage(&mut round).await.unwrap();
+    assert_eq!(round.doomed().len(), 2);
     assert_eq!(wal_objects(&store).await, 5);
-    let next = engine.collect_garbage(doomed).await.unwrap();
-    assert!(next.is_empty());
+    engine.collect_garbage(&mut round).await.unwrap();
+    assert!(round.doomed().is_empty());
     assert_eq!(wal_objects(&store).await, 3);
     let counted = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(counted(&engine.metrics.manifests_expired), 2);
@@ -124,7 +126,10 @@ async fn an_orphan_is_deleted_and_pending_commits_are_fenced_first() {
     )
     .await;
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    janitor.collect_garbage(Vec::new()).await.unwrap();
+    janitor
+        .collect_garbage(&mut Janitor::default())
+        .await
+        .unwrap();
     assert_eq!(
         wal_objects(&store).await,
         1,
@@ -171,9 +176,13 @@ async fn a_janitor_on_another_broker_keeps_a_live_topics_data() {
     produce(&engine, &topic, batch(&["a", "b"], None))
         .await
         .unwrap();
-    let doomed = janitor.collect_garbage(Vec::new()).await.unwrap();
-    assert!(doomed.is_empty(), "nothing of a live topic is deleted");
-    janitor.collect_garbage(doomed).await.unwrap();
+    let mut round = Janitor::default();
+    janitor.collect_garbage(&mut round).await.unwrap();
+    assert!(
+        round.doomed().is_empty(),
+        "nothing of a live topic is deleted"
+    );
+    janitor.collect_garbage(&mut round).await.unwrap();
     assert_eq!(wal_objects(&store).await, 1);
     assert_eq!(values(&engine, &topic).await.len(), 2);
 }
