@@ -419,6 +419,7 @@ impl Engine {
             records,
             cache,
             cleaned_to: None,
+            batch_len: None,
         };
         self.install_rewrite(topic, p, &mut target, &run, rewrite)
             .await
@@ -452,9 +453,10 @@ impl Engine {
         let tombstone_ms = topic
             .config_number("delete.retention.ms")
             .unwrap_or(86_400_000);
-        let Some((run, log_start)) = target.with_state(|read| {
+        let Some((run, log_start, whole)) = target.with_state(|read| {
             let range = clean_plan(&read.index, read.checkpoint.cleaned_to, segment, ratio)?;
-            Some((read.index[range].to_vec(), read.log_start_offset))
+            let whole = range.start == 0;
+            Some((read.index[range].to_vec(), read.log_start_offset, whole))
         }) else {
             return Ok(false);
         };
@@ -464,15 +466,26 @@ impl Engine {
         } else {
             Format::Batches
         };
-        let (partition, horizon) = (p.index, now_ms.saturating_sub(tombstone_ms));
-        let (body, records) = blocking(move || {
+        // A tombstone may go only when the run starts the log: older values of its
+        // key may lie before a run that does not.
+        let horizon = if whole {
+            now_ms.saturating_sub(tombstone_ms)
+        } else {
+            i64::MIN
+        };
+        let partition = p.index;
+        let (body, records, batch_len) = blocking(move || {
             let kept = latest_per_key(records_of(&datas, log_start)?, horizon);
             let rows = kept.len() as u64;
+            // A cleaned file is sized by what it keeps, as batches, whatever its
+            // format: retention and the next cleaning's ratio count real bytes.
+            let batches = crate::lake::encode_batches(&kept);
+            let batch_len = batches.len() as u64;
             let body = match format {
-                Format::Batches => crate::lake::encode_batches(&kept),
+                Format::Batches => batches,
                 Format::Parquet => lake_bytes(partition, &kept)?,
             };
-            Ok((body, rows))
+            Ok((body, rows, batch_len))
         })
         .await?;
         let cleaned_to = run.last().map(|e| e.last_offset + 1);
@@ -482,6 +495,7 @@ impl Engine {
             records,
             cache: false,
             cleaned_to,
+            batch_len: Some(batch_len),
         };
         let done = self
             .install_rewrite(topic, p, &mut target, &run, rewrite)
@@ -534,7 +548,9 @@ impl Engine {
             base_offset: base,
             last_offset,
             max_timestamp: run.iter().map(|e| e.max_timestamp).max().unwrap_or(-1),
-            len: run.iter().map(|e| e.len).sum(),
+            len: rw
+                .batch_len
+                .unwrap_or_else(|| run.iter().map(|e| e.len).sum()),
             records: rw.records,
         };
         self.store.put(&object, rw.body.clone().into()).await?;
@@ -716,6 +732,9 @@ struct Rewrite {
     cache: bool,
     /// For a cleaning: the offset it cleaned up to.
     cleaned_to: Option<i64>,
+    /// Record-batch bytes of what it holds; `None` for a fold, which holds its
+    /// inputs whole.
+    batch_len: Option<u64>,
 }
 
 /// What a rewrite's commit compares, taken before anything is read: the leader
@@ -785,9 +804,11 @@ pub fn latest_per_key(records: Vec<Record>, tombstone_horizon: i64) -> Vec<Recor
         .collect()
 }
 
-/// The run a cleaning rewrites: everything before the active segment (the newest
-/// `segment` bytes, at least one entry), up to [`CLEAN_MAX_BYTES`], once the bytes
-/// at or past `cleaned_to` are at least `ratio` of it.
+/// The run a cleaning rewrites, once the bytes at or past `cleaned_to` are at least
+/// `ratio` of the log before its active segment (the newest `segment` bytes, at
+/// least one entry): that whole log when it is at most [`CLEAN_MAX_BYTES`], else the
+/// newest entries before the active segment that fit (at least two), so that what
+/// is dirty is always in the run, however large the cleaned head has grown.
 pub fn clean_plan(
     index: &[IndexEntry],
     cleaned_to: i64,
@@ -795,15 +816,23 @@ pub fn clean_plan(
     ratio: f64,
 ) -> Option<std::ops::Range<usize>> {
     let active = crate::retention::active_segment_start(index, segment);
-    let (mut end, mut total, mut dirty) = (0, 0u64, 0u64);
-    while end < active && (end == 0 || total < CLEAN_MAX_BYTES) {
-        total += index[end].len;
-        if index[end].last_offset >= cleaned_to {
-            dirty += index[end].len;
-        }
-        end += 1;
+    let cleanable = &index[..active];
+    let total: u64 = cleanable.iter().map(|e| e.len).sum();
+    let dirty: u64 = cleanable
+        .iter()
+        .filter(|e| e.last_offset >= cleaned_to)
+        .map(|e| e.len)
+        .sum();
+    if dirty == 0 || (dirty as f64) < ratio * total as f64 {
+        return None;
     }
-    (dirty > 0 && dirty as f64 >= ratio * total as f64).then_some(0..end)
+    let mut start = active;
+    let mut bytes = 0u64;
+    while start > 0 && (active - start < 2 || bytes + cleanable[start - 1].len <= CLEAN_MAX_BYTES) {
+        start -= 1;
+        bytes += cleanable[start].len;
+    }
+    Some(start..active)
 }
 
 #[cfg(test)]
@@ -830,6 +859,29 @@ mod tests {
             lake_cutoff,
             max_wait_ms: 1_000,
         }
+    }
+
+    /// Before, the run always began at the first entry and stopped at 256 MiB, and
+    /// the ratio was taken inside it: once the cleaned head passed 128 MiB the
+    /// dirty share of the run could never reach 0.5, and cleaning stopped for good.
+    #[test]
+    fn cleaning_weighs_the_whole_log_and_always_reaches_the_dirty_part() {
+        const MIB: u64 = 1 << 20;
+        let e = |i: i64, len| entry(i * 10, 0, len, "seg", Format::Batches);
+        // A cleaned head of 200 MiB (up to offset 10), then 250 MiB of updates and
+        // an active segment.
+        let mut log = vec![e(0, 200 * MIB)];
+        log.extend((1..=25).map(|i| e(i, 10 * MIB)));
+        log.push(e(26, MIB));
+        let run = clean_plan(&log, 10, MIB as i64, 0.5).expect("cleans");
+        assert_eq!(run, 1..26, "the dirty entries, which fit, without the head");
+        // Under the ratio over the whole log: nothing.
+        assert_eq!(clean_plan(&log[..10], 10, MIB as i64, 0.5), None);
+        // A small log is cleaned whole.
+        let small: Vec<IndexEntry> = (0..5).map(|i| e(i, MIB)).collect();
+        assert_eq!(clean_plan(&small, 10, MIB as i64, 0.5), Some(0..4));
+        // Nothing dirty: nothing to do.
+        assert_eq!(clean_plan(&small, 1_000, MIB as i64, 0.0), None);
     }
 
     #[test]

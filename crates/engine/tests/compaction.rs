@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // a test: panicking is how it fails
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -585,4 +586,69 @@ async fn a_replaced_file_keeps_its_grace_and_goes_without_fencing_produces() {
     produce(&engine, &topic, batch(&["next"], None))
         .await
         .unwrap();
+}
+
+/// A compacted topic with the lake on keeps cleaning, and its cleaned files are
+/// sized by what they keep. Before, a cleaned lake file counted every byte ever
+/// cleaned into it: from the third round on the dirty share never reached the
+/// ratio, so cleaning stopped for good, and `retention.bytes` (which sums those
+/// sizes) took the inflated head for a large one and deleted live keys.
+#[tokio::test]
+async fn a_compacted_topic_in_the_lake_keeps_cleaning_and_stays_small() {
+    let meta = EmbeddedStore::in_memory();
+    let store = faulty();
+    let (engine, topic) = open(&meta, store.clone()).await;
+    let p = topic.partition(0).unwrap();
+    let mut record = topic.record.clone();
+    for (k, v) in [
+        ("cleanup.policy", "compact"),
+        ("segment.bytes", "14"),
+        ("min.cleanable.dirty.ratio", "0.5"),
+    ] {
+        record.configs.insert(k.into(), v.into());
+    }
+    let keys: Vec<String> = (0..100).map(|k| format!("key-{k:03}")).collect();
+    for round in 0..8 {
+        let values: Vec<String> = (0..100)
+            .map(|k| format!("{round}-{k}-{}", "x".repeat(100)))
+            .collect();
+        let batch: Vec<(&str, Option<&str>)> = keys
+            .iter()
+            .map(String::as_str)
+            .zip(values.iter().map(|v| Some(v.as_str())))
+            .collect();
+        let batch = keyed_batch(&batch);
+        let round_bytes = batch.len() as u64;
+        produce(&engine, &topic, batch).await.unwrap();
+        // The active segment.
+        produce(&engine, &topic, keyed_batch(&[("active", Some("a"))]))
+            .await
+            .unwrap();
+        engine.fold(&record, p, policy(true)).await.unwrap();
+        produce(&engine, &topic, keyed_batch(&[("active", Some("a"))]))
+            .await
+            .unwrap();
+        assert!(
+            engine.clean(&record, p, 1_000_000).await.unwrap(),
+            "round {round}: no cleaning"
+        );
+        let index = p.read().index.clone();
+        assert_eq!(index[0].format, Format::Parquet);
+        let total: u64 = index.iter().map(|e| e.len).sum();
+        assert!(
+            total < 3 * round_bytes,
+            "round {round}: {total} bytes counted for a log of 100 keys ({round_bytes} per round)"
+        );
+    }
+    let latest = key_values(&all_records(&engine, &topic, 0).await);
+    let values: BTreeMap<String, Option<String>> =
+        latest.into_iter().map(|(_, k, v)| (k, v)).collect();
+    assert_eq!(
+        values.len(),
+        101,
+        "one value per key, and the active record"
+    );
+    assert!(keys
+        .iter()
+        .all(|k| values[k].as_deref().is_some_and(|v| v.starts_with("7-"))));
 }
