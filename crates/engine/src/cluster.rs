@@ -310,6 +310,12 @@ impl Keys {
     pub fn lake_table(&self, topic: Uuid) -> String {
         format!("{}lake_table/{topic}", self.root)
     }
+    pub fn lake_tables(&self) -> String {
+        format!("{}lake_table/", self.root)
+    }
+    pub fn lake_table_topic(&self, key: &str) -> Option<Uuid> {
+        key.strip_prefix(&self.lake_tables())?.parse().ok()
+    }
     /// Bumped by the janitor before it deletes orphaned objects; every manifest
     /// commit compares its revision (see `retention.rs`).
     pub fn gc_horizon(&self) -> String {

@@ -12,11 +12,18 @@
 //! `metadata/version-hint.text` for readers that find tables by directory. The
 //! objects of versions older than the last [`VERSIONS_KEPT`] are deleted.
 //!
+//! A deleted topic's table goes with it: the next round deletes the metadata
+//! objects its kept versions wrote and its `lake_table` key (its data files, no
+//! longer referenced, are the janitor's). A topic created again under the same name
+//! shares the table's directory, so the files named by version number alone
+//! (`v<n>.metadata.json`, `version-hint.text`) are then left to the new table,
+//! which rewrites them as it publishes.
+//!
 //! Invariant: a published snapshot only lists files some checkpoint referenced when
 //! it was read. A file retention drops stays readable for the janitor's grace
 //! period, so readers of a snapshot a round old still find it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
@@ -81,6 +88,60 @@ impl Engine {
                 tracing::warn!(topic = %topic.record.name, error = %e,
                     "cannot publish the lake table");
             }
+        }
+        self.drop_deleted_tables().await
+    }
+
+    /// Deletes the tables of deleted topics: the metadata objects of their kept
+    /// versions, then their `lake_table` key.
+    async fn drop_deleted_tables(&self) -> Result<()> {
+        let tables = self.meta.range(&self.keys.lake_tables()).await?;
+        if tables.is_empty() {
+            return Ok(());
+        }
+        // Topics as the store has them (this broker's catalog may lag behind).
+        let (mut ids, mut names) = (HashSet::new(), HashSet::new());
+        for kv in self.meta.range(&self.keys.topics()).await? {
+            // An unreadable topic record must not make its table look deleted.
+            let t: TopicRecord = serde_json::from_slice(&kv.value)
+                .map_err(|e| crate::EngineError::Meta(format!("topic key={}: {e}", kv.key)))?;
+            ids.insert(t.id);
+            names.insert(t.name);
+        }
+        let tables_dir = format!("{LAKE_PREFIX}/{TABLES_DIR}/");
+        for kv in tables {
+            let Some(id) = self.keys.lake_table_topic(&kv.key) else {
+                continue;
+            };
+            if ids.contains(&id) {
+                continue;
+            }
+            let Ok(state) = serde_json::from_slice::<TableState>(&kv.value) else {
+                continue;
+            };
+            let name = state
+                .metadata
+                .strip_prefix(&tables_dir)
+                .and_then(|rest| rest.split_once('/'))
+                .map(|(name, _)| name.to_string());
+            let reused = name.as_ref().is_none_or(|n| names.contains(n));
+            let mut objects: Vec<String> = state.history.into_iter().flatten().collect();
+            if reused {
+                objects.retain(|o| !numbered(o));
+            } else if let Some(name) = &name {
+                objects.push(format!("{tables_dir}{name}/metadata/version-hint.text"));
+            }
+            for object in objects {
+                match self.store.delete(&Path::from(object.as_str())).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let txn = Txn::when(vec![Compare::ModRevision(kv.key.clone(), kv.mod_revision)])
+                .then(vec![Op::Delete(kv.key)]);
+            self.meta.txn(txn).await?;
+            tracing::info!(topic = name.as_deref().unwrap_or("?"), %id,
+                "deleted the lake table of a deleted topic");
         }
         Ok(())
     }
@@ -222,6 +283,17 @@ impl Engine {
         self.store.put(&Path::from(key), bytes.into()).await?;
         Ok(())
     }
+}
+
+/// Whether a table object is named by its version number alone
+/// (`v<n>.metadata.json`), as a table of the same name would name its own.
+fn numbered(object: &str) -> bool {
+    object
+        .rsplit('/')
+        .next()
+        .and_then(|f| f.strip_prefix('v'))
+        .and_then(|f| f.strip_suffix(".metadata.json"))
+        .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Identifies a file list: its length and a CRC of its objects.

@@ -588,6 +588,70 @@ async fn a_replaced_file_keeps_its_grace_and_goes_without_fencing_produces() {
         .unwrap();
 }
 
+/// A deleted topic's Iceberg table goes with it: its metadata objects and its
+/// `lake_table` key. Before, both stayed for ever. A topic created again under the
+/// same name keeps the table directory's version-named files, which are its own.
+#[tokio::test]
+async fn a_deleted_topics_lake_table_is_deleted() {
+    let meta = EmbeddedStore::in_memory();
+    let store = faulty();
+    let cfg = EngineConfig {
+        object_root: Some("s3://bucket".into()),
+        ..Default::default()
+    };
+    let (engine, topic) = open_with(cfg, Arc::new(meta.clone()), store.clone()).await;
+    let to_lake = |topic: Arc<sluice_engine::Topic>| {
+        let engine = engine.clone();
+        async move {
+            for i in 0..3 {
+                produce(&engine, &topic, rich_batch(i, 3)).await.unwrap();
+            }
+            let p = topic.partition(0).unwrap();
+            assert!(engine.fold(&topic.record, p, policy(true)).await.unwrap());
+            engine.publish_tables().await.unwrap();
+        }
+    };
+    let tables = || async {
+        meta.range(&engine.keys().lake_tables())
+            .await
+            .unwrap()
+            .len()
+    };
+    to_lake(topic.clone()).await;
+    let table_dir = "lake/_iceberg/kafka/t";
+    assert_eq!(tables().await, 1);
+    assert!(objects(store.as_ref(), table_dir).await.len() >= 5);
+
+    engine.delete_topic("t").await.unwrap();
+    engine.publish_tables().await.unwrap();
+    assert_eq!(tables().await, 0, "the lake_table key stayed");
+    assert_eq!(
+        objects(store.as_ref(), table_dir).await,
+        Vec::<Path>::new(),
+        "the table's metadata stayed"
+    );
+
+    // Deleted while a topic of the same name has its own table: only the deleted
+    // table's own objects go.
+    let again = lead_topic(&engine, &meta, "t").await;
+    to_lake(again.clone()).await;
+    let first_table = objects(store.as_ref(), table_dir).await;
+    engine.delete_topic("t").await.unwrap();
+    let third = lead_topic(&engine, &meta, "t").await;
+    to_lake(third).await;
+    let left = objects(store.as_ref(), table_dir).await;
+    let named = |suffix: &str| left.iter().any(|o| o.as_ref().ends_with(suffix));
+    assert!(named("/v1.metadata.json"), "{left:?}");
+    assert!(named("/version-hint.text"), "{left:?}");
+    assert!(
+        !left
+            .iter()
+            .any(|o| first_table.contains(o) && o.as_ref().ends_with("-m0.avro")),
+        "the deleted table's manifests stayed: {left:?}"
+    );
+    assert_eq!(tables().await, 1);
+}
+
 /// A compacted topic with the lake on keeps cleaning, and its cleaned files are
 /// sized by what they keep. Before, a cleaned lake file counted every byte ever
 /// cleaned into it: from the third round on the dirty share never reached the
