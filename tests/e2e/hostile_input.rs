@@ -349,3 +349,91 @@ mod fetch_limits {
         Ok(())
     }
 }
+
+mod connection_limits {
+    //! 5,000 connections that send nothing: those over `--max-connections` are closed
+    //! as soon as they are accepted, the rest once idle for
+    //! `--connections-max-idle-ms`; a client that keeps talking is served throughout.
+    //! Before, every connection was kept for ever, however many and however idle.
+
+    use std::io::{ErrorKind, Read};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestKind, ResponseKind};
+    use sluice_e2e::wire::Connection;
+    use sluice_e2e::Sluice;
+
+    fn api_versions(conn: &mut Connection) -> anyhow::Result<()> {
+        match conn.call(
+            ApiKey::ApiVersions,
+            3,
+            RequestKind::ApiVersions(ApiVersionsRequest::default()),
+        )? {
+            ResponseKind::ApiVersions(r) if r.error_code == 0 => Ok(()),
+            other => anyhow::bail!("unexpected {other:?}"),
+        }
+    }
+
+    /// How many of `streams` the broker has closed.
+    fn closed(streams: &[TcpStream]) -> usize {
+        let mut byte = [0u8; 1];
+        streams
+            .iter()
+            .filter(|s| match (&mut &**s).read(&mut byte) {
+                Ok(0) => true,
+                Err(e) => e.kind() != ErrorKind::WouldBlock,
+                Ok(_) => false,
+            })
+            .count()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_connections_are_closed_and_live_ones_served() -> anyhow::Result<()> {
+        const IDLE: usize = 5_000;
+        let sluice = Sluice::start(&["--max-connections=1000", "--connections-max-idle-ms=3000"])?;
+        let addr = sluice.bootstrap();
+        let mut live = Connection::open(&addr)?;
+        api_versions(&mut live)?;
+        let mut idle = Vec::with_capacity(IDLE);
+        let started = Instant::now();
+        for i in 0..IDLE {
+            let s = TcpStream::connect(&addr)?;
+            s.set_nonblocking(true)?;
+            idle.push(s);
+            if i % 250 == 0 {
+                api_versions(&mut live)?;
+            }
+        }
+        eprintln!("{IDLE} connections opened in {:?}", started.elapsed());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        api_versions(&mut live)?;
+        let over = closed(&idle);
+        assert!(
+            over >= IDLE - 999,
+            "{over} of {IDLE} idle connections closed; at most 1,000 may be open"
+        );
+        // Idle ones go after 3 s; the live one, talking every 500 ms, stays.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut gone = over;
+        while gone < IDLE {
+            assert!(
+                Instant::now() < deadline,
+                "{gone} of {IDLE} idle connections closed after 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            api_versions(&mut live)?;
+            gone = closed(&idle);
+        }
+        api_versions(&mut live)?;
+        api_versions(&mut Connection::open(&addr)?)?;
+        let rss = sluice.peak_rss_kib().unwrap_or(0);
+        assert!(rss < 512 << 10, "peak RSS {rss} KiB");
+        let metrics = sluice.http_get("/metrics")?;
+        assert!(
+            metrics.contains("sluice_connections_closed_total{reason=\"idle\"}"),
+            "{metrics}"
+        );
+        Ok(())
+    }
+}

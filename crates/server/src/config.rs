@@ -323,6 +323,18 @@ pub struct ServeArgs {
     /// Largest request frame accepted, in bytes (Kafka's socket.request.max.bytes).
     #[arg(long, env = "SLUICE_MAX_REQUEST_BYTES", default_value_t = 100 << 20)]
     pub max_request_bytes: usize,
+
+    /// Client connections served at once (Kafka's max.connections); a connection
+    /// over the limit is closed as soon as it is accepted.
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// A connection that has sent and been sent nothing for this long, with no
+    /// request in flight, is closed (Kafka's connections.max.idle.ms).
+    #[arg(long, env = "SLUICE_CONNECTIONS_MAX_IDLE_MS", default_value_t = 600_000,
+          value_parser = clap::value_parser!(u64).range(100..))]
+    pub connections_max_idle_ms: u64,
 }
 
 impl ServeArgs {

@@ -6,10 +6,15 @@
 //! connection can have many produces waiting for flushes at once (pipelining) while
 //! their order, and the order of responses, is kept. Bad input closes the connection;
 //! it never panics and never allocates more than the frame limit.
+//!
+//! Bounds: the accept loop serves at most `--max-connections` at once (each holds a
+//! slot); a connection idle for `--connections-max-idle-ms` (nothing read or written,
+//! no request in flight) is closed; at shutdown every connection stops reading,
+//! answers what it has in flight and closes.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use kafka_protocol::error::ResponseError;
@@ -20,7 +25,7 @@ use sluice_protocol::frame::FrameDecoder;
 use sluice_protocol::ProtocolError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 
 /// Requests served, bytes in and out, and latency (from the request's arrival to its
 /// response written), by API. Produce latency includes the wait for the flush that
@@ -31,6 +36,9 @@ pub struct RequestMetrics {
     /// Partition errors in Produce responses, by Kafka error code + 1 (so that
     /// UNKNOWN_SERVER_ERROR, -1, has a slot).
     produce_errors: Vec<AtomicU64>,
+    connections: AtomicU64,
+    refused: AtomicU64,
+    idle_closed: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -52,11 +60,19 @@ impl Default for RequestMetrics {
         Self {
             apis: (0..API_KEYS).map(|_| PerApi::default()).collect(),
             produce_errors: (0..ERROR_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            connections: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            idle_closed: AtomicU64::new(0),
         }
     }
 }
 
 impl RequestMetrics {
+    /// Counts a connection closed at once for being over `--max-connections`.
+    pub fn connection_refused(&self) {
+        self.refused.fetch_add(1, Relaxed);
+    }
+
     fn record(&self, api: ApiKey, started: Instant, bytes_in: usize, bytes_out: usize) {
         let Some(m) = self.apis.get(api as i16 as usize) else {
             return;
@@ -85,6 +101,26 @@ impl RequestMetrics {
     /// Appends the metrics of every API that has served a request.
     pub fn render(&self, out: &mut String) {
         use std::fmt::Write as _;
+        sluice_metrics::family(
+            out,
+            "sluice_connections",
+            "gauge",
+            "Client connections open.",
+        );
+        let _ = writeln!(out, "sluice_connections {}", self.connections.load(Relaxed));
+        sluice_metrics::family(
+            out,
+            "sluice_connections_closed_total",
+            "counter",
+            "Client connections the broker closed: over --max-connections, or idle.",
+        );
+        for (reason, n) in [("limit", &self.refused), ("idle", &self.idle_closed)] {
+            let _ = writeln!(
+                out,
+                "sluice_connections_closed_total{{reason=\"{reason}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
         let used: Vec<(String, &PerApi)> = self
             .apis
             .iter()
@@ -165,12 +201,31 @@ struct Queued {
     reply: Reply,
 }
 
+/// What bounds one connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request frame.
+    pub max_frame: usize,
+    /// Closed after this long with nothing read, written or in flight.
+    pub idle: Duration,
+}
+
+/// Serves one connection until the client closes it, it sends bad input, it is
+/// idle too long, or `closing` turns true. `_slot` is its place under the
+/// connection limit, held until it ends.
 pub async fn serve(
     broker: Broker,
     stream: TcpStream,
-    max_frame: usize,
+    limits: Limits,
     metrics: Arc<RequestMetrics>,
+    mut closing: watch::Receiver<bool>,
+    _slot: OwnedSemaphorePermit,
 ) {
+    metrics.connections.fetch_add(1, Relaxed);
+    let _open = OnDrop(|| {
+        metrics.connections.fetch_sub(1, Relaxed);
+    });
+    let max_frame = limits.max_frame;
     let peer_ip = stream.peer_addr().ok().map(|a| a.ip());
     let peer = stream
         .peer_addr()
@@ -179,34 +234,45 @@ pub async fn serve(
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Queued>(MAX_QUEUED_REPLIES);
+    // Requests read and not yet answered, and when the writer last wrote.
+    let in_flight = Arc::new(AtomicU64::new(0));
+    let last_write = Arc::new(std::sync::Mutex::new(Instant::now()));
 
-    let write_loop = tokio::spawn(async move {
-        while let Some(q) = rx.recv().await {
-            let body = match q.reply {
-                Reply::Now(r) => *r,
-                Reply::Later(f) => f.await,
-                Reply::None => {
-                    metrics.record(q.api_key, q.started, q.request_bytes, 0);
-                    continue;
-                }
-            };
-            metrics.record_produce_errors(&body);
-            match encode_response(
-                q.api_key,
-                q.version,
-                q.correlation_id,
-                &body,
-                size_hint(&body),
-            ) {
-                Ok(frame) => {
-                    if writer.write_all(&frame).await.is_err() {
+    let write_loop = tokio::spawn({
+        let metrics = metrics.clone();
+        let (in_flight, last_write) = (in_flight.clone(), last_write.clone());
+        async move {
+            while let Some(q) = rx.recv().await {
+                let _answered = OnDrop(|| {
+                    in_flight.fetch_sub(1, Relaxed);
+                    *last_write.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+                });
+                let body = match q.reply {
+                    Reply::Now(r) => *r,
+                    Reply::Later(f) => f.await,
+                    Reply::None => {
+                        metrics.record(q.api_key, q.started, q.request_bytes, 0);
+                        continue;
+                    }
+                };
+                metrics.record_produce_errors(&body);
+                match encode_response(
+                    q.api_key,
+                    q.version,
+                    q.correlation_id,
+                    &body,
+                    size_hint(&body),
+                ) {
+                    Ok(frame) => {
+                        if writer.write_all(&frame).await.is_err() {
+                            return;
+                        }
+                        metrics.record(q.api_key, q.started, q.request_bytes, frame.len());
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot encode response; closing connection");
                         return;
                     }
-                    metrics.record(q.api_key, q.started, q.request_bytes, frame.len());
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot encode response; closing connection");
-                    return;
                 }
             }
         }
@@ -254,17 +320,49 @@ pub async fn serve(
                     break 'read;
                 }
             };
+            in_flight.fetch_add(1, Relaxed);
             if tx.send(queued).await.is_err() {
                 break 'read;
             }
         }
-        match reader.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
+        let mut last_read = Instant::now();
+        loop {
+            let quiet_since = last_read.max(read_instant(&last_write));
+            tokio::select! {
+                read = reader.read_buf(&mut buf) => match read {
+                    Ok(0) | Err(_) => break 'read,
+                    Ok(_) => continue 'read,
+                },
+                _ = tokio::time::sleep_until((quiet_since + limits.idle).into()) => {
+                    let now = Instant::now();
+                    let quiet_since = last_read.max(read_instant(&last_write));
+                    if in_flight.load(Relaxed) == 0 && now >= quiet_since + limits.idle {
+                        tracing::debug!(%peer, "closing an idle connection");
+                        metrics.idle_closed.fetch_add(1, Relaxed);
+                        break 'read;
+                    }
+                    // Busy (a long poll in flight) or written to since: wait again.
+                    last_read = if in_flight.load(Relaxed) == 0 { quiet_since } else { now };
+                }
+                _ = closing.wait_for(|c| *c) => break 'read,
+            }
         }
     }
     drop(tx);
     let _ = write_loop.await;
+}
+
+fn read_instant(at: &std::sync::Mutex<Instant>) -> Instant {
+    *at.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs a closure when dropped.
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
 }
 
 /// Pre-sizes response buffers; only fetches are large.

@@ -32,6 +32,9 @@ use crate::config::{BrokerId, Cli, Command, ServeArgs};
 /// How long shutdown waits for in-flight flushes.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long shutdown waits for connections to answer their last requests.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long shutdown waits for the controller to move this broker's partitions.
 const HANDOFF_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -213,7 +216,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tracing::error!(error = %e, "http server stopped");
         }
     });
-    let max_frame = args.max_request_bytes;
+    let limits = connection::Limits {
+        max_frame: args.max_request_bytes,
+        idle: Duration::from_millis(args.connections_max_idle_ms),
+    };
+    let max_connections = args.max_connections as usize;
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let (closing, closed) = tokio::sync::watch::channel(false);
     // A compactor-only node is not a broker clients may use: its port is closed.
     let kafka = args.roles.broker.then_some(kafka);
     let accept = async {
@@ -222,15 +231,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         };
         loop {
             match kafka.accept().await {
-                Ok((stream, _)) => {
+                Ok((stream, peer)) => {
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        // Over the limit: closed at once, so the accept loop never
+                        // waits and the backlog never grows.
+                        request_metrics.connection_refused();
+                        tracing::debug!(%peer, max_connections, "too many connections; closed");
+                        drop(stream);
+                        continue;
+                    };
                     tokio::spawn(connection::serve(
                         broker.clone(),
                         stream,
-                        max_frame,
+                        limits,
                         request_metrics.clone(),
+                        closed.clone(),
+                        slot,
                     ));
                 }
                 Err(e) => {
+                    // Out of file descriptors, most likely: back off, then go on.
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
@@ -263,6 +283,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(claim) = claim {
         // The id is free for the next pod at once.
         claim.release().await;
+    }
+    // Connections stop reading, answer what they have in flight, and close.
+    let _ = closing.send(true);
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(CLOSE_TIMEOUT, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not close in time");
     }
     http_task.abort();
     tracing::info!("stopped");
