@@ -16,6 +16,8 @@ pub mod coordinator;
 pub mod errors;
 pub mod fetch_session;
 pub mod membership;
+#[cfg(test)]
+mod testing;
 
 use std::sync::Arc;
 
@@ -169,7 +171,8 @@ impl Broker {
             RequestKind::ConsumerGroupHeartbeat(r) => {
                 let leaving = r.member_epoch < 0;
                 let resp =
-                    api::consumer_group::heartbeat(self, r, version, &client_id, &client_host);
+                    api::consumer_group::heartbeat(self, r, version, &client_id, &client_host)
+                        .await;
                 if leaving {
                     self.once_group_state_written(resp)
                 } else {

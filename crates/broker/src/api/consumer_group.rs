@@ -18,7 +18,7 @@ use kafka_protocol::messages::*;
 
 use crate::coordinator::assignor::Assignment;
 use crate::coordinator::consumer::{state_name, Heartbeat, TopicMeta, Topics};
-use crate::coordinator::{local_shard, GROUPS_TOPIC};
+use crate::coordinator::{local_shard, persist, GROUPS_TOPIC};
 use crate::{has, str_bytes, Broker};
 
 /// Every topic a group may subscribe to (the groups topic is internal).
@@ -40,7 +40,9 @@ fn topics(broker: &Broker) -> Topics {
         .collect()
 }
 
-pub fn heartbeat(
+/// ConsumerGroupHeartbeat. A new assignment is handed out only once the group's
+/// state holding it is durable (see `persist::write_assigned`).
+pub async fn heartbeat(
     broker: &Broker,
     req: ConsumerGroupHeartbeatRequest,
     version: i16,
@@ -70,9 +72,12 @@ pub fn heartbeat(
         }
         member_id = uuid::Uuid::new_v4().to_string();
     }
-    if let Err(e) = local_shard(broker, &group) {
-        return fail(e, "this broker does not coordinate the group");
-    }
+    // Read before leadership is checked (see OffsetCommit).
+    let guard = broker.engine.generation_guard();
+    let shard = match local_shard(broker, &group) {
+        Ok(shard) => shard,
+        Err(e) => return fail(e, "this broker does not coordinate the group"),
+    };
     if broker.groups.has_members(&group) {
         return fail(
             ResponseError::GroupIdNotFound,
@@ -110,6 +115,15 @@ pub fn heartbeat(
         .heartbeat(&group, hb, &topics(broker))
     {
         Ok(answer) => {
+            if answer.assignment.is_some() {
+                let (engine, groups, shards) =
+                    (&broker.engine, &broker.consumer_groups, &broker.shards);
+                if let Err(e) =
+                    persist::write_assigned(engine, groups, shards, &guard, shard, &group).await
+                {
+                    return fail(e, "the group's new assignment could not be stored");
+                }
+            }
             let assignment = answer.assignment.map(|a| {
                 HeartbeatAssignment::default().with_topic_partitions(
                     a.into_iter()

@@ -15,7 +15,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 use crate::coordinator::group::{JoinOutcome, JoinRequest, Pending, SyncOutcome};
-use crate::coordinator::{local_shard, offsets};
+use crate::coordinator::{local_shard, offsets, persist};
 use crate::{has, str_bytes, Broker, Reply};
 
 fn join_response(o: JoinOutcome, version: i16) -> ResponseKind {
@@ -117,36 +117,56 @@ fn sync_response(o: SyncOutcome, version: i16) -> ResponseKind {
     )
 }
 
+/// SyncGroup. An assignment is handed out only once the group's generation is
+/// durable in the metadata store (see `persist::write_synced`).
 pub fn sync(broker: &Broker, req: SyncGroupRequest, version: i16) -> Reply {
     let group = req.group_id.to_string();
-    if let Err(e) = local_shard(broker, &group) {
-        let o = SyncOutcome {
-            error: e.code(),
-            ..Default::default()
-        };
-        return Reply::Now(Box::new(sync_response(o, version)));
-    }
+    // Read before leadership is checked (see OffsetCommit).
+    let guard = broker.engine.generation_guard();
+    let shard = match local_shard(broker, &group) {
+        Ok(shard) => shard,
+        Err(e) => {
+            let o = SyncOutcome {
+                error: e.code(),
+                ..Default::default()
+            };
+            return Reply::Now(Box::new(sync_response(o, version)));
+        }
+    };
     let assignments = req
         .assignments
         .into_iter()
         .map(|a| (a.member_id.to_string(), a.assignment))
         .collect();
-    match broker.groups.sync(
+    let pending = broker.groups.sync(
         &group,
         req.member_id.as_str(),
         req.generation_id,
         req.group_instance_id.as_deref(),
         assignments,
-    ) {
-        Pending::Now(o) => Reply::Now(Box::new(sync_response(o, version))),
-        Pending::Later(rx) => Reply::Later(Box::pin(async move {
-            let o = rx.await.unwrap_or_else(|_| SyncOutcome {
+    );
+    let broker = broker.clone();
+    Reply::Later(Box::pin(async move {
+        let mut o = match pending {
+            Pending::Now(o) => o,
+            Pending::Later(rx) => rx.await.unwrap_or_else(|_| SyncOutcome {
                 error: ResponseError::NotCoordinator.code(),
                 ..Default::default()
-            });
-            sync_response(o, version)
-        })),
-    }
+            }),
+        };
+        if o.error == 0 {
+            let (engine, groups, shards) = (&broker.engine, &broker.groups, &broker.shards);
+            if let Err(e) =
+                persist::write_synced(engine, groups, shards, &guard, shard, &group).await
+            {
+                o = SyncOutcome {
+                    error: e.code(),
+                    ..Default::default()
+                };
+            }
+        }
+        sync_response(o, version)
+    }))
 }
 
 pub fn heartbeat(broker: &Broker, req: HeartbeatRequest) -> ResponseKind {
@@ -383,4 +403,116 @@ async fn group_exists(broker: &Broker, shard: i32, group: &str) -> bool {
         || offsets::fetch(&broker.engine, shard, group)
             .await
             .map_or(true, |o| !o.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a test: panicking is how it fails
+
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    use kafka_protocol::messages::*;
+
+    use crate::testing::{broker_on, coordinating, CutOff};
+    use crate::{str_bytes, Reply};
+
+    async fn answer(reply: Reply) -> ResponseKind {
+        match reply {
+            Reply::Now(r) => *r,
+            Reply::Later(f) => f.await,
+            Reply::None => panic!("no answer"),
+        }
+    }
+
+    /// A coordinator whose writes of group state fail (cut off from the metadata
+    /// store, or deposed) must not hand out a generation's assignments: members
+    /// that found the new coordinator would get conflicting ones, and a partition
+    /// two owners. Before, SyncGroup answered from memory at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sync_group_hands_out_assignments_only_once_they_are_durable() {
+        let meta = CutOff::new();
+        let broker = broker_on(Arc::new(meta.clone())).await;
+        coordinating(&broker, "g").await;
+        let join = JoinGroupRequest::default()
+            .with_group_id(GroupId(str_bytes("g")))
+            .with_protocol_type(str_bytes("consumer"))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(str_bytes("range"))
+                .with_metadata(Bytes::from_static(b"m"))]);
+        let ResponseKind::JoinGroup(joined) = answer(super::join(&broker, join, 3, "c", "h")).await
+        else {
+            panic!("not JoinGroup");
+        };
+        assert_eq!(joined.error_code, 0);
+        let sync = SyncGroupRequest::default()
+            .with_group_id(GroupId(str_bytes("g")))
+            .with_member_id(joined.member_id.clone())
+            .with_generation_id(joined.generation_id)
+            .with_assignments(vec![SyncGroupRequestAssignment::default()
+                .with_member_id(joined.member_id.clone())
+                .with_assignment(Bytes::from_static(b"partitions"))]);
+        meta.cut.store(true, Ordering::SeqCst);
+        let ResponseKind::SyncGroup(synced) = answer(super::sync(&broker, sync.clone(), 3)).await
+        else {
+            panic!("not SyncGroup");
+        };
+        assert_eq!(
+            synced.error_code,
+            kafka_protocol::error::ResponseError::CoordinatorNotAvailable.code()
+        );
+        assert!(
+            synced.assignment.is_empty(),
+            "handed out {:?}",
+            synced.assignment
+        );
+        // Once the store takes writes again, the generation's assignment goes out.
+        meta.cut.store(false, Ordering::SeqCst);
+        let ResponseKind::SyncGroup(synced) = answer(super::sync(&broker, sync, 3)).await else {
+            panic!("not SyncGroup");
+        };
+        assert_eq!(synced.error_code, 0);
+        assert_eq!(synced.assignment, Bytes::from_static(b"partitions"));
+    }
+
+    /// The same for a KIP-848 group: a heartbeat carries a new assignment only once
+    /// the group's state holding it is durable.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_consumer_group_heartbeat_hands_out_assignments_only_once_they_are_durable() {
+        let meta = CutOff::new();
+        let broker = broker_on(Arc::new(meta.clone())).await;
+        coordinating(&broker, "cg").await;
+        let heartbeat = ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(str_bytes("cg")))
+            .with_member_id(str_bytes("m1"))
+            .with_member_epoch(0)
+            .with_rebalance_timeout_ms(10_000)
+            .with_subscribed_topic_names(Some(vec![TopicName(str_bytes("t"))]))
+            .with_topic_partitions(Some(vec![]));
+        meta.cut.store(true, Ordering::SeqCst);
+        let ResponseKind::ConsumerGroupHeartbeat(r) =
+            crate::api::consumer_group::heartbeat(&broker, heartbeat.clone(), 1, "c", "h").await
+        else {
+            panic!("not ConsumerGroupHeartbeat");
+        };
+        assert_eq!(
+            r.error_code,
+            kafka_protocol::error::ResponseError::CoordinatorNotAvailable.code()
+        );
+        assert!(r.assignment.is_none(), "handed out {:?}", r.assignment);
+        meta.cut.store(false, Ordering::SeqCst);
+        let ResponseKind::ConsumerGroupHeartbeat(r) =
+            crate::api::consumer_group::heartbeat(&broker, heartbeat, 1, "c", "h").await
+        else {
+            panic!("not ConsumerGroupHeartbeat");
+        };
+        assert_eq!(r.error_code, 0);
+        let assigned = r.assignment.unwrap();
+        assert_eq!(assigned.topic_partitions[0].partitions, vec![0]);
+    }
 }

@@ -146,7 +146,6 @@ pub async fn handle(broker: &Broker, req: OffsetCommitRequest) -> ResponseKind {
 mod tests {
     #![allow(clippy::unwrap_used)] // a test: panicking is how it fails
 
-    use std::collections::BTreeMap;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -155,13 +154,10 @@ mod tests {
     };
     use kafka_protocol::messages::{GroupId, OffsetCommitRequest, ResponseKind, TopicName};
     use kafka_protocol::protocol::StrBytes;
-    use sluice_engine::cluster::BrokerRecord;
-    use sluice_engine::{Engine, EngineConfig};
     use sluice_meta::{EmbeddedStore, MetaStore};
 
     use crate::coordinator::{self, offsets, shard_of, GROUPS_TOPIC};
-    use crate::membership::Membership;
-    use crate::{controller, Broker, BrokerIdentity};
+    use crate::testing::{broker_on, record};
 
     fn commit(offset: i64) -> OffsetCommitRequest {
         OffsetCommitRequest::default()
@@ -181,18 +177,6 @@ mod tests {
         }
     }
 
-    fn record(id: i32) -> BrokerRecord {
-        BrokerRecord {
-            id,
-            host: "127.0.0.1".into(),
-            port: 9092 + id,
-            rack: None,
-            leaving: false,
-            roles: Default::default(),
-            http: None,
-        }
-    }
-
     /// A commit that passed the leadership check, then waited for the group's lock
     /// while the group's shard moved to another broker, must write nothing: before,
     /// its compare read the generation after the wait, which the move had already
@@ -200,31 +184,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_commit_that_waited_while_the_shard_moved_writes_nothing() {
         let meta = Arc::new(EmbeddedStore::in_memory());
-        let engine = Engine::open(
-            EngineConfig::default(),
-            meta.clone(),
-            Arc::new(object_store::memory::InMemory::new()),
-        )
-        .await
-        .unwrap();
-        let membership = Membership::start(engine.clone(), record(0), Duration::from_secs(6), None);
-        tokio::spawn(controller::run(engine.clone(), membership.lease()));
-        coordinator::ensure_groups_topic(&engine, 4).await;
-        engine
-            .create_topic("t", 1, 1, BTreeMap::new(), false)
-            .await
-            .unwrap();
-        let broker = Broker::with_groups(
-            engine.clone(),
-            BrokerIdentity {
-                node_id: 0,
-                host: "127.0.0.1".into(),
-                port: 9092,
-                rack: None,
-                cluster_id: "test".into(),
-            },
-            coordinator::GroupConfig::default(),
-        );
+        let broker = broker_on(meta.clone()).await;
+        let engine = broker.engine.clone();
         let mut tries = 0;
         while code(super::handle(&broker, commit(5)).await) != 0 {
             tries += 1;

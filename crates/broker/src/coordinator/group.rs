@@ -17,7 +17,9 @@
 //!
 //! Membership is held in memory on the coordinator. Each completed generation, and
 //! each move to Empty, marks the group dirty and [`super::persist`] writes it to the
-//! metadata store. A broker that takes the group's shard over loads it: members
+//! metadata store; SyncGroup answers only once the generation it hands out is
+//! written ([`super::persist::write_synced`]), so a coordinator cut off from the
+//! store, or deposed, gives no member an assignment. A broker that takes the group's shard over loads it: members
 //! keep their ids, generation and assignments, so their next heartbeat succeeds and
 //! no rebalance happens merely because the coordinator moved.
 
@@ -511,6 +513,16 @@ impl Groups {
             groups: Registry::default(),
             initial_delay,
         }
+    }
+
+    /// What the metadata store would keep of the group now, with its generation
+    /// and leader.
+    pub fn snapshot(&self, group_id: &str) -> Option<(Vec<u8>, i32, Option<String>)> {
+        self.with_group(group_id, |g| {
+            let bytes = serde_json::to_vec(&super::persist::Stored::Classic(g.stored())).ok()?;
+            Some((bytes, g.generation, g.leader.clone()))
+        })
+        .flatten()
     }
 
     pub fn join(&self, group_id: &str, req: JoinRequest) -> Pending<JoinOutcome> {

@@ -15,6 +15,11 @@
 //!   overwrites the state a newer coordinator wrote.
 //! - A shard is served only once its groups are loaded at its current leader epoch,
 //!   and loading replaces whatever was in memory for it.
+//! - No member learns an assignment the store does not hold: SyncGroup and a
+//!   ConsumerGroupHeartbeat that carries an assignment first write the group's
+//!   state themselves ([`write_synced`], [`write_assigned`]), guarded like every
+//!   other write. Writes of one group are serialised by its lock and each takes the
+//!   group's state under it, so a write never replaces a newer one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, Weak};
@@ -50,6 +55,9 @@ pub struct Shards {
     pub offsets_retention: Duration,
     /// Counts completed write rounds.
     rounds: tokio::sync::watch::Sender<u64>,
+    /// Per classic group, the generation and leader of the last state written by
+    /// [`write_synced`] (so that one write serves every member's SyncGroup).
+    synced: Mutex<HashMap<String, (i32, Option<String>)>>,
 }
 
 impl Shards {
@@ -59,6 +67,7 @@ impl Shards {
             commit_locks: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
             offsets_retention,
             rounds: tokio::sync::watch::Sender::new(0),
+            synced: Mutex::new(HashMap::new()),
         }
     }
 
@@ -88,6 +97,81 @@ impl Shards {
     /// The lock serialising offset changes of `group`.
     pub fn commit_lock(&self, group: &str) -> &tokio::sync::Mutex<()> {
         &self.commit_locks[shard_of(group, COMMIT_LOCKS as i32) as usize]
+    }
+}
+
+/// Makes a classic group's completed generation durable before its members learn
+/// their assignments, as Kafka answers SyncGroup only once the group's record is
+/// in its log: writes the group's state (under the group's lock, compared against
+/// `guard`, the generation this broker had before it checked that it coordinates
+/// the group) unless a write of this generation already succeeded. A coordinator
+/// cut off from the metadata store, or deposed, thus hands out nothing.
+pub async fn write_synced(
+    engine: &Engine,
+    groups: &Groups,
+    shards: &Shards,
+    guard: &sluice_meta::Compare,
+    shard: i32,
+    group: &str,
+) -> Result<(), kafka_protocol::error::ResponseError> {
+    use kafka_protocol::error::ResponseError;
+    let _serial = shards.commit_lock(group).lock().await;
+    let Some((bytes, generation, leader)) = groups.snapshot(group) else {
+        return Err(ResponseError::UnknownMemberId);
+    };
+    let done = |s: &Shards| {
+        s.synced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(group)
+            .is_some_and(|(g, l)| *g == generation && *l == leader)
+    };
+    if done(shards) {
+        return Ok(());
+    }
+    put_state(engine, guard, shard, group, bytes).await?;
+    shards
+        .synced
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(group.to_string(), (generation, leader));
+    Ok(())
+}
+
+/// Makes a consumer group's state durable before a heartbeat hands a member a new
+/// assignment (as [`write_synced`] for a classic group).
+pub async fn write_assigned(
+    engine: &Engine,
+    groups: &ConsumerGroups,
+    shards: &Shards,
+    guard: &sluice_meta::Compare,
+    shard: i32,
+    group: &str,
+) -> Result<(), kafka_protocol::error::ResponseError> {
+    let _serial = shards.commit_lock(group).lock().await;
+    let Some(bytes) = groups.stored_bytes(group) else {
+        return Err(kafka_protocol::error::ResponseError::UnknownMemberId);
+    };
+    put_state(engine, guard, shard, group, bytes).await
+}
+
+async fn put_state(
+    engine: &Engine,
+    guard: &sluice_meta::Compare,
+    shard: i32,
+    group: &str,
+    bytes: Vec<u8>,
+) -> Result<(), kafka_protocol::error::ResponseError> {
+    use kafka_protocol::error::ResponseError;
+    let key = format!("{}state", engine.keys().group(shard, group));
+    let txn = Txn::when(vec![guard.clone()]).then(vec![Op::put(key, bytes)]);
+    match engine.meta().txn(txn).await {
+        Ok(r) if r.succeeded => Ok(()),
+        Ok(_) => Err(ResponseError::NotCoordinator),
+        Err(e) => {
+            tracing::warn!(%group, error = %e, "cannot write the group's new state");
+            Err(ResponseError::CoordinatorNotAvailable)
+        }
     }
 }
 
@@ -216,18 +300,19 @@ impl Round<'_> {
                     .map(|(g, b)| (g, b, false)),
             )
             .collect();
-        for (group, bytes, classic) in dirty {
+        for (group, _, classic) in dirty {
             // DeleteGroups holds this lock too: a group deleted since the snapshot
-            // stays deleted.
+            // stays deleted. The state is taken again under the lock, so that a
+            // write never replaces a newer one (SyncGroup writes under it too).
             let _serial = self.shards.commit_lock(&group).lock().await;
-            let exists = if classic {
-                self.groups.with_group(&group, |_| ()).is_some()
+            let bytes = if classic {
+                self.groups.stored_bytes(&group)
             } else {
-                self.consumer_groups.with_group(&group, |_| ()).is_some()
+                self.consumer_groups.stored_bytes(&group)
             };
-            if !exists {
+            let Some(bytes) = bytes else {
                 continue;
-            }
+            };
             let key = format!(
                 "{}state",
                 self.engine.keys().group(shard_of(&group, shards), &group)

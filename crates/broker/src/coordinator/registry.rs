@@ -72,6 +72,12 @@ impl<G: Kept> Registry<G> {
             .collect()
     }
 
+    /// What the metadata store would keep of the group now.
+    pub fn stored_bytes(&self, group_id: &str) -> Option<Vec<u8>> {
+        self.with_group(group_id, |g| serde_json::to_vec(&g.stored()).ok())
+            .flatten()
+    }
+
     /// Marks a group for writing again (its last write failed).
     pub fn mark_dirty(&self, group_id: &str) {
         if let Some(g) = self.lock().get_mut(group_id) {
