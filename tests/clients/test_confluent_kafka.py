@@ -155,6 +155,33 @@ def test_max_message_bytes_is_enforced(broker):
     assert codes == [0, KafkaError.MSG_SIZE_TOO_LARGE]
 
 
+def test_timestamps_out_of_the_topics_bounds_are_refused(broker):
+    """message.timestamp.before.max.ms / after.max.ms (KIP-937): a CreateTime record
+    too far from the broker's clock is refused with INVALID_TIMESTAMP; the bounds do
+    not apply to LogAppendTime topics. Before, both configs were taken and ignored."""
+    topic = unique("ts-bounds")
+    create(broker, topic, 1, {"message.timestamp.before.max.ms": "3600000",
+                              "message.timestamp.after.max.ms": "60000"})
+    p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
+    now = int(time.time() * 1000)
+    results = {}
+    for name, ts in [("now", now), ("old", now - 7_200_000), ("future", now + 600_000)]:
+        p.produce(topic, value=name.encode(), partition=0, timestamp=ts,
+                  on_delivery=lambda e, m, name=name: results.__setitem__(name, e))
+        p.flush(30)  # one batch each: Kafka refuses a whole batch
+    codes = {k: (e.code() if e else 0) for k, e in results.items()}
+    assert codes == {"now": 0, "old": KafkaError.INVALID_TIMESTAMP,
+                     "future": KafkaError.INVALID_TIMESTAMP}
+    appended = unique("ts-bounds-lat")
+    create(broker, appended, 1, {"message.timestamp.type": "LogAppendTime",
+                                 "message.timestamp.before.max.ms": "3600000"})
+    errors = []
+    p.produce(appended, value=b"x", partition=0, timestamp=1,
+              on_delivery=lambda e, m: errors.append(e))
+    p.flush(30)
+    assert errors == [None]
+
+
 def test_log_append_time(broker):
     topic = unique("lat")
     create(broker, topic, 1, {"message.timestamp.type": "LogAppendTime"})

@@ -18,6 +18,7 @@ pub fn code(e: &EngineError) -> i16 {
         E::MessageTooLarge { .. } | E::DecompressedTooLarge { .. } => R::MessageTooLarge,
         E::CorruptMessage(_) => R::CorruptMessage,
         E::InvalidRecord(_) => R::InvalidRecord,
+        E::InvalidTimestamp(_) => R::InvalidTimestamp,
         E::OffsetOutOfRange { .. } => R::OffsetOutOfRange,
         E::OutOfOrderSequence { .. } => R::OutOfOrderSequenceNumber,
         E::InvalidProducerEpoch { .. } => R::InvalidProducerEpoch,

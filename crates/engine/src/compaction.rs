@@ -446,15 +446,15 @@ impl Engine {
         mut target: Target<'_>,
         now_ms: i64,
     ) -> Result<bool> {
-        let segment = topic.config_number("segment.bytes").unwrap_or(1 << 30);
         let ratio = topic
             .config_number("min.cleanable.dirty.ratio")
             .unwrap_or(0.5);
+        let lags = Lags::of(topic, now_ms);
         let tombstone_ms = topic
             .config_number("delete.retention.ms")
             .unwrap_or(86_400_000);
         let Some((run, log_start, whole)) = target.with_state(|read| {
-            let range = clean_plan(&read.index, read.checkpoint.cleaned_to, segment, ratio)?;
+            let range = clean_plan(&read.index, read.checkpoint.cleaned_to, lags, ratio)?;
             let whole = range.start == 0;
             Some((read.index[range].to_vec(), read.log_start_offset, whole))
         }) else {
@@ -804,35 +804,67 @@ pub fn latest_per_key(records: Vec<Record>, tombstone_horizon: i64) -> Vec<Recor
         .collect()
 }
 
-/// The run a cleaning rewrites, once the bytes at or past `cleaned_to` are at least
-/// `ratio` of the log before its active segment (the newest `segment` bytes, at
-/// least one entry): that whole log when it is at most [`CLEAN_MAX_BYTES`], else the
-/// newest entries before the active segment that fit (at least two), so that what
-/// is dirty is always in the run, however large the cleaned head has grown.
+/// When a compacted topic's records may and must be cleaned.
+#[derive(Debug, Clone, Copy)]
+pub struct Lags {
+    /// What is never cleaned (it rolls by `max.compaction.lag.ms` too).
+    active: crate::retention::ActiveSegment,
+    /// Entries holding records after this are not cleaned yet
+    /// (`min.compaction.lag.ms`).
+    newest: i64,
+    /// A dirty entry whose records are all before this is cleaned whatever the
+    /// ratio (`max.compaction.lag.ms`).
+    overdue: i64,
+}
+
+impl Lags {
+    pub fn of(topic: &TopicRecord, now_ms: i64) -> Self {
+        let min_lag = topic
+            .config_number::<i64>("min.compaction.lag.ms")
+            .unwrap_or(0);
+        let max_lag = topic
+            .config_number::<i64>("max.compaction.lag.ms")
+            .unwrap_or(i64::MAX);
+        Self {
+            active: crate::retention::ActiveSegment::of(topic, now_ms),
+            newest: now_ms.saturating_sub(min_lag.max(0)),
+            overdue: now_ms.saturating_sub(max_lag),
+        }
+    }
+}
+
+/// The run a cleaning rewrites. What may be cleaned is the log before its active
+/// segment up to the first entry with records newer than `min.compaction.lag.ms`.
+/// It is cleaned once the bytes at or past `cleaned_to` are at least `ratio` of it,
+/// or once a dirty entry is older than `max.compaction.lag.ms`: the whole of it when
+/// at most [`CLEAN_MAX_BYTES`], else its newest entries that fit (at least two), so
+/// that what is dirty is always in the run, however large the cleaned head has grown.
 pub fn clean_plan(
     index: &[IndexEntry],
     cleaned_to: i64,
-    segment: i64,
+    lags: Lags,
     ratio: f64,
 ) -> Option<std::ops::Range<usize>> {
-    let active = crate::retention::active_segment_start(index, segment);
-    let cleanable = &index[..active];
-    let total: u64 = cleanable.iter().map(|e| e.len).sum();
-    let dirty: u64 = cleanable
+    let active = lags.active.start(index);
+    let end = index[..active]
         .iter()
-        .filter(|e| e.last_offset >= cleaned_to)
-        .map(|e| e.len)
-        .sum();
-    if dirty == 0 || (dirty as f64) < ratio * total as f64 {
+        .position(|e| e.max_timestamp > lags.newest)
+        .unwrap_or(active);
+    let cleanable = &index[..end];
+    let total: u64 = cleanable.iter().map(|e| e.len).sum();
+    let dirty = || cleanable.iter().filter(|e| e.last_offset >= cleaned_to);
+    let dirty_bytes: u64 = dirty().map(|e| e.len).sum();
+    let overdue = dirty().any(|e| e.max_timestamp < lags.overdue);
+    if dirty_bytes == 0 || ((dirty_bytes as f64) < ratio * total as f64 && !overdue) {
         return None;
     }
-    let mut start = active;
+    let mut start = end;
     let mut bytes = 0u64;
-    while start > 0 && (active - start < 2 || bytes + cleanable[start - 1].len <= CLEAN_MAX_BYTES) {
+    while start > 0 && (end - start < 2 || bytes + cleanable[start - 1].len <= CLEAN_MAX_BYTES) {
         start -= 1;
         bytes += cleanable[start].len;
     }
-    Some(start..active)
+    Some(start..end)
 }
 
 #[cfg(test)]
@@ -873,15 +905,45 @@ mod tests {
         let mut log = vec![e(0, 200 * MIB)];
         log.extend((1..=25).map(|i| e(i, 10 * MIB)));
         log.push(e(26, MIB));
-        let run = clean_plan(&log, 10, MIB as i64, 0.5).expect("cleans");
+        let lags = lags(MIB as i64, i64::MAX, i64::MIN);
+        let run = clean_plan(&log, 10, lags, 0.5).expect("cleans");
         assert_eq!(run, 1..26, "the dirty entries, which fit, without the head");
         // Under the ratio over the whole log: nothing.
-        assert_eq!(clean_plan(&log[..10], 10, MIB as i64, 0.5), None);
+        assert_eq!(clean_plan(&log[..10], 10, lags, 0.5), None);
         // A small log is cleaned whole.
         let small: Vec<IndexEntry> = (0..5).map(|i| e(i, MIB)).collect();
-        assert_eq!(clean_plan(&small, 10, MIB as i64, 0.5), Some(0..4));
+        assert_eq!(clean_plan(&small, 10, lags, 0.5), Some(0..4));
         // Nothing dirty: nothing to do.
-        assert_eq!(clean_plan(&small, 1_000, MIB as i64, 0.0), None);
+        assert_eq!(clean_plan(&small, 1_000, lags, 0.0), None);
+    }
+
+    fn lags(segment_bytes: i64, newest: i64, overdue: i64) -> Lags {
+        Lags {
+            active: crate::retention::ActiveSegment {
+                bytes: segment_bytes,
+                rolled_before: i64::MIN,
+            },
+            newest,
+            overdue,
+        }
+    }
+
+    /// `min.compaction.lag.ms` keeps records that young out of a cleaning;
+    /// `max.compaction.lag.ms` cleans what is older whatever the dirty ratio.
+    #[test]
+    fn compaction_lags_bound_what_is_cleaned_and_when() {
+        // Entries with records at t = 0, 1000, ..., 5000; the last is active.
+        let log: Vec<IndexEntry> = (0..6)
+            .map(|i| entry(i * 10, i * 1_000, 100, "seg", Format::Batches))
+            .collect();
+        let at = |newest, overdue| lags(1, newest, overdue);
+        assert_eq!(clean_plan(&log, 0, at(i64::MAX, i64::MIN), 0.5), Some(0..5));
+        // Records after t = 2500 are too young: the run stops before them.
+        assert_eq!(clean_plan(&log, 0, at(2_500, i64::MIN), 0.5), Some(0..3));
+        // One dirty entry of five is under the ratio...
+        assert_eq!(clean_plan(&log, 40, at(i64::MAX, i64::MIN), 0.5), None);
+        // ...but cleaned once older than the maximum lag.
+        assert_eq!(clean_plan(&log, 40, at(i64::MAX, 5_000), 0.5), Some(0..5));
     }
 
     #[test]

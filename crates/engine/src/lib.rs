@@ -130,6 +130,8 @@ pub enum EngineError {
     CorruptMessage(String),
     #[error("invalid record: {0}")]
     InvalidRecord(String),
+    #[error("invalid timestamp: {0}")]
+    InvalidTimestamp(String),
     #[error("offset out of range: offset={offset} log_start={log_start} high_watermark={high_watermark}")]
     OffsetOutOfRange {
         offset: i64,

@@ -122,7 +122,22 @@ fn prepare(req: PartitionRecords) -> Result<Prepared> {
             "idempotent batch without a sequence".into(),
         ));
     }
-    check_records(&bytes, max, compacted)?;
+    let window = (!req.topic.record.log_append_time()).then(|| {
+        let now = now_ms();
+        let before = req
+            .topic
+            .record
+            .config_number::<i64>("message.timestamp.before.max.ms");
+        let after = req
+            .topic
+            .record
+            .config_number::<i64>("message.timestamp.after.max.ms");
+        (
+            now.saturating_sub(before.unwrap_or(i64::MAX)),
+            now.saturating_add(after.unwrap_or(i64::MAX)),
+        )
+    });
+    check_records(&bytes, max, compacted, h.base_timestamp, window)?;
     Ok(Prepared {
         topic: req.topic,
         partition: req.partition,
@@ -134,10 +149,24 @@ fn prepare(req: PartitionRecords) -> Result<Prepared> {
 /// Reads every record of a producer's batch, as Kafka's log validator does: exactly
 /// `record_count` well-formed records with offset deltas 0..n-1, decompressed (as a
 /// stream) to at most [`records::plain_limit`] bytes, each with a key on a compacted
-/// topic.
-fn check_records(batch: &[u8], max_message_bytes: i64, compacted: bool) -> Result<()> {
+/// topic and, on a CreateTime topic, a timestamp within `window` (from
+/// `message.timestamp.before.max.ms` and `message.timestamp.after.max.ms`, KIP-937).
+fn check_records(
+    batch: &[u8],
+    max_message_bytes: i64,
+    compacted: bool,
+    base_timestamp: i64,
+    window: Option<(i64, i64)>,
+) -> Result<()> {
     let limit = records::plain_limit(max_message_bytes);
+    let mut late = None;
     records::for_each_record(batch, limit, |i, r| {
+        if let Some((earliest, latest)) = window {
+            let t = base_timestamp.saturating_add(r.timestamp_delta);
+            if (t < earliest || t > latest) && late.is_none() {
+                late = Some(t);
+            }
+        }
         if usize::try_from(r.offset_delta) != Ok(i) {
             return Err(BatchError::Invalid {
                 reason: "record offset deltas do not run 0..record_count",
@@ -150,8 +179,14 @@ fn check_records(batch: &[u8], max_message_bytes: i64, compacted: bool) -> Resul
         }
         Ok(())
     })
-    .map(|_| ())
-    .map_err(refused)
+    .map_err(refused)?;
+    match late {
+        Some(t) => Err(EngineError::InvalidTimestamp(format!(
+            "record timestamp {t} is outside the topic's message.timestamp.before.max.ms / \
+             message.timestamp.after.max.ms of the broker's time"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Kafka's answer to a refused batch: a damaged one is CORRUPT_MESSAGE (the client

@@ -163,7 +163,7 @@ impl Engine {
             if by_time.is_none() && by_bytes.is_none() {
                 continue;
             }
-            let segment = setting("segment.bytes").unwrap_or(1 << 30);
+            let segment = ActiveSegment::of(&topic.record, now_ms);
             for p in topic
                 .partitions
                 .iter()
@@ -448,17 +448,47 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Where the active segment begins: the longest suffix of entries within
-/// `segment` bytes (`segment.bytes`), at least the last entry. Retention and log
-/// compaction leave it alone, as Kafka leaves its active segment.
-pub(crate) fn active_segment_start(index: &[crate::partition::IndexEntry], segment: i64) -> usize {
-    let mut active = index.len().saturating_sub(1);
-    let mut size = index.last().map_or(0, |e| e.len as i64);
-    while active > 0 && size + index[active - 1].len as i64 <= segment {
-        active -= 1;
-        size += index[active].len as i64;
+/// A partition's active segment, which retention and log compaction leave alone as
+/// Kafka leaves its own: the longest suffix of entries within `bytes`
+/// (`segment.bytes`) whose records are all at or after `rolled_before` (the roll by
+/// time: `segment.ms`, and `max.compaction.lag.ms` on a compacted topic), and at
+/// least the last entry, which in Kafka rolls only when the next record comes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ActiveSegment {
+    pub bytes: i64,
+    pub rolled_before: i64,
+}
+
+impl ActiveSegment {
+    /// The topic's active segment at `now_ms`.
+    pub fn of(topic: &crate::TopicRecord, now_ms: i64) -> Self {
+        let mut roll_ms = topic
+            .config_number::<i64>("segment.ms")
+            .unwrap_or(604_800_000);
+        if topic.has_cleanup_policy("compact") {
+            if let Some(max_lag) = topic.config_number::<i64>("max.compaction.lag.ms") {
+                roll_ms = roll_ms.min(max_lag);
+            }
+        }
+        Self {
+            bytes: topic.config_number("segment.bytes").unwrap_or(1 << 30),
+            rolled_before: now_ms.saturating_sub(roll_ms),
+        }
     }
-    active
+
+    /// Where it begins in `index`.
+    pub fn start(&self, index: &[crate::partition::IndexEntry]) -> usize {
+        let mut active = index.len().saturating_sub(1);
+        let mut size = index.last().map_or(0, |e| e.len as i64);
+        while active > 0
+            && size + index[active - 1].len as i64 <= self.bytes
+            && index[active - 1].max_timestamp >= self.rolled_before
+        {
+            active -= 1;
+            size += index[active].len as i64;
+        }
+        active
+    }
 }
 
 /// A topic's retention settings.
@@ -468,13 +498,13 @@ struct Limits {
     by_time: Option<i64>,
     /// `retention.bytes`, if not unlimited.
     by_bytes: Option<i64>,
-    /// `segment.bytes`: the newest entries up to this size are the active segment.
-    segment: i64,
+    /// What is never deleted.
+    segment: ActiveSegment,
 }
 
 /// Where retention puts the log start: the first entry young enough and within the
-/// size limit. As in Kafka, which never deletes a partition's active segment, the
-/// newest `segment.bytes` of entries (at least the last one) are always kept.
+/// size limit. As in Kafka, which never deletes a partition's active segment, that
+/// (at least the last entry) is always kept.
 fn retention_start(
     index: &[crate::partition::IndexEntry],
     high_watermark: i64,
@@ -505,7 +535,7 @@ fn retention_start(
             keep_from += 1;
         }
     }
-    let active = active_segment_start(index, segment);
+    let active = segment.start(index);
     index
         .get(keep_from.min(active))
         .map_or(high_watermark, |e| e.base_offset)
@@ -534,8 +564,32 @@ mod tests {
         Limits {
             by_time,
             by_bytes,
-            segment,
+            segment: ActiveSegment {
+                bytes: segment,
+                rolled_before: i64::MIN,
+            },
         }
+    }
+
+    /// `segment.ms` (and, when compacted, `max.compaction.lag.ms`) roll the active
+    /// segment by time: entries older than that leave it, but the last stays.
+    #[test]
+    fn the_active_segment_rolls_by_time() {
+        let index = [
+            entry(0, 9, 1_000, 100),
+            entry(10, 19, 2_000, 100),
+            entry(20, 29, 3_000, 100),
+        ];
+        let start = |rolled_before| {
+            ActiveSegment {
+                bytes: 1 << 30,
+                rolled_before,
+            }
+            .start(&index)
+        };
+        assert_eq!(start(i64::MIN), 0);
+        assert_eq!(start(1_500), 1);
+        assert_eq!(start(10_000), 2, "the last entry stays active");
     }
 
     #[test]

@@ -49,11 +49,15 @@ pub struct ConfigDef {
 pub const DEFAULT_MAX_MESSAGE_BYTES: i64 = 1_048_588;
 
 /// Topic configs, Kafka's names and defaults (plus Sluice's `sluice.lake.after.ms`).
-/// Stored and returned for all; enforced today: `max.message.bytes`,
-/// `message.timestamp.type`, `cleanup.policy` (delete and compact), `retention.ms`,
-/// `retention.bytes`, `segment.bytes` (as the active segment retention and log
-/// compaction spare), `delete.retention.ms`, `min.cleanable.dirty.ratio`,
-/// `sluice.lake.after.ms`.
+/// Stored and returned for all; enforced: `max.message.bytes`,
+/// `message.timestamp.type`, `message.timestamp.before.max.ms`,
+/// `message.timestamp.after.max.ms`, `cleanup.policy` (delete and compact),
+/// `retention.ms`, `retention.bytes`, `segment.bytes` and `segment.ms` (the active
+/// segment retention and log compaction spare), `delete.retention.ms`,
+/// `min.cleanable.dirty.ratio`, `min.compaction.lag.ms`, `max.compaction.lag.ms`,
+/// `sluice.lake.after.ms`. Not yet: `compression.type`. Without effect on a broker
+/// with no replicas or local files: `min.insync.replicas`,
+/// `unclean.leader.election.enable`, `preallocate`, `flush.*`, `file.delete.delay.ms`.
 pub const CONFIGS: &[ConfigDef] = &[
     ConfigDef {
         name: "cleanup.policy",
