@@ -501,10 +501,16 @@ impl Engine {
 
         let mut records = Vec::with_capacity(topics.len());
         for kv in &topics {
-            records.push(
-                serde_json::from_slice::<TopicRecord>(&kv.value)
-                    .map_err(|e| EngineError::Meta(format!("topic record key={}: {e}", kv.key)))?,
-            );
+            match serde_json::from_slice::<TopicRecord>(&kv.value) {
+                Ok(r) => records.push(r),
+                Err(e) => {
+                    // One unreadable record must not stop every broker's sync: the
+                    // topic keeps the record this broker knew, if any.
+                    tracing::warn!(key = %kv.key, error = %e, "unreadable topic record; kept as it was");
+                    let name = kv.key.strip_prefix(&self.keys.topics()).unwrap_or_default();
+                    records.extend(self.topic(name).map(|t| t.record.clone()));
+                }
+            }
         }
         self.reconcile_topics(records);
 
@@ -540,7 +546,14 @@ impl Engine {
         let rebuilt = if gained.is_empty() {
             Vec::new()
         } else {
-            self.rebuild(&gained).await?
+            // A partition that cannot be rebuilt is not gained (the next sync tries
+            // again); the rest of the sync, the generation and the partitions lost,
+            // goes on.
+            self.rebuild(&gained).await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, partitions = gained.len(),
+                    "cannot rebuild gained partitions; not leading them yet");
+                gained.iter().map(|_| None).collect()
+            })
         };
 
         {
@@ -558,6 +571,15 @@ impl Engine {
                 p.reset_write_to_committed();
             }
             for ((p, epoch), state) in gained.iter().zip(rebuilt) {
+                let Some(state) = state else {
+                    // Led at an older epoch, maybe: that state is stale now.
+                    if p.leader_epoch().is_some() {
+                        p.set_leader_epoch(None);
+                        p.read_mut().clear(&self.tail);
+                        p.reset_write_to_committed();
+                    }
+                    continue;
+                };
                 {
                     let mut read = p.read_mut();
                     read.clear(&self.tail);
@@ -593,8 +615,12 @@ impl Engine {
     }
 
     /// Rebuilds the committed state of `gained` partitions from their checkpoints and
-    /// the live manifests.
-    pub(crate) async fn rebuild(&self, gained: &[(Arc<Partition>, i32)]) -> Result<Vec<ReadState>> {
+    /// the live manifests; `None` for a partition whose committed offsets have a gap
+    /// (its other partitions are not held back by it).
+    pub(crate) async fn rebuild(
+        &self,
+        gained: &[(Arc<Partition>, i32)],
+    ) -> Result<Vec<Option<ReadState>>> {
         let wanted: HashSet<(Uuid, i32)> =
             gained.iter().map(|(p, _)| (p.topic_id, p.index)).collect();
         let mut slices: HashMap<(Uuid, i32), Vec<RecoveredSlice>> = HashMap::new();
@@ -623,7 +649,7 @@ impl Engine {
             }
         }
         let mut out = Vec::with_capacity(gained.len());
-        for (p, _) in gained {
+        'partitions: for (p, _) in gained {
             let mut state = ReadState::default();
             // Read after the manifests: a manifest the janitor deleted before that
             // read lies below a `folded_to` this read sees (checkpoints only grow).
@@ -664,14 +690,16 @@ impl Engine {
                     continue;
                 }
                 if entry.base_offset != state.high_watermark {
-                    return Err(EngineError::Meta(format!(
-                        "gap in committed offsets: topic={} partition={} expected={} found={}",
-                        p.topic, p.index, state.high_watermark, entry.base_offset
-                    )));
+                    tracing::error!(topic = %p.topic, partition = p.index,
+                        expected = state.high_watermark, found = entry.base_offset,
+                        "gap in committed offsets; the partition is not led");
+                    state.clear(&self.tail);
+                    out.push(None);
+                    continue 'partitions;
                 }
                 state.append(entry, &producers, &self.tail);
             }
-            out.push(state);
+            out.push(Some(state));
         }
         Ok(out)
     }

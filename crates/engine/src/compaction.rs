@@ -286,7 +286,10 @@ impl Engine {
             })
             .collect();
         let states = self.rebuild(&shadows).await?;
-        for ((topic, p), mut state) in partitions.iter().zip(states) {
+        for ((topic, p), state) in partitions.iter().zip(states) {
+            let Some(mut state) = state else {
+                continue;
+            };
             let record = &topic.record;
             let policy = fold_policy(record, now_ms, max_wait_ms);
             let gc_rev = self.gc_horizon_rev.load(Relaxed);
