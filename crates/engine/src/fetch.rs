@@ -44,6 +44,8 @@ const READ_CONCURRENCY: usize = 8;
 pub const LATEST: i64 = -1;
 pub const EARLIEST: i64 = -2;
 pub const MAX_TIMESTAMP: i64 = -3;
+/// ListOffsets v8+: the earliest offset in local storage (KIP-405).
+pub const EARLIEST_LOCAL: i64 = -4;
 
 impl Engine {
     /// Reads whole batches from `offset`, up to about `max_bytes` (at least one batch
@@ -67,9 +69,8 @@ impl Engine {
         max_bytes: usize,
         at_least_one: bool,
     ) -> Result<FetchedRecords> {
-        partition.ensure_leader()?;
         let (hwm, log_start, plan, ahead) = {
-            let read = partition.read();
+            let read = partition.read_led()?;
             let (hwm, log_start) = (read.high_watermark, read.log_start_offset);
             if offset < log_start || offset > hwm {
                 return Err(EngineError::OffsetOutOfRange {
@@ -197,16 +198,16 @@ impl Engine {
         partition: &Partition,
         timestamp: i64,
     ) -> Result<Option<OffsetAndTimestamp>> {
-        partition.ensure_leader()?;
         let (hwm, log_start, candidates) = {
-            let read = partition.read();
+            let read = partition.read_led()?;
             let c: Vec<IndexEntry> = match timestamp {
-                LATEST | EARLIEST => Vec::new(),
+                LATEST | EARLIEST | EARLIEST_LOCAL => Vec::new(),
+                // The first entry with the largest timestamp, as Kafka breaks ties.
                 MAX_TIMESTAMP => read
                     .index
                     .iter()
                     .filter(|e| e.last_offset >= read.log_start_offset)
-                    .max_by_key(|e| e.max_timestamp)
+                    .min_by_key(|e| std::cmp::Reverse(e.max_timestamp))
                     .cloned()
                     .into_iter()
                     .collect(),
@@ -225,7 +226,9 @@ impl Engine {
                 offset: hwm,
                 timestamp: -1,
             })),
-            EARLIEST => Ok(Some(OffsetAndTimestamp {
+            // The local log start (KIP-405): all of a partition's log is equally
+            // local here.
+            EARLIEST | EARLIEST_LOCAL => Ok(Some(OffsetAndTimestamp {
                 offset: log_start,
                 timestamp: -1,
             })),

@@ -369,6 +369,16 @@ impl Partition {
         self.read.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The committed state, if this broker leads the partition. Leadership is
+    /// checked under the read lock: a sync clears the epoch before it clears the
+    /// state, and installs the state before the epoch, so a reader holding the lock
+    /// never sees a cleared or half-installed state as led.
+    pub fn read_led(&self) -> crate::Result<RwLockReadGuard<'_, ReadState>> {
+        let read = self.read();
+        self.ensure_leader()?;
+        Ok(read)
+    }
+
     pub fn read_mut(&self) -> RwLockWriteGuard<'_, ReadState> {
         self.read.write().unwrap_or_else(|p| p.into_inner())
     }

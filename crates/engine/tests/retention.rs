@@ -251,3 +251,25 @@ async fn a_producer_without_state_is_taken_at_any_sequence() {
         Err(EngineError::OutOfOrderSequence { producer_id: 77 })
     ));
 }
+
+/// ListOffsets by the largest timestamp answers the first record that has it, as
+/// Kafka does (before: the last batch with it); the earliest local offset (-4,
+/// KIP-405) is the log start (before: no offset).
+#[tokio::test]
+async fn list_offsets_ties_and_the_earliest_local_offset() {
+    use sluice_engine::fetch::{EARLIEST_LOCAL, MAX_TIMESTAMP};
+    let meta = EmbeddedStore::in_memory();
+    let (engine, topic) = open(&meta, faulty()).await;
+    // Every record of these batches has timestamp 1000.
+    for values in [&["a", "b"][..], &["c"], &["d"]] {
+        produce(&engine, &topic, batch(values, None)).await.unwrap();
+    }
+    let p = topic.partition(0).unwrap();
+    let max = engine.list_offset(p, MAX_TIMESTAMP).await.unwrap().unwrap();
+    assert_eq!((max.offset, max.timestamp), (0, 1_000));
+    engine.advance_log_start(p, 2).await.unwrap();
+    let local = engine.list_offset(p, EARLIEST_LOCAL).await.unwrap().unwrap();
+    assert_eq!(local.offset, 2);
+    let max = engine.list_offset(p, MAX_TIMESTAMP).await.unwrap().unwrap();
+    assert_eq!(max.offset, 2, "the first at or after the log start");
+}

@@ -152,14 +152,13 @@ async fn read_all(
                 let at_least_one = total == 0;
                 if max == 0 && !at_least_one {
                     // The response budget is spent: report offsets without records.
-                    partition.ensure_leader().map(|()| {
-                        let read = partition.read();
-                        sluice_engine::fetch::FetchedRecords {
+                    partition
+                        .read_led()
+                        .map(|read| sluice_engine::fetch::FetchedRecords {
                             high_watermark: read.high_watermark,
                             log_start_offset: read.log_start_offset,
                             records: Default::default(),
-                        }
-                    })
+                        })
                 } else {
                     engine
                         .read_up_to(partition, p.fetch_offset, max, at_least_one)
