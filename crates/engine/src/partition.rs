@@ -92,6 +92,8 @@ pub enum SequenceCheck {
     /// A retry of a batch already appended at this base offset.
     Duplicate {
         base_offset: i64,
+        /// When it was appended (ms): its LogAppendTime on such a topic.
+        append_ms: i64,
     },
     OutOfOrder,
     ProducerFenced,
@@ -121,6 +123,7 @@ impl ProducerState {
         {
             return SequenceCheck::Duplicate {
                 base_offset: dup.base_offset,
+                append_ms: dup.append_ms,
             };
         }
         let expected = if last.last_seq == i32::MAX {
@@ -416,7 +419,10 @@ mod tests {
         assert_eq!(s.check(&pb(0, 5, 9, 0)), SequenceCheck::Append);
         assert_eq!(
             s.check(&pb(0, 0, 4, 0)),
-            SequenceCheck::Duplicate { base_offset: 10 }
+            SequenceCheck::Duplicate {
+                base_offset: 10,
+                append_ms: 0
+            }
         );
         assert_eq!(s.check(&pb(0, 7, 9, 0)), SequenceCheck::OutOfOrder);
         s.record(pb(1, 0, 0, 20));

@@ -305,19 +305,28 @@ impl Engine {
         let mut write = partition.write();
         let h = p.header;
         if h.is_idempotent() {
-            let pb = producer_batch(&h, 0);
+            let pb = producer_batch(&h, 0, 0);
             let check = match write.producers.get(&h.producer_id) {
                 Some(state) => state.check(&pb),
                 None => ProducerState::default().check(&pb),
             };
             match check {
                 SequenceCheck::Append => {}
-                SequenceCheck::Duplicate { base_offset } => {
+                SequenceCheck::Duplicate {
+                    base_offset,
+                    append_ms,
+                } => {
+                    // As Kafka, a retry is answered as its original was.
+                    let log_append_time = if p.topic.record.log_append_time() {
+                        append_ms
+                    } else {
+                        -1
+                    };
                     let read = partition.read();
                     return Ok((
                         ProduceAck {
                             base_offset,
-                            log_append_time: -1,
+                            log_append_time,
                             log_start_offset: read.log_start_offset,
                         },
                         base_offset >= read.high_watermark,
@@ -336,7 +345,8 @@ impl Engine {
             }
         }
 
-        let append_time = p.topic.record.log_append_time().then(now_ms);
+        let now = now_ms();
+        let append_time = p.topic.record.log_append_time().then_some(now);
         let base_offset = write.next_offset;
         let slice = wal
             .slices
@@ -350,7 +360,7 @@ impl Engine {
             max_ts = t;
         }
         if h.is_idempotent() {
-            let pb = producer_batch(&h, base_offset);
+            let pb = producer_batch(&h, base_offset, now);
             write.producers.entry(h.producer_id).or_default().record(pb);
             slice.producers.push(pb);
         }
@@ -371,9 +381,9 @@ impl Engine {
     }
 }
 
-fn producer_batch(h: &BatchHeader, base_offset: i64) -> ProducerBatch {
+fn producer_batch(h: &BatchHeader, base_offset: i64, append_ms: i64) -> ProducerBatch {
     ProducerBatch {
-        append_ms: now_ms(),
+        append_ms,
         producer_id: h.producer_id,
         epoch: h.producer_epoch,
         first_seq: h.base_sequence,

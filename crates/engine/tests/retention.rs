@@ -268,7 +268,11 @@ async fn list_offsets_ties_and_the_earliest_local_offset() {
     let max = engine.list_offset(p, MAX_TIMESTAMP).await.unwrap().unwrap();
     assert_eq!((max.offset, max.timestamp), (0, 1_000));
     engine.advance_log_start(p, 2).await.unwrap();
-    let local = engine.list_offset(p, EARLIEST_LOCAL).await.unwrap().unwrap();
+    let local = engine
+        .list_offset(p, EARLIEST_LOCAL)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(local.offset, 2);
     let max = engine.list_offset(p, MAX_TIMESTAMP).await.unwrap().unwrap();
     assert_eq!(max.offset, 2, "the first at or after the log start");
