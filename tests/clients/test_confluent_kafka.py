@@ -300,3 +300,35 @@ def test_the_internal_topic_is_not_deleted_or_grown(broker):
         a.delete_topics([name])[name].result(timeout=10)
     assert refused.value.args[0].code() == KafkaError.INVALID_REQUEST, refused.value
     assert name in a.list_topics(timeout=10).topics
+
+
+def test_authorized_operations_without_an_authorizer_are_all(broker):
+    """Asked for, a topic's, the cluster's and a group's authorized operations are
+    every operation of the resource type, as Kafka reports them without an
+    authorizer (librdkafka 0080/0081). Before, none were reported."""
+    from confluent_kafka import TopicCollection
+    from confluent_kafka.admin import AclOperation
+    topic = unique("ops")
+    create(broker, topic, 1)
+    a = admin(broker)
+    described = a.describe_topics(TopicCollection([topic]),
+                                  include_authorized_operations=True)[topic].result(30)
+    assert set(described.authorized_operations) == {
+        AclOperation.READ, AclOperation.WRITE, AclOperation.CREATE, AclOperation.DELETE,
+        AclOperation.ALTER, AclOperation.DESCRIBE, AclOperation.DESCRIBE_CONFIGS,
+        AclOperation.ALTER_CONFIGS}
+    cluster = a.describe_cluster(include_authorized_operations=True).result(30)
+    assert AclOperation.IDEMPOTENT_WRITE in cluster.authorized_operations
+    assert AclOperation.CLUSTER_ACTION in cluster.authorized_operations
+    group = unique("ops-group")
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group,
+                  "auto.offset.reset": "earliest"})
+    c.subscribe([topic])
+    deadline = time.time() + 30
+    while not c.assignment() and time.time() < deadline:
+        c.poll(0.2)
+    groups = a.describe_consumer_groups([group], include_authorized_operations=True)
+    g = groups[group].result(30)
+    assert set(g.authorized_operations) == {AclOperation.READ, AclOperation.DELETE,
+                                            AclOperation.DESCRIBE}
+    c.close()

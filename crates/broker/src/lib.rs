@@ -145,8 +145,8 @@ impl Broker {
             RequestKind::IncrementalAlterConfigs(r) => Reply::Now(Box::new(
                 api::alter_configs::handle_incremental(self, r).await,
             )),
-            RequestKind::DescribeCluster(_) => {
-                Reply::Now(Box::new(api::describe_cluster::handle(self)))
+            RequestKind::DescribeCluster(r) => {
+                Reply::Now(Box::new(api::describe_cluster::handle(self, &r)))
             }
             RequestKind::FindCoordinator(r) => {
                 Reply::Now(Box::new(api::find_coordinator::handle(self, r, version)))

@@ -163,13 +163,17 @@ pub fn describe(broker: &Broker, req: ConsumerGroupDescribeRequest) -> ResponseK
                 .collect(),
         )
     };
+    let include_ops = req.include_authorized_operations;
     let groups = req
         .group_ids
         .into_iter()
         .map(|id| {
             let out = DescribedGroup::default()
                 .with_group_id(id.clone())
-                .with_authorized_operations(i32::MIN);
+                .with_authorized_operations(super::operations::reported(
+                    include_ops,
+                    super::operations::GROUP,
+                ));
             if let Err(e) = local_shard(broker, id.as_str()) {
                 return out.with_error_code(e.code());
             }

@@ -287,6 +287,7 @@ pub async fn list(broker: &Broker, req: ListGroupsRequest, version: i16) -> Resp
 
 pub async fn describe(broker: &Broker, req: DescribeGroupsRequest, version: i16) -> ResponseKind {
     let mut groups = Vec::with_capacity(req.groups.len());
+    let include_ops = req.include_authorized_operations;
     for id in req.groups {
         let out = DescribedGroup::default().with_group_id(id.clone());
         let shard = match local_shard(broker, id.as_str()) {
@@ -354,7 +355,10 @@ pub async fn describe(broker: &Broker, req: DescribeGroupsRequest, version: i16)
                 .with_protocol_type(str_bytes(protocol_type))
                 .with_protocol_data(str_bytes(protocol))
                 .with_members(members)
-                .with_authorized_operations(i32::MIN),
+                .with_authorized_operations(super::operations::reported(
+                    include_ops,
+                    super::operations::GROUP,
+                )),
         );
     }
     ResponseKind::DescribeGroups(DescribeGroupsResponse::default().with_groups(groups))

@@ -25,11 +25,19 @@ pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> Resp
         Some(t) => t.is_empty() && version == 0,
     };
     let view = engine.view();
+    let topic_ops = super::operations::reported(
+        has(version, 8) && req.include_topic_authorized_operations,
+        super::operations::TOPIC,
+    );
+    let cluster_ops = super::operations::reported(
+        has(version, 8) && req.include_cluster_authorized_operations,
+        super::operations::CLUSTER,
+    );
     let topics = match req.topics.filter(|_| !all) {
         None => engine
             .topics()
             .iter()
-            .map(|t| describe(&view, t, version))
+            .map(|t| describe(&view, t, version).with_topic_authorized_operations(topic_ops))
             .collect(),
         Some(requested) => {
             let mut out = Vec::with_capacity(requested.len());
@@ -44,7 +52,8 @@ pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> Resp
                         .ok_or_else(|| EngineError::unknown_topic(&t.topic_id.to_string())),
                 };
                 out.push(match found {
-                    Ok(topic) => describe(&engine.view(), &topic, version),
+                    Ok(topic) => describe(&engine.view(), &topic, version)
+                        .with_topic_authorized_operations(topic_ops),
                     Err(e) => MetadataResponseTopic::default()
                         .with_name(t.name.clone())
                         .with_topic_id(if t.name.is_some() || !has(version, 10) {
@@ -79,6 +88,7 @@ pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> Resp
             .with_brokers(brokers)
             .with_cluster_id(has(version, 2).then(|| str_bytes(broker.identity.cluster_id.clone())))
             .with_controller_id(controller.into())
+            .with_cluster_authorized_operations(cluster_ops)
             .with_topics(topics),
     )
 }
