@@ -332,3 +332,26 @@ def test_authorized_operations_without_an_authorizer_are_all(broker):
     assert set(g.authorized_operations) == {AclOperation.READ, AclOperation.DELETE,
                                             AclOperation.DESCRIBE}
     c.close()
+
+
+def test_keyless_records_on_a_compacted_topic_are_named(broker):
+    """A batch of 100 records, 10 without a key, to a compacted topic: the batch is
+    refused with INVALID_RECORD naming the 10 (KIP-467 record_errors), as Kafka
+    does, so the client fails those 10 with INVALID_RECORD and the other 90 with its
+    own "invalid record in the same batch" error, which it may send again
+    (librdkafka 0011). Before, all 100 failed with INVALID_RECORD."""
+    topic = unique("keyless")
+    create(broker, topic, 1, {"cleanup.policy": "compact"})
+    p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 1000,
+                  "batch.num.messages": 1000, "enable.idempotence": False})
+    results = {}
+    for i in range(100):
+        key = None if i % 10 == 3 else f"k{i}".encode()
+        p.produce(topic, key=key, value=f"v{i}".encode(), partition=0,
+                  on_delivery=lambda e, m, i=i: results.__setitem__(i, e))
+    p.flush(60)
+    codes = {i: e.code() for i, e in results.items()}
+    assert sorted(i for i, c in codes.items() if c == KafkaError.INVALID_RECORD) == \
+        [i for i in range(100) if i % 10 == 3]
+    assert sorted(i for i, c in codes.items() if c == KafkaError._INVALID_DIFFERENT_RECORD) == \
+        [i for i in range(100) if i % 10 != 3]

@@ -17,7 +17,7 @@ pub fn code(e: &EngineError) -> i16 {
         E::InvalidRequest(_) => R::InvalidRequest,
         E::MessageTooLarge { .. } | E::DecompressedTooLarge { .. } => R::MessageTooLarge,
         E::CorruptMessage(_) => R::CorruptMessage,
-        E::InvalidRecord(_) => R::InvalidRecord,
+        E::InvalidRecord(_) | E::InvalidRecords { .. } => R::InvalidRecord,
         E::InvalidTimestamp(_) => R::InvalidTimestamp,
         E::OffsetOutOfRange { .. } => R::OffsetOutOfRange,
         E::OutOfOrderSequence { .. } => R::OutOfOrderSequenceNumber,

@@ -130,6 +130,10 @@ pub enum EngineError {
     CorruptMessage(String),
     #[error("invalid record: {0}")]
     InvalidRecord(String),
+    /// Some records of a batch are invalid (by their index in the batch); the batch
+    /// is refused whole, and the client learns which (KIP-467).
+    #[error("invalid records: {reason} (records {records:?} of the batch)")]
+    InvalidRecords { reason: String, records: Vec<i32> },
     #[error("invalid timestamp: {0}")]
     InvalidTimestamp(String),
     #[error("offset out of range: offset={offset} log_start={log_start} high_watermark={high_watermark}")]

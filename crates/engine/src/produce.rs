@@ -160,6 +160,7 @@ fn check_records(
 ) -> Result<()> {
     let limit = records::plain_limit(max_message_bytes);
     let mut late = None;
+    let mut keyless: Vec<i32> = Vec::new();
     records::for_each_record(batch, limit, |i, r| {
         if let Some((earliest, latest)) = window {
             let t = base_timestamp.saturating_add(r.timestamp_delta);
@@ -173,13 +174,17 @@ fn check_records(
             });
         }
         if compacted && r.key.is_none() {
-            return Err(BatchError::Invalid {
-                reason: "compacted topic cannot accept a record without a key",
-            });
+            keyless.push(r.offset_delta);
         }
         Ok(())
     })
     .map_err(refused)?;
+    if !keyless.is_empty() {
+        return Err(EngineError::InvalidRecords {
+            reason: "compacted topic cannot accept a record without a key".into(),
+            records: keyless,
+        });
+    }
     match late {
         Some(t) => Err(EngineError::InvalidTimestamp(format!(
             "record timestamp {t} is outside the topic's message.timestamp.before.max.ms / \

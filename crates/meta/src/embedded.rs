@@ -86,6 +86,13 @@ impl EmbeddedStore {
         Self::from_state(State::new(None))
     }
 
+    /// Replays a log's bytes into a fresh in-memory state, as [`Self::open`] does
+    /// with the file; the length of the valid prefix. For the fuzzer.
+    #[doc(hidden)]
+    pub fn replay_log(buf: &[u8]) -> Result<u64> {
+        State::new(None).replay(buf)
+    }
+
     /// Opens (or creates) a persistent store in `dir`, replaying its log.
     ///
     /// Takes an exclusive lock on the directory: a second process gets `Locked`.

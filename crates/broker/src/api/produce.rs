@@ -6,12 +6,14 @@
 use std::time::{Duration, Instant};
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use sluice_engine::produce::{PartitionRecords, ProduceAck};
 use sluice_engine::{EngineError, Result};
 
-use crate::{errors, has, Broker, Reply};
+use crate::{errors, has, str_bytes, Broker, Reply};
 
 pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Reply {
     let engine = &broker.engine;
@@ -78,9 +80,28 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Reply
                     }),
                 Err(e) => {
                     let (code, message) = errors::code_and_message(&e);
-                    resp.with_base_offset(-1)
+                    let resp = resp
+                        .with_base_offset(-1)
                         .with_error_code(code)
-                        .with_error_message(message.filter(|_| has(version, 8)))
+                        .with_error_message(message.filter(|_| has(version, 8)));
+                    match &e {
+                        // Which records were at fault (v8+, KIP-467): clients fail
+                        // those and send the rest again.
+                        EngineError::InvalidRecords { reason, records } if has(version, 8) => resp
+                            .with_record_errors(
+                                records
+                                    .iter()
+                                    .map(|i| {
+                                        BatchIndexAndErrorMessage::default()
+                                            .with_batch_index(*i)
+                                            .with_batch_index_error_message(Some(str_bytes(
+                                                reason.clone(),
+                                            )))
+                                    })
+                                    .collect(),
+                            ),
+                        _ => resp,
+                    }
                 }
             };
             topics[ti].partition_responses.push(resp);
