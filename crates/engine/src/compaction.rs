@@ -591,7 +591,16 @@ impl Engine {
             Ok(_) => {
                 // Leadership moved, another compactor or the leader wrote first, or
                 // the janitor fenced writes of older objects: the object is an orphan
-                // now, and the next round tries again.
+                // now, and the next round tries again. A leader adopts what another
+                // wrote, or it would compare a stale revision for ever.
+                if let Target::Led { p, .. } = target {
+                    if let Ok(Some(kv)) = self.meta.get(&key).await {
+                        if let Err(e) = self.adopt(p, &kv) {
+                            tracing::warn!(topic = %p.topic, partition = p.index, error = %e,
+                                "cannot adopt the stored checkpoint");
+                        }
+                    }
+                }
                 return Ok(false);
             }
             // Unknown outcome: the stored value says whether it landed.

@@ -716,3 +716,37 @@ async fn a_compacted_topic_in_the_lake_keeps_cleaning_and_stays_small() {
         .iter()
         .all(|k| values[k].as_deref().is_some_and(|v| v.starts_with("7-"))));
 }
+
+/// A leader that is its own compactor and finds its checkpoint rewritten by someone
+/// else (a compactor that worked from an older view) adopts it after the failed
+/// compare. Before, it kept the stale revision and every later fold failed until
+/// leadership moved.
+#[tokio::test]
+async fn a_leader_adopts_a_checkpoint_written_under_it() {
+    let meta = EmbeddedStore::in_memory();
+    let store = faulty();
+    let (engine, topic) = open(&meta, store.clone()).await;
+    let p = topic.partition(0).unwrap();
+    let record = topic.record.clone();
+    for i in 0..4 {
+        produce(&engine, &topic, rich_batch(i, 2)).await.unwrap();
+    }
+    assert!(engine.fold(&record, p, policy(false)).await.unwrap());
+    // Someone else writes the checkpoint again (same contents, new revision).
+    let key = engine.keys().checkpoint(p.topic_id, p.index);
+    let stored = meta.get(&key).await.unwrap().unwrap();
+    sluice_meta::put(&meta, &key, stored.value.clone())
+        .await
+        .unwrap();
+    for i in 4..8 {
+        produce(&engine, &topic, rich_batch(i, 2)).await.unwrap();
+    }
+    assert!(
+        !engine.fold(&record, p, policy(false)).await.unwrap(),
+        "the stale compare fails once"
+    );
+    assert!(
+        engine.fold(&record, p, policy(false)).await.unwrap(),
+        "then the leader works from the stored checkpoint"
+    );
+}
