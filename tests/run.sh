@@ -29,6 +29,9 @@ cargo test --workspace --all-targets
 echo "==> etcd metadata store: conformance against a real etcd (started by the test)"
 cargo test -p sluice-meta --features etcd
 
+echo "==> fuzz targets, short run: seed corpora and seeded mutations (docs/fuzzing.md)"
+cargo test --manifest-path fuzz/Cargo.toml --no-default-features
+
 echo "==> end-to-end tests again, objects in S3"
 SLUICE_E2E_OBJECT_STORE=s3 cargo test -p sluice-e2e -- --skip cluster_
 
