@@ -168,10 +168,10 @@ async fn run_flusher(engine: Arc<Engine>, commits: mpsc::UnboundedSender<Flight>
     }
 }
 
-/// Bytes of manifest one flush may write. etcd refuses requests over 1.5 MiB by
-/// default (`--max-request-bytes`); a larger buffer is flushed as several objects,
-/// each with a manifest below this.
-pub(crate) const MANIFEST_BUDGET: usize = 1 << 20;
+/// Bytes of manifest one flush may write: what one metadata transaction may carry
+/// (etcd refuses requests over 1.5 MiB by default); a larger buffer is flushed as
+/// several objects, each with a manifest below this.
+pub(crate) const MANIFEST_BUDGET: usize = sluice_meta::MAX_TXN_BYTES;
 
 /// Upper bounds of a manifest slice's encoded size, and of each producer batch in it.
 const SLICE_BYTES: usize = 256;

@@ -44,9 +44,6 @@ use crate::manifest::Manifest;
 use crate::partition::Partition;
 use crate::{Engine, EngineError, Result};
 
-/// Deletions per metadata transaction (etcd allows 128 operations).
-const DELETES_PER_TXN: usize = 100;
-
 /// What the janitor carries from one round to the next.
 #[derive(Debug, Default)]
 pub struct Janitor {
@@ -263,7 +260,7 @@ impl Engine {
                 .map(|(_, key, rev)| (key, rev, Path::default())),
         );
         let mut next = Vec::with_capacity(expired.len());
-        for chunk in expired.chunks(DELETES_PER_TXN / 2) {
+        for chunk in expired.chunks(sluice_meta::MAX_TXN_OPS / 2) {
             let compares = chunk
                 .iter()
                 .map(|(k, rev, _)| Compare::ModRevision(k.clone(), *rev))
