@@ -459,11 +459,19 @@ pub(crate) struct ActiveSegment {
 impl ActiveSegment {
     /// The topic's active segment at `now_ms`.
     pub fn of(topic: &crate::TopicRecord, now_ms: i64) -> Self {
-        let mut roll_ms = topic
-            .config_number::<i64>("segment.ms")
-            .unwrap_or(604_800_000);
+        // The roll by time applies only where the topic sets `segment.ms` (or,
+        // compacted, `max.compaction.lag.ms`): it goes by record timestamps, and with
+        // the 7-day default a producer writing older timestamps would see retention
+        // take all but its newest entry at once.
+        let set = |name: &str| {
+            topic
+                .configs
+                .get(name)
+                .and_then(|v| v.trim().parse::<i64>().ok())
+        };
+        let mut roll_ms = set("segment.ms").unwrap_or(i64::MAX);
         if topic.has_cleanup_policy("compact") {
-            if let Some(max_lag) = topic.config_number::<i64>("max.compaction.lag.ms") {
+            if let Some(max_lag) = set("max.compaction.lag.ms") {
                 roll_ms = roll_ms.min(max_lag);
             }
         }
