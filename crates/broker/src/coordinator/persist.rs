@@ -288,21 +288,21 @@ impl Round<'_> {
     /// generation this broker had at the start of the round.
     async fn write_dirty(&self, guard: sluice_meta::Compare) {
         let shards = self.shard_count();
-        let dirty: Vec<(String, Vec<u8>, bool)> = self
+        let dirty: Vec<(String, bool)> = self
             .groups
             .take_dirty()
             .into_iter()
-            .map(|(g, b)| (g, b, true))
+            .map(|g| (g, true))
             .chain(
                 self.consumer_groups
                     .take_dirty()
                     .into_iter()
-                    .map(|(g, b)| (g, b, false)),
+                    .map(|g| (g, false)),
             )
             .collect();
-        for (group, _, classic) in dirty {
-            // DeleteGroups holds this lock too: a group deleted since the snapshot
-            // stays deleted. The state is taken again under the lock, so that a
+        for (group, classic) in dirty {
+            // DeleteGroups holds this lock too: a group deleted since it was marked
+            // stays deleted. The state is taken under the lock, so that a
             // write never replaces a newer one (SyncGroup writes under it too).
             let _serial = self.shards.commit_lock(&group).lock().await;
             let bytes = if classic {
@@ -449,7 +449,8 @@ mod tests {
         assert_eq!(dirty.len(), 1);
         assert!(groups.take_dirty().is_empty(), "written once");
 
-        let Stored::Classic(stored) = serde_json::from_slice(&dirty[0].1).unwrap() else {
+        let bytes = groups.stored_bytes(&dirty[0]).unwrap();
+        let Stored::Classic(stored) = serde_json::from_slice(&bytes).unwrap() else {
             panic!("a classic group")
         };
         let moved = Groups::new(Duration::ZERO);
@@ -487,7 +488,8 @@ mod tests {
         };
         let first = groups.heartbeat("g", hb.clone(), &topics).unwrap();
         let dirty = groups.take_dirty();
-        let Stored::Consumer(stored) = serde_json::from_slice(&dirty[0].1).unwrap() else {
+        let bytes = groups.stored_bytes(&dirty[0]).unwrap();
+        let Stored::Consumer(stored) = serde_json::from_slice(&bytes).unwrap() else {
             panic!("a consumer group")
         };
         let moved = ConsumerGroups::new(Settings::default());

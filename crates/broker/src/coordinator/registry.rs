@@ -57,18 +57,12 @@ impl<G: Kept> Registry<G> {
         Ok(())
     }
 
-    /// Serialises the groups changed since the last call, clearing their marks.
-    pub fn take_dirty(&self) -> Vec<(String, Vec<u8>)> {
+    /// The groups changed since the last call, clearing their marks. Their state is
+    /// taken when written ([`Self::stored_bytes`], under the group's lock).
+    pub fn take_dirty(&self) -> Vec<String> {
         self.lock()
             .iter_mut()
-            .filter_map(|(id, g)| {
-                if !std::mem::take(g.dirty()) {
-                    return None;
-                }
-                serde_json::to_vec(&g.stored())
-                    .ok()
-                    .map(|b| (id.clone(), b))
-            })
+            .filter_map(|(id, g)| std::mem::take(g.dirty()).then(|| id.clone()))
             .collect()
     }
 
