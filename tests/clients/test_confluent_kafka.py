@@ -355,3 +355,76 @@ def test_keyless_records_on_a_compacted_topic_are_named(broker):
         [i for i in range(100) if i % 10 == 3]
     assert sorted(i for i, c in codes.items() if c == KafkaError._INVALID_DIFFERENT_RECORD) == \
         [i for i in range(100) if i % 10 != 3]
+
+
+def test_dynamic_broker_configs_apply_to_topics(broker):
+    """Broker-level IncrementalAlterConfigs and AlterConfigs (librdkafka 0081,
+    `kafka-configs --entity-type brokers`): a log config set on the brokers
+    (message.max.bytes) becomes the default of every topic that does not set its
+    own, described with the broker as its source, and is enforced; DELETE restores
+    the built-in default. A config fixed at start-up and a bad value get
+    INVALID_REQUEST with Kafka's messages. Before, every broker resource was refused."""
+    from confluent_kafka.admin import ConfigSource
+    a = admin(broker)
+    topic, own = unique("brokercfg"), unique("brokercfg-own")
+    create(broker, topic, 1)
+    create(broker, own, 1, {"max.message.bytes": "100000"})
+    ids = sorted(a.list_topics(timeout=10).brokers)
+    S, D = AlterConfigOpType.SET, AlterConfigOpType.DELETE
+
+    def alter(i, name, value, op=S):
+        res = ConfigResource(ConfigResource.Type.BROKER, str(i), incremental_configs=[
+            ConfigEntry(name, value, incremental_operation=op)])
+        a.incremental_alter_configs([res])[res].result(timeout=10)
+
+    def topic_config(name):
+        res = ConfigResource(ConfigResource.Type.TOPIC, name)
+        return a.describe_configs([res])[res].result(timeout=10)["max.message.bytes"]
+
+    def wait_for(name, value, source):
+        # Every broker follows the config keys; on a cluster another broker may answer.
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            c = topic_config(name)
+            if (c.value, c.source) == (value, source.value):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{name}: {c.value} from {c.source}, wanted {value} from {source}")
+
+    try:
+        for i in ids:
+            alter(i, "message.max.bytes", "2000")
+        res = ConfigResource(ConfigResource.Type.BROKER, str(ids[0]))
+        described = a.describe_configs([res])[res].result(timeout=10)
+        assert described["message.max.bytes"].value == "2000"
+        assert described["message.max.bytes"].source == ConfigSource.DYNAMIC_BROKER_CONFIG.value
+        assert described["log.retention.ms"].source == ConfigSource.DEFAULT_CONFIG.value
+        wait_for(topic, "2000", ConfigSource.DYNAMIC_BROKER_CONFIG)
+        wait_for(own, "100000", ConfigSource.DYNAMIC_TOPIC_CONFIG)
+
+        p = Producer({"bootstrap.servers": broker.bootstrap, "compression.type": "none"})
+        errors = []
+        for t in (topic, own):
+            p.produce(t, value=b"x" * 5000, partition=0, on_delivery=lambda e, m: errors.append(e))
+            p.flush(30)
+        assert [e.code() if e else 0 for e in errors] == [KafkaError.MSG_SIZE_TOO_LARGE, 0]
+
+        for name, value, message in [
+                ("log.dirs", "/elsewhere", "Cannot update these configs dynamically: [log.dirs]"),
+                ("log.retention.ms", "soon", "Invalid value soon for configuration log.retention.ms"),
+                ("sasl.kerberos.min.time.before.relogin", "58000", "does not apply")]:
+            with pytest.raises(KafkaException) as refused:
+                alter(ids[0], name, value)
+            assert refused.value.args[0].code() == KafkaError.INVALID_REQUEST, refused.value
+            assert message in refused.value.args[0].str(), refused.value
+
+        # AlterConfigs (not incremental) replaces the broker's whole set.
+        for i in ids:
+            res = ConfigResource(ConfigResource.Type.BROKER, str(i),
+                                 set_config={"message.max.bytes": "3000"})
+            a.alter_configs([res])[res].result(timeout=10)
+        wait_for(topic, "3000", ConfigSource.DYNAMIC_BROKER_CONFIG)
+    finally:
+        for i in ids:
+            alter(i, "message.max.bytes", None, D)
+    wait_for(topic, "1048588", ConfigSource.DEFAULT_CONFIG)

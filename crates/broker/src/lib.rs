@@ -137,7 +137,7 @@ impl Broker {
                 Reply::Now(Box::new(api::create_partitions::handle(self, r).await))
             }
             RequestKind::DescribeConfigs(r) => {
-                Reply::Now(Box::new(api::describe_configs::handle(self, r)))
+                Reply::Now(Box::new(api::describe_configs::handle(self, r).await))
             }
             RequestKind::AlterConfigs(r) => {
                 Reply::Now(Box::new(api::alter_configs::handle(self, r).await))

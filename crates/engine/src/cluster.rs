@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use sluice_meta::{notify_on_changes, Compare, MetaStore, Op, Txn};
 use uuid::Uuid;
 
+use crate::broker_configs::{BrokerConfigRecord, BrokerDefaults};
 use crate::manifest::Manifest;
 use crate::partition::{IndexEntry, Partition, ReadState};
 use crate::{Engine, EngineError, RecoveredSlice, Result, TopicRecord};
@@ -240,6 +241,16 @@ impl Keys {
             self.root
         )
     }
+    /// Dynamic broker configs: `default` (cluster-wide) and one key per broker id.
+    pub fn broker_configs(&self) -> String {
+        format!("{}configs/brokers/", self.root)
+    }
+    pub fn broker_config(&self, broker: Option<i32>) -> String {
+        match broker {
+            Some(id) => format!("{}configs/brokers/{id}", self.root),
+            None => format!("{}configs/brokers/default", self.root),
+        }
+    }
     pub fn brokers(&self) -> String {
         format!("{}brokers/", self.root)
     }
@@ -406,6 +417,7 @@ impl Engine {
             self.keys.brokers(),
             self.keys.assignments(),
             self.keys.controller(),
+            self.keys.broker_configs(),
         ];
         // The watches end with the follower, which holds the last `resync` besides
         // the engine's own.
@@ -497,6 +509,7 @@ impl Engine {
         let brokers = self.meta.range(&self.keys.brokers()).await?;
         let assignments = self.meta.range(&self.keys.assignments()).await?;
         let controller = self.meta.get(&self.keys.controller()).await?;
+        let broker_configs = self.meta.range(&self.keys.broker_configs()).await?;
         self.refresh_gc_horizon().await?;
 
         let mut records = Vec::with_capacity(topics.len());
@@ -512,7 +525,19 @@ impl Engine {
                 }
             }
         }
-        self.reconcile_topics(records);
+        let mut defaults = BrokerDefaults::default();
+        for kv in &broker_configs {
+            let Ok(r) = serde_json::from_slice::<BrokerConfigRecord>(&kv.value) else {
+                tracing::warn!(key = %kv.key, "unreadable broker config record; ignored");
+                continue;
+            };
+            if kv.key == self.keys.broker_config(None) {
+                defaults.cluster = r.configs;
+            } else if kv.key == self.keys.broker_config(Some(self.cfg.broker_id)) {
+                defaults.broker = r.configs;
+            }
+        }
+        self.reconcile_topics(records, defaults);
 
         let mut leaders: HashMap<Uuid, Arc<AssignmentRecord>> = HashMap::new();
         for kv in &assignments {

@@ -16,6 +16,7 @@
 //! - No manifest commit lands for an object the janitor may have deleted: commits
 //!   compare the janitor's `gc/horizon` revision.
 
+pub mod broker_configs;
 pub mod cluster;
 pub mod compaction;
 pub mod fetch;
@@ -39,6 +40,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
+use crate::broker_configs::BrokerDefaults;
 use crate::cluster::ClusterView;
 pub use crate::cluster::Keys;
 use crate::flush::WalBuffer;
@@ -325,6 +327,8 @@ impl Topic {
 struct Catalog {
     by_name: BTreeMap<String, Arc<Topic>>,
     by_id: HashMap<Uuid, String>,
+    /// The dynamic broker configs every installed record carries.
+    defaults: Arc<BrokerDefaults>,
 }
 
 const PRODUCER_ID_BLOCK: i64 = 1000;
@@ -450,12 +454,23 @@ impl Engine {
         &self.store
     }
 
-    /// Makes the catalog match the stored topic records: new topics appear, changed
-    /// ones keep their partitions' state, deleted ones go.
-    pub(crate) fn reconcile_topics(&self, records: Vec<TopicRecord>) {
+    /// Makes the catalog match the stored topic records and dynamic broker configs:
+    /// new topics appear, changed ones keep their partitions' state, deleted ones go.
+    pub(crate) fn reconcile_topics(&self, records: Vec<TopicRecord>, defaults: BrokerDefaults) {
         let mut c = self.catalog.write().unwrap_or_else(|p| p.into_inner());
-        let mut next = Catalog::default();
-        for record in records {
+        let defaults = if *c.defaults == defaults {
+            c.defaults.clone()
+        } else {
+            tracing::info!(cluster = ?defaults.cluster, broker = ?defaults.broker,
+                "dynamic broker configs changed");
+            Arc::new(defaults)
+        };
+        let mut next = Catalog {
+            defaults: defaults.clone(),
+            ..Catalog::default()
+        };
+        for mut record in records {
+            record.defaults = defaults.clone();
             let existing: Vec<Arc<Partition>> = c
                 .by_name
                 .get(&record.name)
@@ -511,8 +526,9 @@ impl Engine {
         self.catalog.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn install(&self, record: TopicRecord) -> Arc<Topic> {
+    fn install(&self, mut record: TopicRecord) -> Arc<Topic> {
         let mut c = self.catalog.write().unwrap_or_else(|p| p.into_inner());
+        record.defaults = c.defaults.clone();
         let existing: Vec<Arc<Partition>> = c
             .by_name
             .get(&record.name)
@@ -559,6 +575,7 @@ impl Engine {
             partitions,
             configs,
             pinned: BTreeMap::new(),
+            defaults: self.broker_defaults(),
         };
         if self.topic(name).is_some() {
             return Err(EngineError::TopicAlreadyExists { name: name.into() });
@@ -662,6 +679,7 @@ impl Engine {
         let (key, current) = self.stored_topic(name).await?;
         let mut record: TopicRecord = serde_json::from_slice(&current.value)
             .map_err(|e| EngineError::Meta(format!("topic record key={key}: {e}")))?;
+        record.defaults = self.broker_defaults();
         change(&mut record)?;
         for (k, v) in &record.configs {
             topics::validate_config(k, v)?;
@@ -683,6 +701,82 @@ impl Engine {
             )));
         }
         Ok(self.install_with_leaders(record).await)
+    }
+
+    /// The dynamic broker configs in effect on this broker, as last synced.
+    pub fn broker_defaults(&self) -> Arc<BrokerDefaults> {
+        self.catalog_read().defaults.clone()
+    }
+
+    /// The dynamic broker configs stored for one broker (`Some(id)`: its own and the
+    /// cluster-wide ones) or for the cluster (`None`: the cluster-wide ones only).
+    pub async fn stored_broker_defaults(&self, broker: Option<i32>) -> Result<BrokerDefaults> {
+        let read = |key: String| async move {
+            match self.meta.get(&key).await? {
+                Some(kv) => serde_json::from_slice::<broker_configs::BrokerConfigRecord>(&kv.value)
+                    .map(|r| r.configs)
+                    .map_err(|e| EngineError::Meta(format!("broker configs key={key}: {e}"))),
+                None => Ok(BTreeMap::new()),
+            }
+        };
+        Ok(BrokerDefaults {
+            cluster: read(self.keys.broker_config(None)).await?,
+            broker: match broker {
+                Some(id) => read(self.keys.broker_config(Some(id))).await?,
+                None => BTreeMap::new(),
+            },
+        })
+    }
+
+    /// Rewrites the dynamic configs of one broker (`Some(id)`) or the cluster-wide
+    /// default (`None`) with a guarded read-modify-write, then syncs so this broker's
+    /// topics take them at once (the others follow the key). `change` returns
+    /// Kafka's message for a refused update.
+    pub async fn update_broker_configs(
+        &self,
+        broker: Option<i32>,
+        validate_only: bool,
+        change: impl Fn(&mut BTreeMap<String, String>) -> std::result::Result<(), String>,
+    ) -> Result<std::result::Result<(), String>> {
+        let key = self.keys.broker_config(broker);
+        let current = self.meta.get(&key).await?;
+        let mut record: broker_configs::BrokerConfigRecord = match &current {
+            Some(kv) => serde_json::from_slice(&kv.value)
+                .map_err(|e| EngineError::Meta(format!("broker configs key={key}: {e}")))?,
+            None => Default::default(),
+        };
+        if let Err(refused) = change(&mut record.configs) {
+            return Ok(Err(refused));
+        }
+        for (name, value) in &record.configs {
+            if let Err(refused) = broker_configs::validate(name, Some(value)) {
+                return Ok(Err(refused));
+            }
+        }
+        if validate_only {
+            return Ok(Ok(()));
+        }
+        let guard = match &current {
+            Some(kv) => Compare::ModRevision(key.clone(), kv.mod_revision),
+            None => Compare::Missing(key.clone()),
+        };
+        let op = if record.configs.is_empty() {
+            Op::Delete(key)
+        } else {
+            Op::put(key, serde_json::to_vec(&record).unwrap_or_default())
+        };
+        if !self
+            .meta
+            .txn(Txn::when(vec![guard]).then(vec![op]))
+            .await?
+            .succeeded
+        {
+            return Err(EngineError::Meta(
+                "broker configs changed concurrently".into(),
+            ));
+        }
+        self.sync_cluster().await?;
+        Ok(Ok(()))
     }
 
     /// A new producer id for an idempotent producer (epoch 0).

@@ -2,10 +2,12 @@
 //! and name validation.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::broker_configs::BrokerDefaults;
 use crate::EngineError;
 
 /// A topic as stored under `topics/<name>` in the metadata store.
@@ -20,6 +22,10 @@ pub struct TopicRecord {
     /// controller keeps each on its broker while that broker is live.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pinned: BTreeMap<i32, i32>,
+    /// The dynamic broker configs in effect where this record was installed (not
+    /// stored with the topic): the defaults of the configs it does not set.
+    #[serde(skip)]
+    pub defaults: Arc<BrokerDefaults>,
 }
 
 /// How a config value is checked.
@@ -229,11 +235,13 @@ pub fn validate_config(name: &str, value: &str) -> Result<(), EngineError> {
 }
 
 impl TopicRecord {
-    /// The effective value of a config: set on the topic, else the default.
+    /// The effective value of a config: set on the topic, else set for the broker
+    /// (see [`crate::broker_configs`]), else the default.
     pub fn config(&self, name: &str) -> Option<&str> {
         self.configs
             .get(name)
             .map(String::as_str)
+            .or_else(|| self.defaults.topic_default(name).map(|(v, _)| v))
             .or_else(|| config_def(name).map(|d| d.default))
     }
 
@@ -314,6 +322,7 @@ mod tests {
             partitions: 1,
             configs: [("max.message.bytes".to_string(), "100".to_string())].into(),
             pinned: BTreeMap::new(),
+            defaults: Default::default(),
         };
         assert_eq!(t.max_message_bytes(), 100);
         assert_eq!(t.config("retention.ms"), Some("604800000"));

@@ -24,6 +24,7 @@ async fn a_duplicate_is_answered_with_its_original_append_time() {
         partitions: 1,
         configs: BTreeMap::from([("message.timestamp.type".into(), "LogAppendTime".into())]),
         pinned: BTreeMap::new(),
+        defaults: Default::default(),
     };
     let assignment = AssignmentRecord {
         leaders: vec![Leader {

@@ -1,5 +1,8 @@
-//! AlterConfigs (replace a topic's configs) and IncrementalAlterConfigs
-//! (SET / DELETE / APPEND / SUBTRACT per key).
+//! AlterConfigs (replace a topic's or a broker's dynamic configs) and
+//! IncrementalAlterConfigs (SET / DELETE / APPEND / SUBTRACT per key). Broker
+//! resources are the dynamic broker configs of `sluice_engine::broker_configs`
+//! (resource name `""` for the cluster-wide default); a refused broker config gets
+//! `INVALID_REQUEST` with Kafka's message, as Kafka answers.
 
 use std::collections::BTreeMap;
 
@@ -13,11 +16,11 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use sluice_engine::{EngineError, Result};
 
+use super::describe_configs::{parse_broker, RESOURCE_BROKER, RESOURCE_TOPIC};
 use crate::{config_map, errors, str_bytes, Broker};
 
-const RESOURCE_TOPIC: i8 = 2;
-
-/// Applies `change` to a topic's explicit configs; returns (code, message).
+/// Applies `change` to a topic's explicit configs or a broker's dynamic configs;
+/// returns (code, message).
 async fn alter(
     broker: &Broker,
     resource_type: i8,
@@ -25,11 +28,36 @@ async fn alter(
     validate_only: bool,
     change: impl Fn(&mut BTreeMap<String, String>) -> Result<()>,
 ) -> (i16, Option<StrBytes>) {
-    if resource_type != RESOURCE_TOPIC {
-        return (
+    let invalid = |message: String| {
+        (
             ResponseError::InvalidRequest.code(),
-            Some(str_bytes("only topic configs can be altered")),
-        );
+            Some(str_bytes(message)),
+        )
+    };
+    if resource_type == RESOURCE_BROKER {
+        let id = match parse_broker(name.as_str()) {
+            Ok(id) => id,
+            Err(message) => return invalid(message),
+        };
+        let outcome = broker
+            .engine
+            .update_broker_configs(id, validate_only, |configs| {
+                change(configs).map_err(|e| match e {
+                    EngineError::InvalidConfig { name, reason } => {
+                        format!("Invalid config {name}: {reason}")
+                    }
+                    other => other.to_string(),
+                })
+            })
+            .await;
+        return match outcome {
+            Ok(Ok(())) => (0, None),
+            Ok(Err(refused)) => invalid(refused),
+            Err(e) => errors::code_and_message(&e),
+        };
+    }
+    if resource_type != RESOURCE_TOPIC {
+        return invalid("only topic and broker configs can be altered".into());
     }
     match broker
         .engine
@@ -131,7 +159,10 @@ fn apply(
         configs
             .get(name)
             .map(String::as_str)
-            .or_else(|| sluice_engine::topics::config_def(name).map(|d| d.default))
+            .or_else(|| {
+                let topic = sluice_engine::broker_configs::topic_synonym(name).unwrap_or(name);
+                sluice_engine::topics::config_def(topic).map(|d| d.default)
+            })
             .unwrap_or("")
             .split(',')
             .map(str::trim)

@@ -6,11 +6,8 @@ use kafka_protocol::messages::create_topics_response::{
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, ResponseKind};
 use sluice_engine::topics::CONFIGS;
 
+use super::describe_configs::resolve_topic;
 use crate::{config_map, errors, has, str_bytes, Broker};
-
-/// DescribeConfigs/CreateTopics config sources.
-pub(crate) const SOURCE_TOPIC: i8 = 1;
-pub(crate) const SOURCE_DEFAULT: i8 = 5;
 
 pub async fn handle(broker: &Broker, req: CreateTopicsRequest, version: i16) -> ResponseKind {
     let mut results = Vec::with_capacity(req.topics.len());
@@ -46,15 +43,11 @@ pub async fn handle(broker: &Broker, req: CreateTopicsRequest, version: i16) -> 
                     CONFIGS
                         .iter()
                         .map(|d| {
-                            let set = topic.record.configs.get(d.name);
+                            let resolved = resolve_topic(&topic.record, d);
                             CreatableTopicConfigs::default()
                                 .with_name(str_bytes(d.name))
-                                .with_value(Some(str_bytes(set.map_or(d.default, |v| v.as_str()))))
-                                .with_config_source(if set.is_some() {
-                                    SOURCE_TOPIC
-                                } else {
-                                    SOURCE_DEFAULT
-                                })
+                                .with_value(Some(str_bytes(resolved.value)))
+                                .with_config_source(resolved.source)
                         })
                         .collect(),
                 )),

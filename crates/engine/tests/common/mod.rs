@@ -123,6 +123,7 @@ pub async fn lead_topic(engine: &Engine, meta: &dyn MetaStore, name: &str) -> Ar
             partitions: 1,
             configs: BTreeMap::new(),
             pinned: BTreeMap::new(),
+            defaults: Default::default(),
         };
         let assignment = AssignmentRecord {
             leaders: vec![Leader {
