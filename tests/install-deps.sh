@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and the lints need on a fresh Debian machine: Debian packages
-# (kcat, curl, etcd, protoc, a C/C++ toolchain for librdkafka) and the Python client
-# libraries. Already-present tools are skipped.
+# (kcat, curl, etcd, protoc, a C/C++ toolchain for librdkafka, Java 17 and Maven), the
+# Python client libraries, and Apache Kafka's jars from Maven Central (the reference
+# broker and its tools, cached in ~/.m2). Already-present tools are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,8 @@ command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
 command -v make >/dev/null || need_apt+=(make)
 command -v g++ >/dev/null || need_apt+=(g++)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+command -v java >/dev/null || need_apt+=(openjdk-17-jdk-headless)
+command -v mvn >/dev/null || need_apt+=(maven)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing Debian packages: ${need_apt[*]}"
   as_root apt-get update -qq
@@ -23,3 +26,6 @@ fi
 
 echo "==> installing Python client libraries"
 python3 -m pip install -q --disable-pip-version-check -r tests/clients/requirements.txt
+
+echo "==> resolving Apache Kafka's jars (Maven Central; cached in ~/.m2)"
+./tests/kafka/kafka.sh classpath >/dev/null

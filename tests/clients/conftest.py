@@ -10,6 +10,10 @@ fixture starts an S3 server (moto) for the module and stops it afterwards.
 With SLUICE_TEST_CLUSTER=N each module gets N brokers instead of one, sharing an
 etcd and an S3 server started for the module (the binary needs `--features etcd`);
 clients bootstrap from every broker's address.
+
+With SLUICE_TEST_REFERENCE=kafka each module gets Apache Kafka instead (one KRaft
+node from the Maven jars, tests/kafka/kafka.sh): the reference the compatibility
+ledger compares Sluice with (scripts/compatibility.py).
 """
 
 import os
@@ -247,6 +251,25 @@ class Cluster:
             shutil.rmtree(d, ignore_errors=True)
 
 
+class ApacheKafka:
+    """Apache Kafka 4 (tests/kafka/kafka.sh), one node, data in a temporary directory."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="kafka-test-")
+        self.port = free_port()
+        subprocess.run([str(ROOT / "tests" / "kafka" / "kafka.sh"), "start", self.dir,
+                        str(self.port)], check=True, timeout=900)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self):
+        subprocess.run([str(ROOT / "tests" / "kafka" / "kafka.sh"), "stop", self.dir],
+                       check=False, timeout=60)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def object_store_args(s3):
     if s3 is None:
         return []
@@ -274,6 +297,11 @@ def s3():
 
 @pytest.fixture(scope="module")
 def broker(s3):
+    if os.environ.get("SLUICE_TEST_REFERENCE") == "kafka":
+        kafka = ApacheKafka()
+        yield kafka
+        kafka.stop()
+        return
     n = int(os.environ.get("SLUICE_TEST_CLUSTER", "0"))
     if n > 0:
         cluster = Cluster(n)

@@ -1,0 +1,187 @@
+"""Apache Kafka's own command-line tools (from the Kafka 4 jars on Maven Central, run
+by tests/kafka/kafka.sh) against Sluice, each checked by reading its output:
+kafka-topics, kafka-console-producer and -consumer, kafka-consumer-groups,
+kafka-configs, kafka-get-offsets, kafka-delete-records, kafka-broker-api-versions."""
+
+import json
+import re
+import subprocess
+import time
+
+import pytest
+
+from conftest import ROOT, unique
+
+KAFKA_SH = str(ROOT / "tests" / "kafka" / "kafka.sh")
+
+
+def tool(name, *args, stdin=None, timeout=120, check=True):
+    p = subprocess.run([KAFKA_SH, name, *args], input=stdin, capture_output=True, text=True,
+                       timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{name} {' '.join(args)} exited {p.returncode}:\n"
+                             f"{p.stdout}\n{p.stderr}")
+    return p
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kafka_jars():
+    # Resolve the jars once (Maven), outside any test's timeout.
+    subprocess.run([KAFKA_SH, "classpath"], check=True, capture_output=True, timeout=900)
+
+
+def eventually(check, timeout=15):
+    deadline = time.time() + timeout
+    while True:
+        try:
+            return check()
+        except AssertionError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def test_kafka_topics(broker):
+    bs = broker.bootstrap
+    topic = unique("tools-topic")
+    out = tool("kafka-topics", "--bootstrap-server", bs, "--create", "--topic", topic,
+               "--partitions", "3", "--config", "retention.ms=3600000").stdout
+    assert f"Created topic {topic}." in out
+    assert topic in tool("kafka-topics", "--bootstrap-server", bs, "--list").stdout.split()
+
+    def described(partitions):
+        out = tool("kafka-topics", "--bootstrap-server", bs, "--describe", "--topic", topic).stdout
+        assert f"PartitionCount: {partitions}" in out, out
+        assert "retention.ms=3600000" in out, out
+        rows = [line for line in out.splitlines() if re.search(r"Partition: \d+\s+Leader: \d+", line)]
+        assert len(rows) == partitions, out
+    described(3)
+    tool("kafka-topics", "--bootstrap-server", bs, "--alter", "--topic", topic, "--partitions", "5")
+    eventually(lambda: described(5))
+    dup = tool("kafka-topics", "--bootstrap-server", bs, "--create", "--topic", topic,
+               "--partitions", "1", check=False)
+    assert dup.returncode != 0 and "already exists" in dup.stdout + dup.stderr
+    tool("kafka-topics", "--bootstrap-server", bs, "--delete", "--topic", topic)
+    eventually(lambda: assertion(topic not in tool("kafka-topics", "--bootstrap-server", bs,
+                                                   "--list").stdout.split()))
+
+
+def assertion(ok, message=""):
+    assert ok, message
+
+
+def test_console_producer_consumer_groups_and_offsets(broker):
+    bs = broker.bootstrap
+    topic, group = unique("tools-console"), unique("tools-group")
+    tool("kafka-topics", "--bootstrap-server", bs, "--create", "--topic", topic, "--partitions", "2")
+    lines = "".join(f"k{i}:v{i}\n" for i in range(20))
+    tool("kafka-console-producer", "--bootstrap-server", bs, "--topic", topic,
+         "--reader-property", "parse.key=true", "--reader-property", "key.separator=:",
+         stdin=lines)
+
+    out = tool("kafka-console-consumer", "--bootstrap-server", bs, "--topic", topic,
+               "--group", group, "--from-beginning", "--max-messages", "20",
+               "--formatter-property", "print.key=true", "--formatter-property", "key.separator=:",
+               "--timeout-ms", "60000").stdout
+    assert sorted(out.split()) == sorted(f"k{i}:v{i}" for i in range(20))
+
+    offsets = tool("kafka-get-offsets", "--bootstrap-server", bs, "--topic", topic).stdout.split()
+    per_partition = {int(p): int(o) for _, p, o in (line.split(":") for line in offsets)}
+    assert sum(per_partition.values()) == 20 and set(per_partition) == {0, 1}
+    earliest = tool("kafka-get-offsets", "--bootstrap-server", bs, "--topic", topic,
+                    "--time", "earliest").stdout.split()
+    assert earliest == [f"{topic}:0:0", f"{topic}:1:0"]
+
+    assert group in tool("kafka-consumer-groups", "--bootstrap-server", bs, "--list").stdout.split()
+    described = tool("kafka-consumer-groups", "--bootstrap-server", bs, "--describe",
+                     "--group", group).stdout
+    rows = [line.split() for line in described.splitlines() if line.startswith(group)]
+    # GROUP TOPIC PARTITION CURRENT-OFFSET LOG-END-OFFSET LAG ...
+    assert {(r[1], int(r[2]), int(r[3]), int(r[4]), int(r[5])) for r in rows} == {
+        (topic, p, per_partition[p], per_partition[p], 0) for p in (0, 1)}, described
+
+    reset = tool("kafka-consumer-groups", "--bootstrap-server", bs, "--group", group,
+                 "--reset-offsets", "--to-earliest", "--topic", topic, "--execute").stdout
+    assert re.search(rf"{group}\s+{topic}\s+0\s+0", reset), reset
+    described = tool("kafka-consumer-groups", "--bootstrap-server", bs, "--describe",
+                     "--group", group).stdout
+    lags = {int(r[2]): int(r[5]) for r in (line.split() for line in described.splitlines()
+                                            if line.startswith(group))}
+    assert lags == per_partition, described
+
+    out = tool("kafka-consumer-groups", "--bootstrap-server", bs, "--delete", "--group", group).stdout
+    assert "successful" in out, out
+    assert group not in tool("kafka-consumer-groups", "--bootstrap-server", bs,
+                             "--list").stdout.split()
+    missing = tool("kafka-consumer-groups", "--bootstrap-server", bs, "--delete", "--group",
+                   group, check=False)
+    assert "does not exist" in missing.stdout + missing.stderr, missing
+
+
+def test_delete_records(broker, tmp_path):
+    bs = broker.bootstrap
+    topic = unique("tools-delete")
+    tool("kafka-topics", "--bootstrap-server", bs, "--create", "--topic", topic, "--partitions", "1")
+    tool("kafka-console-producer", "--bootstrap-server", bs, "--topic", topic,
+         stdin="".join(f"r{i}\n" for i in range(10)))
+    spec = tmp_path / "delete.json"
+    spec.write_text(json.dumps({"version": 1, "partitions": [
+        {"topic": topic, "partition": 0, "offset": 4}]}))
+    out = tool("kafka-delete-records", "--bootstrap-server", bs,
+               "--offset-json-file", str(spec)).stdout
+    assert f"partition: {topic}-0\tlow_watermark: 4" in out, out
+    earliest = tool("kafka-get-offsets", "--bootstrap-server", bs, "--topic", topic,
+                    "--time", "earliest").stdout.split()
+    assert earliest == [f"{topic}:0:4"]
+    out = tool("kafka-console-consumer", "--bootstrap-server", bs, "--topic", topic,
+               "--from-beginning", "--max-messages", "6", "--timeout-ms", "60000").stdout
+    assert out.split() == [f"r{i}" for i in range(4, 10)]
+
+
+def test_kafka_configs(broker):
+    bs = broker.bootstrap
+    topic = unique("tools-configs")
+    tool("kafka-topics", "--bootstrap-server", bs, "--create", "--topic", topic, "--partitions", "1")
+    tool("kafka-configs", "--bootstrap-server", bs, "--entity-type", "topics", "--entity-name",
+         topic, "--alter", "--add-config", "retention.ms=7200000,cleanup.policy=compact")
+    out = tool("kafka-configs", "--bootstrap-server", bs, "--entity-type", "topics",
+               "--entity-name", topic, "--describe").stdout
+    assert "retention.ms=7200000" in out and "cleanup.policy=compact" in out, out
+    tool("kafka-configs", "--bootstrap-server", bs, "--entity-type", "topics", "--entity-name",
+         topic, "--alter", "--delete-config", "cleanup.policy")
+    out = tool("kafka-configs", "--bootstrap-server", bs, "--entity-type", "topics",
+               "--entity-name", topic, "--describe").stdout
+    assert "cleanup.policy" not in out and "retention.ms=7200000" in out, out
+    bad = tool("kafka-configs", "--bootstrap-server", bs, "--entity-type", "topics",
+               "--entity-name", topic, "--alter", "--add-config", "retention.ms=soon", check=False)
+    assert bad.returncode != 0
+
+    # Cluster-wide dynamic broker default (--entity-default), applied to the topic.
+    tool("kafka-configs", "--bootstrap-server", bs, "--entity-type", "brokers", "--entity-default",
+         "--alter", "--add-config", "log.retention.bytes=123456789")
+    try:
+        out = tool("kafka-configs", "--bootstrap-server", bs, "--entity-type", "brokers",
+                   "--entity-default", "--describe").stdout
+        assert "log.retention.bytes=123456789" in out, out
+
+        def applied():
+            out = tool("kafka-configs", "--bootstrap-server", bs, "--entity-type", "topics",
+                       "--entity-name", topic, "--describe", "--all").stdout
+            assert re.search(r"retention.bytes=123456789 sensitive=false synonyms=\{"
+                             r"DYNAMIC_DEFAULT_BROKER_CONFIG:log.retention.bytes=123456789", out), out
+        eventually(applied)
+        refused = tool("kafka-configs", "--bootstrap-server", bs, "--entity-type", "brokers",
+                       "--entity-default", "--alter", "--add-config", "log.dirs=/elsewhere",
+                       check=False)
+        assert refused.returncode != 0
+        assert "Cannot update these configs dynamically" in refused.stdout + refused.stderr
+    finally:
+        tool("kafka-configs", "--bootstrap-server", bs, "--entity-type", "brokers",
+             "--entity-default", "--alter", "--delete-config", "log.retention.bytes")
+
+
+def test_broker_api_versions(broker):
+    out = tool("kafka-broker-api-versions", "--bootstrap-server", broker.bootstrap).stdout
+    assert re.search(r"Produce\(0\): \d+ to \d+ \[usable: \d+\]", out), out
+    assert re.search(r"Fetch\(1\): \d+ to \d+ \[usable: \d+\]", out), out
+    assert re.search(r"ConsumerGroupHeartbeat\(68\): 0 to 1 \[usable: 1\]", out), out
