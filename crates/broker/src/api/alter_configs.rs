@@ -75,17 +75,21 @@ pub async fn handle(broker: &Broker, req: AlterConfigsRequest) -> ResponseKind {
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
         let configs = config_map(r.configs.iter().map(|c| (&c.name, &c.value)));
-        let (code, message) = alter(
-            broker,
-            r.resource_type,
-            &r.resource_name,
-            req.validate_only,
-            |c| {
-                *c = configs.clone();
-                Ok(())
-            },
-        )
-        .await;
+        let (code, message) = if has_duplicates(r.configs.iter().map(|c| &c.name)) {
+            duplicate_keys()
+        } else {
+            alter(
+                broker,
+                r.resource_type,
+                &r.resource_name,
+                req.validate_only,
+                |c| {
+                    *c = configs.clone();
+                    Ok(())
+                },
+            )
+            .await
+        };
         responses.push(
             AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
@@ -95,6 +99,19 @@ pub async fn handle(broker: &Broker, req: AlterConfigsRequest) -> ResponseKind {
         );
     }
     ResponseKind::AlterConfigs(AlterConfigsResponse::default().with_responses(responses))
+}
+
+/// Whether a resource names one config twice, which Kafka refuses whole.
+fn has_duplicates<'a>(names: impl Iterator<Item = &'a StrBytes>) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    names.into_iter().any(|n| !seen.insert(n.as_str()))
+}
+
+fn duplicate_keys() -> (i16, Option<StrBytes>) {
+    (
+        ResponseError::InvalidRequest.code(),
+        Some(str_bytes("Error due to duplicate config keys")),
+    )
 }
 
 const OP_SET: i8 = 0;
@@ -119,19 +136,23 @@ pub async fn handle_incremental(
                 )
             })
             .collect();
-        let (code, message) = alter(
-            broker,
-            r.resource_type,
-            &r.resource_name,
-            req.validate_only,
-            |configs| {
-                for (name, op, value) in &ops {
-                    apply(configs, name, *op, value.as_deref())?;
-                }
-                Ok(())
-            },
-        )
-        .await;
+        let (code, message) = if has_duplicates(r.configs.iter().map(|c| &c.name)) {
+            duplicate_keys()
+        } else {
+            alter(
+                broker,
+                r.resource_type,
+                &r.resource_name,
+                req.validate_only,
+                |configs| {
+                    for (name, op, value) in &ops {
+                        apply(configs, name, *op, value.as_deref())?;
+                    }
+                    Ok(())
+                },
+            )
+            .await
+        };
         responses.push(
             IncrementalResult::default()
                 .with_resource_type(r.resource_type)
