@@ -18,6 +18,7 @@ command -v g++ >/dev/null || need_apt+=(g++)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 command -v java >/dev/null || need_apt+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null || need_apt+=(maven)
+command -v npm >/dev/null || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing Debian packages: ${need_apt[*]}"
   as_root apt-get update -qq
@@ -26,6 +27,9 @@ fi
 
 echo "==> installing Python client libraries"
 python3 -m pip install -q --disable-pip-version-check -r tests/clients/requirements.txt
+
+echo "==> installing kafkajs (npm)"
+(cd tests/js && npm install --no-audit --no-fund --silent)
 
 echo "==> resolving Apache Kafka's jars (Maven Central; cached in ~/.m2)"
 ./tests/kafka/kafka.sh classpath >/dev/null
