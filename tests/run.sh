@@ -45,6 +45,9 @@ echo "==> client tests (confluent-kafka, kafka-python, aiokafka, kcat), local ob
 python3 -m pytest tests/clients -q -p no:cacheprovider -W ignore::DeprecationWarning \
   --deselect tests/clients/test_scaling.py
 
+echo "==> compatibility ledger: docs/compatibility.md is current (APIs and scenarios)"
+python3 scripts/compatibility.py --check
+
 echo "==> client tests again, on a 3-broker cluster (etcd + S3 server)"
 SLUICE_TEST_CLUSTER=3 python3 -m pytest tests/clients -q -p no:cacheprovider -W ignore::DeprecationWarning \
   --deselect tests/clients/test_s3_faults.py
@@ -57,7 +60,8 @@ if [ -n "${LOCALSTACK_PYTHON:-}" ] || [ -x /root/.pyenv/versions/3.13.0/bin/pyth
   SLUICE_TEST_OBJECT_STORE=s3 SLUICE_TEST_S3_ENDPOINT=http://127.0.0.1:4566 \
     python3 -m pytest tests/clients -q -p no:cacheprovider -W ignore::DeprecationWarning \
     --deselect tests/clients/test_s3_faults.py --deselect tests/clients/test_scaling.py \
-    --deselect tests/clients/test_java_client.py --deselect tests/clients/test_kafka_tools.py
+    --deselect tests/clients/test_java_client.py --deselect tests/clients/test_kafka_tools.py \
+    --deselect tests/clients/test_kafkajs.py
   echo "==> Terraform: apply and destroy the LocalStack example"
   ./terraform/check.sh apply-localstack
   ./localstack/run-host.sh stop
@@ -71,4 +75,5 @@ fi
 echo "==> client tests again, objects in S3 (moto)"
 SLUICE_TEST_OBJECT_STORE=s3 python3 -m pytest tests/clients -q -p no:cacheprovider -W ignore::DeprecationWarning \
   --deselect tests/clients/test_scaling.py \
-  --deselect tests/clients/test_java_client.py --deselect tests/clients/test_kafka_tools.py
+  --deselect tests/clients/test_java_client.py --deselect tests/clients/test_kafka_tools.py \
+    --deselect tests/clients/test_kafkajs.py

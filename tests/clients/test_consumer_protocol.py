@@ -44,7 +44,8 @@ class Member(threading.Thread):
     """One consumer in its own thread: records what it consumes and what it holds."""
 
     def __init__(self, broker, group, topics, seen, lock, **conf):
-        super().__init__()
+        # A daemon: a test that fails before `leave` must not hold pytest open.
+        super().__init__(daemon=True)
         self.consumer = Consumer(member_conf(broker, group, **conf))
         self.topics, self.seen, self.lock = topics, seen, lock
         self.held = []
