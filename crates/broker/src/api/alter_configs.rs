@@ -20,11 +20,13 @@ use super::describe_configs::{parse_broker, RESOURCE_BROKER, RESOURCE_TOPIC};
 use crate::{config_map, errors, str_bytes, Broker};
 
 /// Applies `change` to a topic's explicit configs or a broker's dynamic configs;
-/// returns (code, message).
-async fn alter(
+/// returns (code, message). A resource that names one config twice (`names`) is
+/// refused whole, as Kafka refuses it.
+async fn alter<'a>(
     broker: &Broker,
     resource_type: i8,
     name: &StrBytes,
+    names: impl Iterator<Item = &'a StrBytes>,
     validate_only: bool,
     change: impl Fn(&mut BTreeMap<String, String>) -> Result<()>,
 ) -> (i16, Option<StrBytes>) {
@@ -34,6 +36,10 @@ async fn alter(
             Some(str_bytes(message)),
         )
     };
+    let mut seen = std::collections::HashSet::new();
+    if names.into_iter().any(|n| !seen.insert(n.as_str())) {
+        return invalid("Error due to duplicate config keys".into());
+    }
     if resource_type == RESOURCE_BROKER {
         let id = match parse_broker(name.as_str()) {
             Ok(id) => id,
@@ -75,21 +81,18 @@ pub async fn handle(broker: &Broker, req: AlterConfigsRequest) -> ResponseKind {
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
         let configs = config_map(r.configs.iter().map(|c| (&c.name, &c.value)));
-        let (code, message) = if has_duplicates(r.configs.iter().map(|c| &c.name)) {
-            duplicate_keys()
-        } else {
-            alter(
-                broker,
-                r.resource_type,
-                &r.resource_name,
-                req.validate_only,
-                |c| {
-                    *c = configs.clone();
-                    Ok(())
-                },
-            )
-            .await
-        };
+        let (code, message) = alter(
+            broker,
+            r.resource_type,
+            &r.resource_name,
+            r.configs.iter().map(|c| &c.name),
+            req.validate_only,
+            |c| {
+                *c = configs.clone();
+                Ok(())
+            },
+        )
+        .await;
         responses.push(
             AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
@@ -99,19 +102,6 @@ pub async fn handle(broker: &Broker, req: AlterConfigsRequest) -> ResponseKind {
         );
     }
     ResponseKind::AlterConfigs(AlterConfigsResponse::default().with_responses(responses))
-}
-
-/// Whether a resource names one config twice, which Kafka refuses whole.
-fn has_duplicates<'a>(names: impl Iterator<Item = &'a StrBytes>) -> bool {
-    let mut seen = std::collections::HashSet::new();
-    names.into_iter().any(|n| !seen.insert(n.as_str()))
-}
-
-fn duplicate_keys() -> (i16, Option<StrBytes>) {
-    (
-        ResponseError::InvalidRequest.code(),
-        Some(str_bytes("Error due to duplicate config keys")),
-    )
 }
 
 const OP_SET: i8 = 0;
@@ -136,23 +126,20 @@ pub async fn handle_incremental(
                 )
             })
             .collect();
-        let (code, message) = if has_duplicates(r.configs.iter().map(|c| &c.name)) {
-            duplicate_keys()
-        } else {
-            alter(
-                broker,
-                r.resource_type,
-                &r.resource_name,
-                req.validate_only,
-                |configs| {
-                    for (name, op, value) in &ops {
-                        apply(configs, name, *op, value.as_deref())?;
-                    }
-                    Ok(())
-                },
-            )
-            .await
-        };
+        let (code, message) = alter(
+            broker,
+            r.resource_type,
+            &r.resource_name,
+            r.configs.iter().map(|c| &c.name),
+            req.validate_only,
+            |configs| {
+                for (name, op, value) in &ops {
+                    apply(configs, name, *op, value.as_deref())?;
+                }
+                Ok(())
+            },
+        )
+        .await;
         responses.push(
             IncrementalResult::default()
                 .with_resource_type(r.resource_type)

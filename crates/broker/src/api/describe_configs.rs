@@ -33,20 +33,14 @@ pub(crate) struct Resolved<'a> {
 /// A topic config as the topic sees it: set on the topic, else a dynamic broker
 /// config, else the default.
 pub(crate) fn resolve_topic<'a>(record: &'a TopicRecord, def: &'a ConfigDef) -> Resolved<'a> {
-    let broker_name = broker_configs::broker_synonym(def.name);
     let mut synonyms = Vec::new();
     if let Some(v) = record.configs.get(def.name) {
         synonyms.push((def.name, v.as_str(), SOURCE_TOPIC));
     }
-    if let Some(b) = broker_name {
-        if let Some(v) = record.defaults.broker.get(b) {
-            synonyms.push((b, v.as_str(), SOURCE_DYNAMIC_BROKER));
-        }
-        if let Some(v) = record.defaults.cluster.get(b) {
-            synonyms.push((b, v.as_str(), SOURCE_DYNAMIC_DEFAULT_BROKER));
-        }
+    match broker_configs::broker_synonym(def.name) {
+        Some(b) => synonyms.extend(resolve_broker(&record.defaults, b, def.name).synonyms),
+        None => synonyms.push((def.name, def.default, SOURCE_DEFAULT)),
     }
-    synonyms.push((broker_name.unwrap_or(def.name), def.default, SOURCE_DEFAULT));
     let (_, value, source) = synonyms[0];
     Resolved {
         value,
