@@ -44,7 +44,9 @@ SUITES = [
     "tests/clients/test_kafka_tools.py",
     "tests/clients/test_java_client.py",
 ]
-API_LINE = re.compile(r"^\s*(\w+)\((\d+)\): (?:(\d+) to (\d+)|UNSUPPORTED)")
+# `Produce(0): 0 to 13 [usable: 13]`, `OffsetDelete(47): 0 [usable: 0]` (one version),
+# `PushTelemetry(72): UNSUPPORTED`.
+API_LINE = re.compile(r"^\s*(\w+)\((\d+)\): (?:(\d+)(?: to (\d+))?|UNSUPPORTED)")
 
 
 def api_versions(bootstrap):
@@ -56,7 +58,10 @@ def api_versions(bootstrap):
         m = API_LINE.match(line)
         if m:
             name, key, lo, hi = m.groups()
-            apis[(int(key), name)] = f"{lo}–{hi}" if lo is not None else "—"
+            if lo is None:
+                apis[(int(key), name)] = "—"
+            else:
+                apis[(int(key), name)] = f"{lo}–{hi}" if hi is not None else lo
     return apis
 
 

@@ -1,7 +1,8 @@
 """Apache Kafka's own command-line tools (from the Kafka 4 jars on Maven Central, run
 by tests/kafka/kafka.sh) against Sluice, each checked by reading its output:
 kafka-topics, kafka-console-producer and -consumer, kafka-consumer-groups,
-kafka-configs, kafka-get-offsets, kafka-delete-records, kafka-broker-api-versions."""
+kafka-configs, kafka-get-offsets, kafka-delete-records, kafka-broker-api-versions,
+kafka-log-dirs, kafka-reassign-partitions, kafka-leader-election."""
 
 import json
 import re
@@ -185,3 +186,115 @@ def test_broker_api_versions(broker):
     assert re.search(r"Produce\(0\): \d+ to \d+ \[usable: \d+\]", out), out
     assert re.search(r"Fetch\(1\): \d+ to \d+ \[usable: \d+\]", out), out
     assert re.search(r"ConsumerGroupHeartbeat\(68\): 0 to 1 \[usable: 1\]", out), out
+
+
+def test_features(broker):
+    # The consumer group protocol is finalized; transaction.version is advertised
+    # (Sluice: supported up to 0 until transactions are served).
+    out = tool("kafka-features", "--bootstrap-server", broker.bootstrap, "describe").stdout
+    assert re.search(r"Feature: group.version\s+SupportedMinVersion: 0\s+SupportedMaxVersion: 1"
+                     r"\s+FinalizedVersionLevel: 1", out), out
+    assert re.search(r"Feature: transaction.version\s+SupportedMinVersion: 0", out), out
+
+
+def broker_ids(bs):
+    out = tool("kafka-broker-api-versions", "--bootstrap-server", bs).stdout
+    return sorted({int(i) for i in re.findall(r"\(id: (\d+) rack", out)})
+
+
+def leaders(bs, topic):
+    out = tool("kafka-topics", "--bootstrap-server", bs, "--describe", "--topic", topic).stdout
+    return {int(p): int(l) for p, l in re.findall(r"Partition: (\d+)\s+Leader: (-?\d+)", out)}
+
+
+def test_log_dirs(broker):
+    bs = broker.bootstrap
+    topic = unique("tools-logdirs")
+    tool("kafka-topics", "--bootstrap-server", bs, "--create", "--topic", topic, "--partitions", "2")
+    tool("kafka-console-producer", "--bootstrap-server", bs, "--topic", topic,
+         stdin="".join(f"record-{i:04d}\n" for i in range(200)))
+
+    def described():
+        out = tool("kafka-log-dirs", "--bootstrap-server", bs, "--describe",
+                   "--topic-list", topic).stdout
+        report = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
+        found = {}
+        for b in report["brokers"]:
+            for d in b["logDirs"]:
+                assert d["error"] is None and d["logDir"], d
+                for p in d["partitions"]:
+                    found[p["partition"]] = (b["broker"], p["size"])
+        # Each partition is reported by the broker that hosts it, with its bytes.
+        assert set(found) == {f"{topic}-0", f"{topic}-1"}, report
+        assert {p: b for p, (b, _) in found.items()} == {
+            f"{topic}-{p}": b for p, b in leaders(bs, topic).items()}, report
+        assert sum(size for _, size in found.values()) > 200 * 11, report
+    eventually(described, timeout=30)
+
+
+def test_reassign_partitions(broker, tmp_path):
+    bs = broker.bootstrap
+    topic = unique("tools-reassign")
+    tool("kafka-topics", "--bootstrap-server", bs, "--create", "--topic", topic, "--partitions", "2")
+    ids = broker_ids(bs)
+    current = eventually(lambda: assertion_value(leaders(bs, topic), lambda l: set(l) == {0, 1}))
+    moving = tmp_path / "topics.json"
+    moving.write_text(json.dumps({"version": 1, "topics": [{"topic": topic}]}))
+    out = tool("kafka-reassign-partitions", "--bootstrap-server", bs, "--generate",
+               "--topics-to-move-json-file", str(moving),
+               "--broker-list", ",".join(map(str, ids))).stdout
+    proposed = json.loads(out.split("Proposed partition reassignment configuration")[1].strip())
+    assert sorted(p["partition"] for p in proposed["partitions"]) == [0, 1], out
+    assert all(len(p["replicas"]) == 1 and p["replicas"][0] in ids
+               for p in proposed["partitions"]), out
+    # Partition 0 to another broker where there is one (the same broker otherwise).
+    target = next((i for i in ids if i != current[0]), current[0])
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"version": 1, "partitions": [
+        {"topic": topic, "partition": 0, "replicas": [target]}]}))
+    out = tool("kafka-reassign-partitions", "--bootstrap-server", bs, "--execute",
+               "--reassignment-json-file", str(plan)).stdout
+    assert f"Successfully started partition reassignment for {topic}-0" in out, out
+
+    def verified():
+        out = tool("kafka-reassign-partitions", "--bootstrap-server", bs, "--verify",
+                   "--reassignment-json-file", str(plan)).stdout
+        assert f"Reassignment of partition {topic}-0 is completed." in out, out
+    eventually(verified, timeout=60)
+    assert leaders(bs, topic)[0] == target
+    out = tool("kafka-reassign-partitions", "--bootstrap-server", bs, "--list").stdout
+    assert "No partition reassignments found." in out, out
+    out = tool("kafka-reassign-partitions", "--bootstrap-server", bs, "--cancel",
+               "--reassignment-json-file", str(plan)).stdout
+    assert "None of the specified partition reassignments are active." in out, out
+
+    # A broker that does not exist is refused (the tool checks it against the cluster).
+    plan.write_text(json.dumps({"version": 1, "partitions": [
+        {"topic": topic, "partition": 1, "replicas": [max(ids) + 100]}]}))
+    bad = tool("kafka-reassign-partitions", "--bootstrap-server", bs, "--execute",
+               "--reassignment-json-file", str(plan), check=False)
+    assert bad.returncode != 0 and f"Unknown broker id {max(ids) + 100}" in bad.stdout + bad.stderr
+
+
+def assertion_value(value, ok):
+    assert ok(value), value
+    return value
+
+
+def test_leader_election(broker):
+    bs = broker.bootstrap
+    topic = unique("tools-elect")
+    tool("kafka-topics", "--bootstrap-server", bs, "--create", "--topic", topic, "--partitions", "2")
+    eventually(lambda: assertion_value(leaders(bs, topic), lambda l: set(l) == {0, 1}
+                                       and min(l.values()) >= 0))
+    for kind in ("PREFERRED", "UNCLEAN"):
+        out = tool("kafka-leader-election", "--bootstrap-server", bs, "--election-type", kind,
+                   "--topic", topic, "--partition", "0").stdout
+        assert f"Valid replica already elected for partitions {topic}-0" in out, out
+    out = tool("kafka-leader-election", "--bootstrap-server", bs, "--election-type",
+               "PREFERRED", "--all-topic-partitions")
+    assert "Error" not in out.stdout + out.stderr, out.stdout + out.stderr
+    missing = tool("kafka-leader-election", "--bootstrap-server", bs, "--election-type",
+                   "PREFERRED", "--topic", unique("no-such-topic"), "--partition", "0", check=False)
+    assert missing.returncode != 0
+    assert "UnknownTopicOrPartitionException" in missing.stdout + missing.stderr

@@ -52,6 +52,7 @@ tool_class() {
     kafka-broker-api-versions) echo org.apache.kafka.tools.BrokerApiVersionsCommand ;;
     kafka-reassign-partitions) echo org.apache.kafka.tools.reassign.ReassignPartitionsCommand ;;
     kafka-leader-election) echo org.apache.kafka.tools.LeaderElectionCommand ;;
+    kafka-features) echo org.apache.kafka.tools.FeatureCommand ;;
     kafka-producer-perf-test) echo org.apache.kafka.tools.ProducerPerformance ;;
     kafka-consumer-perf-test) echo org.apache.kafka.tools.ConsumerPerformance ;;
     kafka-storage) echo kafka.tools.StorageTool ;;

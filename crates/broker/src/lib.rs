@@ -188,6 +188,18 @@ impl Broker {
             RequestKind::DeleteRecords(r) => {
                 Reply::Now(Box::new(api::delete_records::handle(self, r).await))
             }
+            RequestKind::DescribeLogDirs(r) => {
+                Reply::Now(Box::new(api::describe_log_dirs::handle(self, r)))
+            }
+            RequestKind::AlterPartitionReassignments(r) => {
+                Reply::Now(Box::new(api::reassignments::alter(self, r).await))
+            }
+            RequestKind::ListPartitionReassignments(r) => {
+                Reply::Now(Box::new(api::reassignments::list(self, r)))
+            }
+            RequestKind::ElectLeaders(r) => {
+                Reply::Now(Box::new(api::reassignments::elect(self, r, version)))
+            }
             RequestKind::OffsetDelete(r) => {
                 Reply::Now(Box::new(api::offset_delete::handle(self, r).await))
             }

@@ -271,6 +271,36 @@ fn request(api: ApiKey, topic_id: uuid::Uuid) -> RequestKind {
                     ]),
             ]))
         }
+        ApiKey::DescribeLogDirs => {
+            RequestKind::DescribeLogDirs(DescribeLogDirsRequest::default().with_topics(Some(vec![
+                describe_log_dirs_request::DescribableLogDirTopic::default()
+                    .with_topic(topic_name(t))
+                    .with_partitions(vec![0, 9]),
+            ])))
+        }
+        ApiKey::ElectLeaders => RequestKind::ElectLeaders(
+            ElectLeadersRequest::default().with_topic_partitions(Some(vec![
+                elect_leaders_request::TopicPartitions::default()
+                    .with_topic(topic_name(t))
+                    .with_partitions(vec![0, 9]),
+            ])),
+        ),
+        ApiKey::AlterPartitionReassignments => RequestKind::AlterPartitionReassignments(
+            AlterPartitionReassignmentsRequest::default().with_topics(vec![
+                alter_partition_reassignments_request::ReassignableTopic::default()
+                    .with_name(topic_name(t))
+                    .with_partitions(vec![
+                        alter_partition_reassignments_request::ReassignablePartition::default()
+                            .with_replicas(Some(vec![BrokerId(0)])),
+                        alter_partition_reassignments_request::ReassignablePartition::default()
+                            .with_partition_index(9)
+                            .with_replicas(Some(vec![BrokerId(1)])),
+                    ]),
+            ]),
+        ),
+        ApiKey::ListPartitionReassignments => {
+            RequestKind::ListPartitionReassignments(ListPartitionReassignmentsRequest::default())
+        }
         ApiKey::OffsetDelete => RequestKind::OffsetDelete(
             OffsetDeleteRequest::default()
                 .with_group_id(GroupId(s("gone")))
@@ -507,4 +537,164 @@ async fn create_topics_takes_the_partition_count_from_assignments() {
     ]));
     call(&broker, ApiKey::CreateTopics, 7, body).await;
     assert_eq!(broker.engine.topic("assigned").unwrap().partitions.len(), 3);
+}
+
+#[tokio::test]
+async fn reassignments_pin_partitions_and_elections_have_nothing_to_elect() {
+    let (broker, topic_id) = broker().await;
+    // Wait until the controller has given the partition its leader.
+    for _ in 0..200 {
+        if broker.engine.view().leader(topic_id, 0).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let partition = |i: i32, replicas: Option<Vec<i32>>| {
+        alter_partition_reassignments_request::ReassignablePartition::default()
+            .with_partition_index(i)
+            .with_replicas(replicas.map(|r| r.into_iter().map(BrokerId).collect()))
+    };
+    let body = RequestKind::AlterPartitionReassignments(
+        AlterPartitionReassignmentsRequest::default().with_topics(vec![
+            alter_partition_reassignments_request::ReassignableTopic::default()
+                .with_name(topic_name("every"))
+                .with_partitions(vec![
+                    partition(0, Some(vec![0])),
+                    partition(0, Some(vec![5])),
+                    partition(0, Some(vec![0, 0])),
+                    partition(0, Some(vec![])),
+                    partition(3, Some(vec![0])),
+                ]),
+        ]),
+    );
+    let ResponseKind::AlterPartitionReassignments(r) =
+        call(&broker, ApiKey::AlterPartitionReassignments, 1, body).await
+    else {
+        panic!("not AlterPartitionReassignments")
+    };
+    let codes: Vec<i16> = r.responses[0]
+        .partitions
+        .iter()
+        .map(|p| p.error_code)
+        .collect();
+    use ResponseError as E;
+    assert_eq!(
+        codes,
+        [
+            0,
+            E::InvalidReplicaAssignment.code(),
+            E::InvalidReplicaAssignment.code(),
+            E::InvalidReplicaAssignment.code(),
+            E::UnknownTopicOrPartition.code(),
+        ]
+    );
+    assert_eq!(
+        broker.engine.topic("every").unwrap().record.pinned,
+        BTreeMap::from([(0, 0)])
+    );
+
+    // Broker 0 already leads it: nothing in progress, nothing to cancel or elect.
+    let ResponseKind::ListPartitionReassignments(r) = call(
+        &broker,
+        ApiKey::ListPartitionReassignments,
+        0,
+        request(ApiKey::ListPartitionReassignments, topic_id),
+    )
+    .await
+    else {
+        panic!("not ListPartitionReassignments")
+    };
+    assert!(r.topics.is_empty(), "{r:?}");
+    let body = RequestKind::AlterPartitionReassignments(
+        AlterPartitionReassignmentsRequest::default().with_topics(vec![
+            alter_partition_reassignments_request::ReassignableTopic::default()
+                .with_name(topic_name("every"))
+                .with_partitions(vec![partition(0, None)]),
+        ]),
+    );
+    let ResponseKind::AlterPartitionReassignments(r) =
+        call(&broker, ApiKey::AlterPartitionReassignments, 0, body).await
+    else {
+        panic!("not AlterPartitionReassignments")
+    };
+    assert_eq!(
+        r.responses[0].partitions[0].error_code,
+        E::NoReassignmentInProgress.code()
+    );
+    let ResponseKind::ElectLeaders(r) = call(
+        &broker,
+        ApiKey::ElectLeaders,
+        2,
+        request(ApiKey::ElectLeaders, topic_id),
+    )
+    .await
+    else {
+        panic!("not ElectLeaders")
+    };
+    let codes: Vec<i16> = r.replica_election_results[0]
+        .partition_result
+        .iter()
+        .map(|p| p.error_code)
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            E::ElectionNotNeeded.code(),
+            E::UnknownTopicOrPartition.code()
+        ]
+    );
+    let all = RequestKind::ElectLeaders(ElectLeadersRequest::default().with_topic_partitions(None));
+    let ResponseKind::ElectLeaders(r) = call(&broker, ApiKey::ElectLeaders, 2, all).await else {
+        panic!("not ElectLeaders")
+    };
+    assert!(r.replica_election_results.is_empty(), "{r:?}");
+
+    let all = RequestKind::DescribeLogDirs(DescribeLogDirsRequest::default().with_topics(None));
+    let ResponseKind::DescribeLogDirs(r) = call(&broker, ApiKey::DescribeLogDirs, 4, all).await
+    else {
+        panic!("not DescribeLogDirs")
+    };
+    let dir = &r.results[0];
+    assert_eq!(dir.log_dir.as_str(), "memory:");
+    let every = dir
+        .topics
+        .iter()
+        .find(|t| t.name.as_str() == "every")
+        .unwrap();
+    assert_eq!(every.partitions.len(), 1);
+}
+
+#[tokio::test]
+async fn api_versions_advertises_the_consumer_protocol_and_no_transactions_as_features() {
+    let (broker, topic_id) = broker().await;
+    let body = call(
+        &broker,
+        ApiKey::ApiVersions,
+        3,
+        request(ApiKey::ApiVersions, topic_id),
+    )
+    .await;
+    let ResponseKind::ApiVersions(r) = &body else {
+        panic!("not ApiVersions")
+    };
+    let supported: Vec<(&str, i16, i16)> = r
+        .supported_features
+        .iter()
+        .map(|f| (f.name.as_str(), f.min_version, f.max_version))
+        .collect();
+    assert_eq!(
+        supported,
+        [("group.version", 0, 1), ("transaction.version", 0, 0)]
+    );
+    let finalized: Vec<(&str, i16)> = r
+        .finalized_features
+        .iter()
+        .map(|f| (f.name.as_str(), f.max_version_level))
+        .collect();
+    assert_eq!(finalized, [("group.version", 1)]);
+    assert!(r.finalized_features_epoch >= 0);
+    // Before v3 there is nowhere to put them, and the encoding leaves them out.
+    for version in 0..3 {
+        encode_response(ApiKey::ApiVersions, version, 1, &body, 0).unwrap();
+    }
 }

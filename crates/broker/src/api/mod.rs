@@ -9,6 +9,7 @@ pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_log_dirs;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod groups;
@@ -19,6 +20,7 @@ pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
 pub mod produce;
+pub mod reassignments;
 
 /// The operations a client may perform on a resource, as the authorized-operations
 /// fields of Metadata, DescribeCluster and the group descriptions report them: a

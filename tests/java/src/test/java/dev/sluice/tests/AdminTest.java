@@ -10,6 +10,7 @@ import java.time.Duration;
 import java.util.Collection;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.ExecutionException;
 
@@ -21,6 +22,10 @@ import org.apache.kafka.clients.admin.ConsumerGroupDescription;
 import org.apache.kafka.clients.admin.DescribeClusterResult;
 import org.apache.kafka.clients.admin.GroupListing;
 import org.apache.kafka.clients.admin.ListOffsetsResult.ListOffsetsResultInfo;
+import org.apache.kafka.clients.admin.LogDirDescription;
+import org.apache.kafka.clients.admin.NewPartitionReassignment;
+import org.apache.kafka.clients.admin.PartitionReassignment;
+import org.apache.kafka.clients.admin.ReplicaInfo;
 import org.apache.kafka.clients.admin.NewPartitions;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.admin.OffsetSpec;
@@ -30,16 +35,24 @@ import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.ElectionType;
 import org.apache.kafka.common.Node;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.config.ConfigResource;
+import org.apache.kafka.common.errors.ElectionNotNeededException;
 import org.apache.kafka.common.errors.GroupIdNotFoundException;
+import org.apache.kafka.common.errors.InvalidReplicaAssignmentException;
+import org.apache.kafka.common.errors.InvalidReplicationFactorException;
+import org.apache.kafka.common.errors.NoReassignmentInProgressException;
 import org.apache.kafka.common.errors.GroupNotEmptyException;
 import org.apache.kafka.common.errors.TopicExistsException;
 import org.apache.kafka.common.errors.UnknownMemberIdException;
 import org.junit.jupiter.api.Test;
 
-/** AdminClient: topics, partitions, configs, cluster, groups and offsets, records. */
+/**
+ * AdminClient: topics, partitions, configs, cluster, groups and offsets, records, log dirs,
+ * reassignments and leader elections.
+ */
 class AdminTest {
 
     @Test
@@ -77,9 +90,14 @@ class AdminTest {
                                     AlterConfigOp.OpType.SET)))).all().get());
             assertInstanceOf(org.apache.kafka.common.errors.InvalidRequestException.class,
                     twice.getCause());
-            // On a cluster another broker may answer before it learned of the change.
-            waitFor(() -> config(a, res).get("cleanup.policy").value().equals("compact,delete"));
-            Config c = config(a, res);
+            // On a cluster another broker may answer before it learned of the change (as
+            // in Kafka, brokers learn of it within moments): read until one answer has it.
+            Config[] seen = new Config[1];
+            waitFor(() -> {
+                seen[0] = config(a, res);
+                return seen[0].get("cleanup.policy").value().equals("compact,delete");
+            });
+            Config c = seen[0];
             assertEquals("compact,delete", c.get("cleanup.policy").value());
             assertEquals(ConfigEntry.ConfigSource.DYNAMIC_TOPIC_CONFIG,
                     c.get("cleanup.policy").source());
@@ -203,6 +221,83 @@ class AdminTest {
                     .lowWatermarks().get(p).get().lowWatermark();
             assertEquals(4, low);
             assertEquals(4, offset(a, p, OffsetSpec.earliest()).offset());
+        }
+    }
+
+    @Test
+    void logDirsReassignmentsAndElections() throws Exception {
+        String topic = Kafka.unique("java-admin-placement");
+        Kafka.createTopic(topic, 2, Map.of());
+        try (KafkaProducer<String, String> prod = Kafka.producer(Map.of())) {
+            for (int i = 0; i < 50; i++) {
+                prod.send(new ProducerRecord<>(topic, i % 2, "k", "value-" + i));
+            }
+            prod.flush();
+        }
+        TopicPartition p0 = new TopicPartition(topic, 0);
+        try (Admin a = Kafka.admin()) {
+            List<Integer> ids = a.describeCluster().nodes().get().stream().map(Node::id).sorted()
+                    .toList();
+            // Each partition is in the log dir of the broker that leads it, with its bytes.
+            waitFor(() -> {
+                Map<Integer, Map<String, LogDirDescription>> dirs = logDirs(a, ids);
+                long total = 0;
+                int found = 0;
+                for (Map<String, LogDirDescription> byDir : dirs.values()) {
+                    for (LogDirDescription d : byDir.values()) {
+                        for (Map.Entry<TopicPartition, ReplicaInfo> e : d.replicaInfos().entrySet()) {
+                            if (e.getKey().topic().equals(topic)) {
+                                found++;
+                                total += e.getValue().size();
+                            }
+                        }
+                    }
+                }
+                return found == 2 && total > 50 * 7;
+            });
+
+            int leader = describe(a, topic).partitions().get(0).leader().id();
+            int target = ids.stream().filter(i -> i != leader).findFirst().orElse(leader);
+            a.alterPartitionReassignments(Map.of(p0, Optional.of(
+                    new NewPartitionReassignment(List.of(target))))).all().get();
+            waitFor(() -> describe(a, topic).partitions().get(0).leader().id() == target);
+            waitFor(() -> listReassignments(a).isEmpty());
+            ExecutionException unknown = assertThrows(ExecutionException.class, () ->
+                    a.alterPartitionReassignments(Map.of(p0, Optional.of(
+                            new NewPartitionReassignment(List.of(target, target + 100))))).all().get());
+            assertInstanceOf(InvalidReplicaAssignmentException.class, unknown.getCause());
+            if (ids.size() > 1) {
+                // A Sluice partition has one replica: two brokers are refused.
+                ExecutionException two = assertThrows(ExecutionException.class, () ->
+                        a.alterPartitionReassignments(Map.of(p0, Optional.of(
+                                new NewPartitionReassignment(ids.subList(0, 2))))).all().get());
+                assertInstanceOf(InvalidReplicationFactorException.class, two.getCause());
+            }
+            ExecutionException cancel = assertThrows(ExecutionException.class, () ->
+                    a.alterPartitionReassignments(Map.of(p0, Optional.empty())).all().get());
+            assertInstanceOf(NoReassignmentInProgressException.class, cancel.getCause());
+
+            // The one replica is the preferred one: nothing to elect.
+            Optional<Throwable> elected = a.electLeaders(ElectionType.PREFERRED, Set.of(p0))
+                    .partitions().get().get(p0);
+            assertInstanceOf(ElectionNotNeededException.class, elected.orElseThrow());
+            assertTrue(a.electLeaders(ElectionType.PREFERRED, null).partitions().get().isEmpty());
+        }
+    }
+
+    private static Map<Integer, Map<String, LogDirDescription>> logDirs(Admin a, List<Integer> ids) {
+        try {
+            return a.describeLogDirs(ids).allDescriptions().get();
+        } catch (Exception e) {
+            throw new RuntimeException(e);
+        }
+    }
+
+    private static Map<TopicPartition, PartitionReassignment> listReassignments(Admin a) {
+        try {
+            return a.listPartitionReassignments().reassignments().get();
+        } catch (Exception e) {
+            throw new RuntimeException(e);
         }
     }
 
