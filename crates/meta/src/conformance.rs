@@ -16,6 +16,7 @@ use crate::{Compare, MetaStore, Op, Txn, WatchEvent};
 /// Runs every check; panics with the failing check's message.
 pub async fn run_all(store: &dyn MetaStore) {
     get_put_range(store).await;
+    a_range_larger_than_a_response(store).await;
     compares_guard_writes(store).await;
     revisions_and_versions(store).await;
     delete_prefix(store).await;
@@ -45,6 +46,27 @@ pub async fn get_put_range(store: &dyn MetaStore) {
         "range is prefix-bounded and ordered"
     );
     assert_eq!(store.get("c1/b").await.unwrap().unwrap().value, b("c1/b"));
+}
+
+/// A range whose keys and values add up to more than one response may carry (etcd's
+/// gRPC client decodes at most 4 MiB) still returns every key, in order.
+pub async fn a_range_larger_than_a_response(store: &dyn MetaStore) {
+    const KEYS: usize = 1_100;
+    let value = Bytes::from(vec![b'v'; 5_000]);
+    let mut puts = Vec::new();
+    for i in 0..KEYS {
+        puts.push(Op::put(format!("c7/{i:05}"), value.clone()));
+        if puts.len() == 100 {
+            store
+                .txn(Txn::when(vec![]).then(std::mem::take(&mut puts)))
+                .await
+                .unwrap();
+        }
+    }
+    let all = store.range("c7/").await.unwrap();
+    assert_eq!(all.len(), KEYS, "every key of a 5.5 MB range");
+    assert!(all.windows(2).all(|w| w[0].key < w[1].key), "in key order");
+    assert!(all.iter().all(|kv| kv.value == value));
 }
 
 pub async fn compares_guard_writes(store: &dyn MetaStore) {

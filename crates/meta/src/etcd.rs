@@ -24,8 +24,18 @@ use crate::{
     Compare, KeyValue, LeaseId, MetaError, MetaStore, Op, Result, Txn, TxnResult, WatchEvent,
 };
 
-/// Keys read per page of a range.
+/// Keys read per page of a range, at most. etcd-client decodes responses of at most
+/// 4 MiB (tonic's default, which it does not let us raise), so a page whose keys and
+/// values add up to more is refused by the client; the page is then halved and read
+/// again. One value is at most etcd's request limit (1.5 MiB by default), so a page
+/// of one key always fits.
 const RANGE_PAGE: i64 = 1000;
+
+/// Whether `e` is the client refusing a response larger than it decodes.
+fn too_large(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s)
+        if i32::from(s.code()) == 11 && s.message().contains("message length too large"))
+}
 
 /// How to reach etcd.
 #[derive(Debug, Clone)]
@@ -187,18 +197,21 @@ impl MetaStore for EtcdStore {
         let mut out = Vec::new();
         let mut start = prefix.as_bytes().to_vec();
         let mut revision = 0;
+        let mut page = RANGE_PAGE;
         loop {
             // Later pages read at the first page's revision: one consistent snapshot.
-            let mut opts = GetOptions::new()
-                .with_range(end.clone())
-                .with_limit(RANGE_PAGE);
+            let mut opts = GetOptions::new().with_range(end.clone()).with_limit(page);
             if revision > 0 {
                 opts = opts.with_revision(revision);
             }
-            let resp = client
-                .get(start.clone(), Some(opts))
-                .await
-                .map_err(unavailable)?;
+            let resp = match client.get(start.clone(), Some(opts)).await {
+                Ok(resp) => resp,
+                Err(e) if too_large(&e) && page > 1 => {
+                    page /= 2;
+                    continue;
+                }
+                Err(e) => return Err(unavailable(e)),
+            };
             if revision == 0 {
                 revision = resp.header().map_or(0, |h| h.revision());
             }
