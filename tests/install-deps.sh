@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the tests and the lints need on a fresh Debian machine: Debian packages
 # (kcat, curl, etcd, protoc, a C/C++ toolchain for librdkafka, Java 17 and Maven), the
-# Python client libraries, and Apache Kafka's jars from Maven Central (the reference
-# broker and its tools, cached in ~/.m2). Already-present tools are skipped.
+# Python client libraries, kafkajs (npm), the Go clients of tests/go (Go module proxy,
+# with the machine's Go, 1.26 or newer: Debian's is too old) and Apache Kafka's jars
+# from Maven Central (the reference broker and its tools, cached in ~/.m2).
+# Already-present tools are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +32,9 @@ python3 -m pip install -q --disable-pip-version-check -r tests/clients/requireme
 
 echo "==> installing kafkajs (npm)"
 (cd tests/js && npm install --no-audit --no-fund --silent)
+
+echo "==> resolving the Go clients (sarama, franz-go with its tests; Go module proxy)"
+(cd tests/go && go mod download all && go test -count=1 -run '^$' . github.com/twmb/franz-go/pkg/kgo >/dev/null)
 
 echo "==> resolving Apache Kafka's jars (Maven Central; cached in ~/.m2)"
 ./tests/kafka/kafka.sh classpath >/dev/null

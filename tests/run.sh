@@ -5,8 +5,9 @@
 # client suites (confluent-kafka, kafka-python, aiokafka, kcat) against the real
 # binary, on one broker and on a 3-broker cluster; the Java client suite (tests/java,
 # JUnit 5 + kafka-clients 4 from Maven) and Apache Kafka's command-line tools
-# (tests/kafka) run from the client suites too. Each test starts and stops the
-# brokers, etcd and S3 servers it uses.
+# (tests/kafka) run from the client suites too, and so do the Go clients (tests/go:
+# sarama, and franz-go's own kgo integration suite, on the cluster only). Each test
+# starts and stops the brokers, etcd and S3 servers it uses.
 #
 # Object stores: the end-to-end and client suites run with objects in a local
 # directory and again in S3. For the S3 pass each broker gets its own S3 server (moto,
@@ -61,7 +62,7 @@ if [ -n "${LOCALSTACK_PYTHON:-}" ] || [ -x /root/.pyenv/versions/3.13.0/bin/pyth
     python3 -m pytest tests/clients -q -p no:cacheprovider -W ignore::DeprecationWarning \
     --deselect tests/clients/test_s3_faults.py --deselect tests/clients/test_scaling.py \
     --deselect tests/clients/test_java_client.py --deselect tests/clients/test_kafka_tools.py \
-    --deselect tests/clients/test_kafkajs.py
+    --deselect tests/clients/test_kafkajs.py --deselect tests/clients/test_go_clients.py
   echo "==> Terraform: apply and destroy the LocalStack example"
   ./terraform/check.sh apply-localstack
   ./localstack/run-host.sh stop
@@ -70,10 +71,11 @@ else
   echo "==> LocalStack pass not run: no Python 3.13 on this machine (set LOCALSTACK_PYTHON)"
 fi
 
-# Last, so the run closes on a test summary whatever ran before. The Java suite and
-# Kafka's tools run on local objects and on the cluster (S3) above; not again here.
+# Last, so the run closes on a test summary whatever ran before. The Java suite, the
+# Go clients and Kafka's tools run on local objects and on the cluster (S3) above;
+# not again here.
 echo "==> client tests again, objects in S3 (moto)"
 SLUICE_TEST_OBJECT_STORE=s3 python3 -m pytest tests/clients -q -p no:cacheprovider -W ignore::DeprecationWarning \
   --deselect tests/clients/test_scaling.py \
   --deselect tests/clients/test_java_client.py --deselect tests/clients/test_kafka_tools.py \
-    --deselect tests/clients/test_kafkajs.py
+  --deselect tests/clients/test_kafkajs.py --deselect tests/clients/test_go_clients.py
