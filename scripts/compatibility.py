@@ -43,6 +43,8 @@ SUITES = [
     "tests/clients/test_committed_offsets.py",
     "tests/clients/test_kafka_tools.py",
     "tests/clients/test_java_client.py",
+    "tests/clients/test_streams.py",
+    "tests/clients/test_connect.py",
 ]
 # `Produce(0): 0 to 13 [usable: 13]`, `OffsetDelete(47): 0 [usable: 0]` (one version),
 # `PushTelemetry(72): UNSUPPORTED`.

@@ -3,7 +3,8 @@
 # (kcat, curl, etcd, protoc, a C/C++ toolchain for librdkafka, Java 17 and Maven), the
 # Python client libraries, kafkajs (npm), the Go clients of tests/go (Go module proxy,
 # with the machine's Go, 1.26 or newer: Debian's is too old) and Apache Kafka's jars
-# from Maven Central (the reference broker and its tools, cached in ~/.m2).
+# from Maven Central (the reference broker, its tools, Streams, Connect and MirrorMaker 2,
+# cached in ~/.m2).
 # Already-present tools are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,5 +37,6 @@ echo "==> installing kafkajs (npm)"
 echo "==> resolving the Go clients (sarama, franz-go with its tests; Go module proxy)"
 (cd tests/go && go mod download all && go test -count=1 -run '^$' . github.com/twmb/franz-go/pkg/kgo >/dev/null)
 
-echo "==> resolving Apache Kafka's jars (Maven Central; cached in ~/.m2)"
+echo "==> resolving Apache Kafka's jars, Streams, Connect and MirrorMaker 2 (Maven Central; cached in ~/.m2)"
 ./tests/kafka/kafka.sh classpath >/dev/null
+./tests/kafka/kafka.sh classpath tests/connect/pom.xml >/dev/null

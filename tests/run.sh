@@ -6,8 +6,9 @@
 # binary, on one broker and on a 3-broker cluster; the Java client suite (tests/java,
 # JUnit 5 + kafka-clients 4 from Maven) and Apache Kafka's command-line tools
 # (tests/kafka) run from the client suites too, and so do the Go clients (tests/go:
-# sarama, and franz-go's own kgo integration suite, on the cluster only). Each test
-# starts and stops the brokers, etcd and S3 servers it uses.
+# sarama, and franz-go's own kgo integration suite), a Kafka Streams application,
+# a Kafka Connect worker and MirrorMaker 2 from Apache Kafka (tests/streams,
+# tests/connect). Each test starts and stops the brokers, etcd and S3 servers it uses.
 #
 # Object stores: the end-to-end and client suites run with objects in a local
 # directory and again in S3. For the S3 pass each broker gets its own S3 server (moto,
@@ -41,10 +42,20 @@ SLUICE_E2E_OBJECT_STORE=s3 cargo test -p sluice-e2e -- --skip cluster_
 echo "==> end-to-end tests again, objects in S3 and metadata in etcd"
 SLUICE_E2E_OBJECT_STORE=s3 SLUICE_E2E_META=etcd cargo test -p sluice-e2e -- --skip cluster_
 
-# test_scaling.py adds a broker to the cluster fixture: cluster pass only.
+# Cluster pass only: test_scaling.py adds a broker to the cluster fixture; franz-go's
+# kgo suite, Streams, Connect and MirrorMaker 2 take minutes each and kill -9 a broker
+# under load only on a cluster (the ledger runs them on one Sluice broker and on Kafka).
+cluster_only=(--deselect tests/clients/test_scaling.py
+  --deselect tests/clients/test_go_clients.py::test_franz_go_kgo_suite
+  --deselect tests/clients/test_streams.py --deselect tests/clients/test_connect.py)
+# Not again on the S3 servers: what runs the same on any object store.
+jvm_and_go=(--deselect tests/clients/test_java_client.py
+  --deselect tests/clients/test_kafka_tools.py --deselect tests/clients/test_kafkajs.py
+  --deselect tests/clients/test_go_clients.py)
+
 echo "==> client tests (confluent-kafka, kafka-python, aiokafka, kcat), local objects"
 python3 -m pytest tests/clients -q -p no:cacheprovider -W ignore::DeprecationWarning \
-  --deselect tests/clients/test_scaling.py
+  "${cluster_only[@]}"
 
 echo "==> compatibility ledger: docs/compatibility.md is current (APIs and scenarios)"
 python3 scripts/compatibility.py --check
@@ -60,9 +71,7 @@ if [ -n "${LOCALSTACK_PYTHON:-}" ] || [ -x /root/.pyenv/versions/3.13.0/bin/pyth
   ./localstack/run-host.sh start
   SLUICE_TEST_OBJECT_STORE=s3 SLUICE_TEST_S3_ENDPOINT=http://127.0.0.1:4566 \
     python3 -m pytest tests/clients -q -p no:cacheprovider -W ignore::DeprecationWarning \
-    --deselect tests/clients/test_s3_faults.py --deselect tests/clients/test_scaling.py \
-    --deselect tests/clients/test_java_client.py --deselect tests/clients/test_kafka_tools.py \
-    --deselect tests/clients/test_kafkajs.py --deselect tests/clients/test_go_clients.py
+    --deselect tests/clients/test_s3_faults.py "${cluster_only[@]}" "${jvm_and_go[@]}"
   echo "==> Terraform: apply and destroy the LocalStack example"
   ./terraform/check.sh apply-localstack
   ./localstack/run-host.sh stop
@@ -76,6 +85,4 @@ fi
 # not again here.
 echo "==> client tests again, objects in S3 (moto)"
 SLUICE_TEST_OBJECT_STORE=s3 python3 -m pytest tests/clients -q -p no:cacheprovider -W ignore::DeprecationWarning \
-  --deselect tests/clients/test_scaling.py \
-  --deselect tests/clients/test_java_client.py --deselect tests/clients/test_kafka_tools.py \
-  --deselect tests/clients/test_kafkajs.py --deselect tests/clients/test_go_clients.py
+  "${cluster_only[@]}" "${jvm_and_go[@]}"

@@ -5,25 +5,32 @@
 #                                 the path of the classpath file
 #   kafka.sh start DIR PORT       format DIR and start a one-node KRaft broker+controller
 #                                 on 127.0.0.1:PORT (controller on PORT+1); returns once
-#                                 it answers; its pid is in DIR/pid, its log in DIR/kafka.log
+#                                 it answers (within 120 s); its pid is in DIR/pid, its log in DIR/kafka.log
 #   kafka.sh stop DIR             stop the broker started in DIR
 #   kafka.sh TOOL ARGS...         run one of Kafka's command-line tools by its script name
 #                                 (kafka-topics, kafka-console-producer, ...)
+#   kafka.sh java ARGS...         run java with Kafka's classpath (Streams included), e.g.
+#                                 a single source file: kafka.sh java App.java ARGS
+#   kafka.sh connect-distributed WORKER.properties
+#   kafka.sh connect-mirror-maker MM2.properties
+#                                 a Connect worker / MirrorMaker 2, from tests/connect/pom.xml
 #
-# The classpath is cached in $SLUICE_KAFKA_CACHE (default /var/tmp/sluice-kafka), keyed
+# Classpaths are cached in $SLUICE_KAFKA_CACHE (default /var/tmp/sluice-kafka), keyed
 # by the pom, so only the first run on a machine downloads anything.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cache="${SLUICE_KAFKA_CACHE:-/var/tmp/sluice-kafka}"
 java="${JAVA:-java}"
 
+# The classpath file of a pom (default: this directory's), resolved once per pom.
 classpath() {
+  local pom="${1:-$here/pom.xml}"
   mkdir -p "$cache"
   local key
-  key="$(sha256sum "$here/pom.xml" | cut -c1-16)"
+  key="$(sha256sum "$pom" | cut -c1-16)"
   local file="$cache/classpath-$key.txt"
   if [ ! -s "$file" ]; then
-    mvn -q -B -f "$here/pom.xml" dependency:build-classpath \
+    mvn -q -B -f "$pom" dependency:build-classpath \
       -Dmdep.outputFile="$file.tmp" >&2
     mv "$file.tmp" "$file"
   fi
@@ -34,7 +41,10 @@ run_class() {
   local class="$1"
   shift
   local cp
-  cp="$(cat "$(classpath)")"
+  case "$class" in
+    org.apache.kafka.connect.*) cp="$(cat "$(classpath "$here/../connect/pom.xml")")" ;;
+    *) cp="$(cat "$(classpath)")" ;;
+  esac
   exec "$java" -Xmx512m -Dlog4j2.configurationFile="$here/log4j2.properties" \
     -cp "$cp" "$class" "$@"
 }
@@ -56,6 +66,8 @@ tool_class() {
     kafka-producer-perf-test) echo org.apache.kafka.tools.ProducerPerformance ;;
     kafka-consumer-perf-test) echo org.apache.kafka.tools.ConsumerPerformance ;;
     kafka-storage) echo kafka.tools.StorageTool ;;
+    connect-distributed) echo org.apache.kafka.connect.cli.ConnectDistributed ;;
+    connect-mirror-maker) echo org.apache.kafka.connect.mirror.MirrorMaker ;;
     *) return 1 ;;
   esac
 }
@@ -91,7 +103,8 @@ EOF
   nohup "$java" -Xms1g -Xmx1g -XX:+UseG1GC $log4j -cp "$cp" kafka.Kafka \
     "$dir/server.properties" >"$dir/kafka.log" 2>&1 &
   echo $! >"$dir/pid"
-  for _ in $(seq 1 300); do
+  # A JVM on a loaded 2-core machine can take well over 30 s to listen.
+  for _ in $(seq 1 1200); do
     if (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       return 0
     fi
@@ -102,7 +115,7 @@ EOF
     fi
     sleep 0.1
   done
-  echo "Apache Kafka did not listen on $port within 30 s" >&2
+  echo "Apache Kafka did not listen on $port within 120 s" >&2
   return 1
 }
 
@@ -123,10 +136,14 @@ stop() {
 cmd="${1:-}"
 shift || true
 case "$cmd" in
-  classpath) classpath ;;
+  classpath) classpath "$@" ;;
   start) start "$@" ;;
   stop) stop "$@" ;;
-  "") sed -n '2,14p' "$0" >&2; exit 2 ;;
+  java)
+    exec "$java" -Xmx384m -Dlog4j2.configurationFile="$here/log4j2.properties" \
+      -cp "$(cat "$(classpath)")" "$@"
+    ;;
+  "") sed -n '2,19p' "$0" >&2; exit 2 ;;
   *)
     class="$(tool_class "$cmd")" || { echo "unknown tool $cmd" >&2; exit 2; }
     run_class "$class" "$@"
