@@ -255,10 +255,19 @@ class ApacheKafka:
     """Apache Kafka 4 (tests/kafka/kafka.sh), one node, data in a temporary directory."""
 
     def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="kafka-test-")
-        self.port = free_port()
-        subprocess.run([str(ROOT / "tests" / "kafka" / "kafka.sh"), "start", self.dir,
-                        str(self.port)], check=True, timeout=900)
+        # Ports picked as free can be taken before Kafka binds them: try others.
+        for attempt in range(3):
+            self.dir = tempfile.mkdtemp(prefix="kafka-test-")
+            self.port = free_port()
+            start = subprocess.run(
+                [str(ROOT / "tests" / "kafka" / "kafka.sh"), "start", self.dir,
+                 str(self.port), str(free_port())],
+                capture_output=True, text=True, timeout=900)
+            if start.returncode == 0:
+                return
+            self.stop()
+            if "Address already in use" not in start.stderr or attempt == 2:
+                raise RuntimeError(f"Apache Kafka did not start:\n{start.stderr[-3000:]}")
 
     @property
     def bootstrap(self) -> str:

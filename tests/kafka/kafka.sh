@@ -3,9 +3,11 @@
 #
 #   kafka.sh classpath            resolve the jars (Maven, cached in ~/.m2) and print
 #                                 the path of the classpath file
-#   kafka.sh start DIR PORT       format DIR and start a one-node KRaft broker+controller
-#                                 on 127.0.0.1:PORT (controller on PORT+1); returns once
-#                                 it answers (within 120 s); its pid is in DIR/pid, its log in DIR/kafka.log
+#   kafka.sh start DIR PORT [CPORT]
+#                                 format DIR and start a one-node KRaft broker+controller
+#                                 on 127.0.0.1:PORT (controller on CPORT, default PORT+1);
+#                                 returns once it answers (within 120 s); its pid is in
+#                                 DIR/pid, its log in DIR/kafka.log
 #   kafka.sh stop DIR             stop the broker started in DIR
 #   kafka.sh TOOL ARGS...         run one of Kafka's command-line tools by its script name
 #                                 (kafka-topics, kafka-console-producer, ...)
@@ -74,7 +76,7 @@ tool_class() {
 
 start() {
   local dir="$1" port="$2"
-  local cport=$((port + 1))
+  local cport="${3:-$((port + 1))}"
   mkdir -p "$dir/data"
   cat > "$dir/server.properties" <<EOF
 process.roles=broker,controller
@@ -143,7 +145,7 @@ case "$cmd" in
     exec "$java" -Xmx384m -Dlog4j2.configurationFile="$here/log4j2.properties" \
       -cp "$(cat "$(classpath)")" "$@"
     ;;
-  "") sed -n '2,19p' "$0" >&2; exit 2 ;;
+  "") sed -n '2,21p' "$0" >&2; exit 2 ;;
   *)
     class="$(tool_class "$cmd")" || { echo "unknown tool $cmd" >&2; exit 2; }
     run_class "$class" "$@"
