@@ -6,8 +6,7 @@ flush sizes, object-store and etcd latency, cache hits, lag).
 
     python3 scripts/ops-snapshot.py [--seconds 10]
 
-Needs the release binary built with etcd (`cargo build --release -p sluice-server
---features etcd`), etcd and the test requirements (tests/clients/requirements.txt).
+Needs the release binary (`cargo build --release -p sluice-server`), etcd and the test requirements (tests/clients/requirements.txt).
 """
 
 import argparse

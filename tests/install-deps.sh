@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests and the lints need on a fresh Debian machine: Debian packages
-# (kcat, curl, etcd, protoc, a C/C++ toolchain for librdkafka, Java 17 and Maven), the
+# (kcat, curl, etcd, a C/C++ toolchain for librdkafka, Java 17 and Maven), the
 # Python client libraries, kafkajs (npm), the Go clients of tests/go (Go module proxy,
 # with the machine's Go, 1.26 or newer: Debian's is too old) and Apache Kafka's jars
 # from Maven Central (the reference broker, its tools, Streams, Connect and MirrorMaker 2,
@@ -15,7 +15,6 @@ need_apt=()
 command -v kcat >/dev/null || need_apt+=(kcat)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v etcd >/dev/null || need_apt+=(etcd-server)
-command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
 command -v make >/dev/null || need_apt+=(make)
 command -v g++ >/dev/null || need_apt+=(g++)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)

@@ -8,7 +8,7 @@ With SLUICE_TEST_OBJECT_STORE=s3 each module's broker keeps its objects in S3: t
 fixture starts an S3 server (moto) for the module and stops it afterwards.
 
 With SLUICE_TEST_CLUSTER=N each module gets N brokers instead of one, sharing an
-etcd and an S3 server started for the module (the binary needs `--features etcd`);
+etcd and an S3 server started for the module;
 clients bootstrap from every broker's address.
 
 With SLUICE_TEST_REFERENCE=kafka each module gets Apache Kafka instead (one KRaft

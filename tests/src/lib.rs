@@ -7,7 +7,7 @@
 //! With `SLUICE_E2E_OBJECT_STORE=s3` every broker keeps its objects in S3: each gets
 //! its own S3 server (moto, from PyPI's `moto[server]`), started here and stopped when
 //! the broker is dropped. With `SLUICE_E2E_META=etcd` its metadata lives in its own
-//! etcd (the binary must be built with `--features etcd`).
+//! etcd.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -14,7 +14,6 @@
 
 pub mod conformance;
 pub mod embedded;
-#[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod metered;
 

@@ -1,7 +1,6 @@
 //! The etcd backend passes the same conformance suite as the embedded store, against
 //! a real etcd (Debian's etcd-server) that this test starts on loopback and stops.
 
-#![cfg(feature = "etcd")]
 #![allow(clippy::unwrap_used)] // a test: panicking is how it fails
 
 use std::time::{Duration, Instant};

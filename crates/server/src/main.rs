@@ -314,7 +314,6 @@ async fn open_meta(
     })
 }
 
-#[cfg(feature = "etcd")]
 async fn connect_etcd(args: &ServeArgs) -> anyhow::Result<Arc<dyn MetaStore>> {
     let read = |flag: &str, path: &std::path::Path| {
         std::fs::read(path).map_err(|e| anyhow::anyhow!("{flag} {}: {e}", path.display()))
@@ -340,11 +339,6 @@ async fn connect_etcd(args: &ServeArgs) -> anyhow::Result<Arc<dyn MetaStore>> {
         .await
         .map_err(|e| anyhow::anyhow!("--etcd {}: {e}", args.etcd.join(",")))?;
     Ok(Arc::new(store))
-}
-
-#[cfg(not(feature = "etcd"))]
-async fn connect_etcd(_: &ServeArgs) -> anyhow::Result<Arc<dyn MetaStore>> {
-    anyhow::bail!("--etcd: this sluice was built without etcd support; rebuild with `--features etcd` (needs protoc)")
 }
 
 async fn shutdown_signal() {

@@ -9,7 +9,7 @@
 //!    at another offset, and offsets reused (all must be 0).
 //!
 //! Usage: `cargo run --release -p sluice-e2e --bin sluice-failover [-- --lease-ttl-secs N]`
-//! (needs the release binary built with `--features etcd`). Documented in
+//! (needs the release binary, `cargo build --release -p sluice-server`). Documented in
 //! docs/benchmarks.md.
 
 use std::collections::{BTreeMap, HashMap};
