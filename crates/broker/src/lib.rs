@@ -248,7 +248,7 @@ pub(crate) fn config_map<'a>(
 impl Broker {
     /// Live brokers as the cluster view has them; this broker alone before the first
     /// sync has seen its own registration.
-    pub fn live_brokers(&self) -> Vec<sluice_engine::cluster::BrokerRecord> {
+    pub fn live_brokers(&self) -> Vec<sluice_engine::keyspace::BrokerRecord> {
         let view = self.engine.view();
         let id = &self.identity;
         // Compactor-only nodes serve no clients.
@@ -259,7 +259,7 @@ impl Broker {
             .cloned()
             .collect();
         if !view.brokers.contains_key(&id.node_id) {
-            out.push(sluice_engine::cluster::BrokerRecord {
+            out.push(sluice_engine::keyspace::BrokerRecord {
                 id: id.node_id,
                 host: id.host.clone(),
                 port: id.port,

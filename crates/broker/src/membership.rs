@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_engine::cluster::BrokerRecord;
+use sluice_engine::keyspace::{BrokerRecord, Stored};
 use sluice_engine::Engine;
 use sluice_meta::{Compare, LeaseId, MetaError, MetaStore, Op, Txn};
 use tokio::sync::watch;
@@ -59,10 +59,9 @@ impl Membership {
         let meta = self.engine.meta();
         let lease = meta.grant_lease(self.ttl).await?;
         let key = self.engine.keys().live(self.record.id);
-        let value = serde_json::to_vec(&self.record).unwrap_or_default();
         let put = Op::Put {
             key,
-            value: value.into(),
+            value: self.record.encode(),
             lease: Some(lease),
         };
         let guard = self.guard.iter().cloned().collect();
@@ -142,7 +141,7 @@ impl Membership {
         record.leaving = true;
         let put = Op::Put {
             key: self.engine.keys().live(self.record.id),
-            value: serde_json::to_vec(&record).unwrap_or_default().into(),
+            value: record.encode(),
             lease: Some(lease),
         };
         let guard = self.guard.iter().cloned().collect();
@@ -200,7 +199,7 @@ pub struct Claim {
 /// assignment, not the id.
 pub async fn claim_broker_id(
     meta: &dyn MetaStore,
-    keys: &sluice_engine::cluster::Keys,
+    keys: &sluice_engine::keyspace::Keys,
     ttl: Duration,
 ) -> Result<Claim, MetaError> {
     let token = uuid::Uuid::new_v4().to_string();
@@ -341,7 +340,7 @@ impl Claim {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_engine::cluster::Keys;
+    use sluice_engine::keyspace::Keys;
     use sluice_meta::EmbeddedStore;
 
     #[tokio::test]

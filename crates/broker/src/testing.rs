@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sluice_engine::cluster::BrokerRecord;
+use sluice_engine::keyspace::BrokerRecord;
 use sluice_engine::{Engine, EngineConfig};
 use sluice_meta::{
     EmbeddedStore, KeyValue, LeaseId, MetaError, MetaStore, Op, Txn, TxnResult, WatchEvent,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use sluice_broker::controller;
 use sluice_broker::membership::Membership;
-use sluice_engine::cluster::{AssignmentRecord, BrokerRecord, Generation, Roles};
+use sluice_engine::keyspace::{AssignmentRecord, BrokerRecord, Generation, Roles, Stored};
 use sluice_engine::{Engine, EngineConfig};
 use sluice_meta::etcd::{EtcdOptions, EtcdStore};
 use sluice_meta::{MetaStore, Op, Txn};

@@ -18,7 +18,7 @@ use kafka_protocol::records::{
 };
 use sluice_broker::membership::Membership;
 use sluice_broker::{controller, coordinator, Broker, BrokerIdentity, Reply};
-use sluice_engine::cluster::BrokerRecord;
+use sluice_engine::keyspace::BrokerRecord;
 use sluice_engine::{Engine, EngineConfig};
 use sluice_meta::EmbeddedStore;
 use sluice_protocol::api::SUPPORTED;

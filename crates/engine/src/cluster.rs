@@ -25,133 +25,16 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use sluice_meta::{notify_on_changes, Compare, MetaStore, Op, Txn};
 use uuid::Uuid;
 
 use crate::broker_configs::{BrokerConfigRecord, BrokerDefaults};
-use crate::manifest::Manifest;
+use crate::keyspace::{
+    parse_brokers, AssignmentRecord, BrokerRecord, ControllerRecord, Generation, Keys, Leader,
+    Manifest, Stored,
+};
 use crate::partition::{IndexEntry, Partition, ReadState};
 use crate::{Engine, EngineError, RecoveredSlice, Result, TopicRecord};
-
-/// `assignment/<topic-id>`: each partition's leader, by partition index.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AssignmentRecord {
-    pub leaders: Vec<Leader>,
-}
-
-/// One partition's leader and its leader epoch (bumped on every move). Stored as a
-/// two-element array so a topic of 100,000 partitions stays well under etcd's value
-/// size limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "(i32, i32)", into = "(i32, i32)")]
-pub struct Leader {
-    pub broker: i32,
-    pub epoch: i32,
-}
-
-impl From<(i32, i32)> for Leader {
-    fn from((broker, epoch): (i32, i32)) -> Self {
-        Self { broker, epoch }
-    }
-}
-
-impl From<Leader> for (i32, i32) {
-    fn from(l: Leader) -> Self {
-        (l.broker, l.epoch)
-    }
-}
-
-/// `brokers/<id>/live`: a registered broker, bound to its lease.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BrokerRecord {
-    pub id: i32,
-    pub host: String,
-    pub port: i32,
-    #[serde(default)]
-    pub rack: Option<String>,
-    /// Set while the broker hands its partitions off before exiting.
-    #[serde(default)]
-    pub leaving: bool,
-    /// What it does (`--roles`); both for records written before roles existed.
-    #[serde(default)]
-    pub roles: Roles,
-    /// `host:port` of its HTTP endpoints (admin API, metrics), if reachable.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http: Option<String>,
-}
-
-/// A broker's roles: serving clients (and leading partitions), and compacting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Roles {
-    pub broker: bool,
-    pub compactor: bool,
-}
-
-impl Default for Roles {
-    fn default() -> Self {
-        Self {
-            broker: true,
-            compactor: true,
-        }
-    }
-}
-
-impl Roles {
-    /// Parses `--roles`: a comma-separated list of `broker` and `compactor`.
-    pub fn parse(list: &str) -> std::result::Result<Self, String> {
-        let mut roles = Self {
-            broker: false,
-            compactor: false,
-        };
-        for r in list.split(',').map(str::trim).filter(|r| !r.is_empty()) {
-            match r {
-                "broker" => roles.broker = true,
-                "compactor" => roles.compactor = true,
-                other => {
-                    return Err(format!(
-                        "unknown role {other:?}: expected broker or compactor"
-                    ))
-                }
-            }
-        }
-        if !roles.broker && !roles.compactor {
-            return Err("no role given: expected broker, compactor or both".into());
-        }
-        Ok(roles)
-    }
-}
-
-/// `brokers/<id>/epoch`: the broker's generation and the process that owns it.
-///
-/// A process claims a new number when it starts; the controller bumps the number
-/// (keeping the owner) when it takes partitions away. Commits compare the whole value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Generation {
-    pub number: u64,
-    pub owner: Uuid,
-}
-
-impl Generation {
-    pub fn encode(&self) -> Bytes {
-        Bytes::from(format!("{} {}", self.number, self.owner))
-    }
-
-    /// Parses `"<number> <owner>"`; a bare number (older data) has no owner.
-    pub fn decode(bytes: &[u8]) -> Option<Self> {
-        let s = std::str::from_utf8(bytes).ok()?;
-        let (n, owner) = s.split_once(' ').unwrap_or((s, ""));
-        Some(Self {
-            number: n.trim().parse().ok()?,
-            owner: if owner.is_empty() {
-                Uuid::nil()
-            } else {
-                owner.parse().ok()?
-            },
-        })
-    }
-}
 
 /// What this broker knows about the cluster, for Metadata and DescribeCluster.
 #[derive(Debug, Clone, Default)]
@@ -203,194 +86,13 @@ impl ClusterView {
     }
 }
 
-/// The controller's record at `controller`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ControllerRecord {
-    pub broker: i32,
-    pub owner: Uuid,
-}
-
-/// Metadata keys, all under `/sluice/<cluster>/`.
-#[derive(Debug, Clone)]
-pub struct Keys {
-    root: String,
-}
-
-impl Keys {
-    pub fn new(cluster: &str) -> Self {
-        Self {
-            root: format!("/sluice/{cluster}/"),
-        }
-    }
-    pub fn topics(&self) -> String {
-        format!("{}topics/", self.root)
-    }
-    pub fn topic(&self, name: &str) -> String {
-        format!("{}topics/{name}", self.root)
-    }
-    /// Every group key of every shard.
-    pub fn all_groups(&self) -> String {
-        format!("{}groups/", self.root)
-    }
-    pub fn manifests(&self) -> String {
-        format!("{}manifests/", self.root)
-    }
-    pub fn manifest(&self, broker: i32, generation: u64, seq: u64) -> String {
-        format!(
-            "{}manifests/{broker:010}/{generation:010}/{seq:016}",
-            self.root
-        )
-    }
-    /// Dynamic broker configs: `default` (cluster-wide) and one key per broker id.
-    pub fn broker_configs(&self) -> String {
-        format!("{}configs/brokers/", self.root)
-    }
-    pub fn broker_config(&self, broker: Option<i32>) -> String {
-        match broker {
-            Some(id) => format!("{}configs/brokers/{id}", self.root),
-            None => format!("{}configs/brokers/default", self.root),
-        }
-    }
-    pub fn brokers(&self) -> String {
-        format!("{}brokers/", self.root)
-    }
-    pub fn generation(&self, broker: i32) -> String {
-        format!("{}brokers/{broker}/epoch", self.root)
-    }
-    /// The claim of an id taken with `--broker-id=auto`, bound to its lease.
-    pub fn broker_claim(&self, broker: i32) -> String {
-        format!("{}brokers/{broker}/claim", self.root)
-    }
-    pub fn live(&self, broker: i32) -> String {
-        format!("{}brokers/{broker}/live", self.root)
-    }
-    pub fn assignments(&self) -> String {
-        format!("{}assignment/", self.root)
-    }
-    pub fn assignment(&self, topic: Uuid) -> String {
-        format!("{}assignment/{topic}", self.root)
-    }
-    /// The topic id of an `assignment/<topic-id>` key.
-    pub fn assignment_topic(&self, key: &str) -> Option<Uuid> {
-        key.strip_prefix(&self.assignments())?.parse().ok()
-    }
-    pub fn controller(&self) -> String {
-        format!("{}controller", self.root)
-    }
-    /// Everything a coordinator keeps for one group, under its shard. `/` and `%`
-    /// in group ids are percent-encoded so a group is exactly one key prefix.
-    pub fn group(&self, shard: i32, group: &str) -> String {
-        let escaped = group.replace('%', "%25").replace('/', "%2F");
-        format!("{}{escaped}/", self.shard_groups(shard))
-    }
-    /// Every group key of one coordinator shard.
-    pub fn shard_groups(&self, shard: i32) -> String {
-        format!("{}groups/{shard:05}/", self.root)
-    }
-    /// The group a key under [`Keys::shard_groups`] belongs to (unescaped), and the
-    /// rest of the key after the group (e.g. `state`, `offsets/<topic>`).
-    pub fn group_of<'k>(&self, shard: i32, key: &'k str) -> Option<(String, &'k str)> {
-        let (escaped, rest) = key
-            .strip_prefix(&self.shard_groups(shard))?
-            .split_once('/')?;
-        Some((escaped.replace("%2F", "/").replace("%25", "%"), rest))
-    }
-    /// A partition's log start offset, when it was ever moved.
-    pub fn log_start(&self, topic: Uuid, partition: i32) -> String {
-        format!("{}log_start/{topic}/{partition}", self.root)
-    }
-    pub fn log_starts(&self) -> String {
-        format!("{}log_start/", self.root)
-    }
-    /// The partition a [`Keys::log_start`] key names.
-    pub fn log_start_partition(&self, key: &str) -> Option<(Uuid, i32)> {
-        partition_of(key.strip_prefix(&self.log_starts())?)
-    }
-    /// What compaction folded out of a partition's write-ahead objects.
-    pub fn checkpoint(&self, topic: Uuid, partition: i32) -> String {
-        format!("{}checkpoint/{topic}/{partition}", self.root)
-    }
-    pub fn checkpoints(&self) -> String {
-        format!("{}checkpoint/", self.root)
-    }
-    /// The partition a [`Keys::checkpoint`] key names.
-    pub fn checkpoint_partition(&self, key: &str) -> Option<(Uuid, i32)> {
-        partition_of(key.strip_prefix(&self.checkpoints())?)
-    }
-    /// Where a topic's Iceberg table stands (see `tables.rs`).
-    pub fn lake_table(&self, topic: Uuid) -> String {
-        format!("{}lake_table/{topic}", self.root)
-    }
-    pub fn lake_tables(&self) -> String {
-        format!("{}lake_table/", self.root)
-    }
-    pub fn lake_table_topic(&self, key: &str) -> Option<Uuid> {
-        key.strip_prefix(&self.lake_tables())?.parse().ok()
-    }
-    /// Bumped by the janitor before it deletes orphaned objects; every manifest
-    /// commit compares its revision (see `retention.rs`).
-    pub fn gc_horizon(&self) -> String {
-        format!("{}gc/horizon", self.root)
-    }
-    pub fn producer_ids(&self) -> String {
-        format!("{}producer_ids/next", self.root)
-    }
-}
-
-/// `<topic-id>/<partition>`, the tail of per-partition keys.
-fn partition_of(tail: &str) -> Option<(Uuid, i32)> {
-    let (topic, partition) = tail.split_once('/')?;
-    Some((topic.parse().ok()?, partition.parse().ok()?))
-}
-
-/// Splits `brokers/` keys into live records and generations by broker id.
-pub fn parse_brokers(
-    keys: &Keys,
-    kvs: &[sluice_meta::KeyValue],
-) -> (
-    BTreeMap<i32, BrokerRecord>,
-    BTreeMap<i32, (Generation, i64)>,
-) {
-    let prefix = keys.brokers();
-    let mut live = BTreeMap::new();
-    let mut generations = BTreeMap::new();
-    for kv in kvs {
-        let Some(rest) = kv.key.strip_prefix(&prefix) else {
-            continue;
-        };
-        let Some((id, kind)) = rest.split_once('/') else {
-            continue;
-        };
-        let Ok(id) = id.parse::<i32>() else { continue };
-        match kind {
-            "live" => {
-                if let Ok(r) = serde_json::from_slice::<BrokerRecord>(&kv.value) {
-                    live.insert(id, r);
-                }
-            }
-            "epoch" => {
-                if let Some(g) = Generation::decode(&kv.value) {
-                    generations.insert(id, (g, kv.mod_revision));
-                }
-            }
-            _ => {}
-        }
-    }
-    (live, generations)
-}
-
 /// Claims a new generation for this process, fencing any older process with the
 /// same broker id.
 pub(crate) async fn claim_generation(meta: &dyn MetaStore, key: &str, owner: Uuid) -> Result<u64> {
     loop {
         let current = meta.get(key).await?;
         let (number, rev) = match &current {
-            Some(kv) => (
-                Generation::decode(&kv.value)
-                    .ok_or_else(|| EngineError::Meta(format!("not a generation: key={key}")))?
-                    .number,
-                kv.mod_revision,
-            ),
+            Some(kv) => (Generation::from_kv(kv)?.number, kv.mod_revision),
             None => (0, 0),
         };
         let next = Generation {
@@ -466,22 +168,9 @@ impl Engine {
         self.view.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// A compare that holds while this broker still has the generation it now
-    /// works under: guards writes only a current leader may make (group state).
-    pub fn generation_guard(&self) -> Compare {
-        Compare::ValueEquals(
-            self.keys.generation(self.cfg.broker_id),
-            Generation {
-                number: self.generation(),
-                owner: self.owner,
-            }
-            .encode(),
-        )
-    }
-
     /// This process's identity in the generation key.
     pub fn owner(&self) -> Uuid {
-        self.owner
+        self.fences.owner()
     }
 
     pub fn keys(&self) -> &Keys {
@@ -493,13 +182,15 @@ impl Engine {
     pub async fn sync_cluster(&self) -> Result<()> {
         let _one_at_a_time = self.sync_lock.lock().await;
         let gen_key = self.keys.generation(self.cfg.broker_id);
-        let generation = self
-            .meta
-            .get(&gen_key)
-            .await?
-            .and_then(|kv| Generation::decode(&kv.value))
-            .ok_or_else(|| EngineError::Meta(format!("generation missing: key={gen_key}")))?;
-        if generation.owner != self.owner {
+        let generation = match self.meta.get(&gen_key).await? {
+            Some(kv) => Generation::from_kv(&kv)?,
+            None => {
+                return Err(EngineError::Meta(format!(
+                    "generation missing: key={gen_key}"
+                )))
+            }
+        };
+        if generation.owner != self.fences.owner() {
             self.fence_forever();
             return Err(EngineError::NotLeader {
                 epoch: generation.number,
@@ -514,7 +205,7 @@ impl Engine {
 
         let mut records = Vec::with_capacity(topics.len());
         for kv in &topics {
-            match serde_json::from_slice::<TopicRecord>(&kv.value) {
+            match TopicRecord::decode(&kv.value) {
                 Ok(r) => records.push(r),
                 Err(e) => {
                     // One unreadable record must not stop every broker's sync: the
@@ -527,7 +218,7 @@ impl Engine {
         }
         let mut defaults = BrokerDefaults::default();
         for kv in &broker_configs {
-            let Ok(r) = serde_json::from_slice::<BrokerConfigRecord>(&kv.value) else {
+            let Ok(r) = BrokerConfigRecord::decode(&kv.value) else {
                 tracing::warn!(key = %kv.key, "unreadable broker config record; ignored");
                 continue;
             };
@@ -544,7 +235,7 @@ impl Engine {
             let Some(id) = self.keys.assignment_topic(&kv.key) else {
                 continue;
             };
-            if let Ok(a) = serde_json::from_slice::<AssignmentRecord>(&kv.value) {
+            if let Ok(a) = AssignmentRecord::decode(&kv.value) {
                 leaders.insert(id, Arc::new(a));
             }
         }
@@ -625,7 +316,7 @@ impl Engine {
 
         let (live, _) = parse_brokers(&self.keys, &brokers);
         let controller = controller
-            .and_then(|kv| serde_json::from_slice::<ControllerRecord>(&kv.value).ok())
+            .and_then(|kv| ControllerRecord::decode(&kv.value).ok())
             .map(|c| c.broker);
         let view = ClusterView {
             brokers: live,
@@ -650,8 +341,7 @@ impl Engine {
             gained.iter().map(|(p, _)| (p.topic_id, p.index)).collect();
         let mut slices: HashMap<(Uuid, i32), Vec<RecoveredSlice>> = HashMap::new();
         for kv in self.meta.range(&self.keys.manifests()).await? {
-            let m = Manifest::decode(&kv.value)
-                .map_err(|e| EngineError::Meta(format!("manifest key={}: {e}", kv.key)))?;
+            let m = Manifest::from_kv(&kv)?;
             let object = Arc::new(object_store::path::Path::from(m.object.as_str()));
             for s in m.slices {
                 if !wanted.contains(&(s.topic_id, s.partition)) {

@@ -47,7 +47,7 @@ use sluice_protocol::batch;
 use sluice_protocol::records::{decode_batch, Record, MAX_PLAIN_BYTES};
 use sluice_storage::paths;
 
-use crate::cluster::Generation;
+use crate::keyspace::{Fence, Stored};
 use crate::partition::{Format, IndexEntry, Partition, ProducerBatch, ReadState};
 use crate::{blocking, Engine, EngineError, Result, TopicRecord};
 
@@ -117,22 +117,6 @@ impl FoldedFile {
             cached: None,
             format: self.format,
         }
-    }
-}
-
-impl Checkpoint {
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
-    }
-
-    pub fn decode(bytes: &[u8]) -> std::result::Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
-    }
-
-    /// A stored checkpoint key's value; unreadable is an error naming the key.
-    pub(crate) fn from_kv(kv: &sluice_meta::KeyValue) -> Result<Self> {
-        Self::decode(&kv.value)
-            .map_err(|e| EngineError::Meta(format!("checkpoint key={}: {e}", kv.key)))
     }
 }
 
@@ -292,19 +276,21 @@ impl Engine {
             };
             let record = &topic.record;
             let policy = fold_policy(record, now_ms, max_wait_ms);
-            let gc_rev = self.gc_horizon_rev.load(Relaxed);
+            // Another broker leads it: only the janitor's horizon fences this write
+            // (the checkpoint's revision orders it against the leader's).
+            let fence = self.fence();
             let result = async {
                 if record.has_cleanup_policy("compact") {
                     let target = Target::Remote {
                         state: &mut state,
-                        gc_rev,
+                        fence: fence.clone(),
                     };
                     self.clean_in(record, p, target, now_ms).await?;
                 }
                 for _ in 0..FOLDS_PER_ROUND {
                     let target = Target::Remote {
                         state: &mut state,
-                        gc_rev,
+                        fence: fence.clone(),
                     };
                     if !self.fold_in(record, p, target, policy).await? {
                         break;
@@ -380,7 +366,7 @@ impl Engine {
         p: &Partition,
         policy: FoldPolicy,
     ) -> Result<bool> {
-        let Some(fence) = Fence::take(self, p) else {
+        let Some(fence) = LeaderFence::take(self, p) else {
             return Ok(false);
         };
         // Retention moves the log start (and drops entries) under this lock too.
@@ -434,7 +420,7 @@ impl Engine {
     /// (by record timestamp). Runs when the share of bytes not cleaned before
     /// reaches `min.cleanable.dirty.ratio`. Returns whether it rewrote anything.
     pub async fn clean(&self, topic: &TopicRecord, p: &Partition, now_ms: i64) -> Result<bool> {
-        let Some(fence) = Fence::take(self, p) else {
+        let Some(fence) = LeaderFence::take(self, p) else {
             return Ok(false);
         };
         let _serial = self.log_start_lock.lock().await;
@@ -575,16 +561,11 @@ impl Engine {
         });
         let key = self.keys.checkpoint(p.topic_id, p.index);
         let value = checkpoint.encode();
-        let mut compares = vec![
-            Compare::ModRevision(key.clone(), rev),
-            Compare::ModRevision(self.keys.gc_horizon(), target.gc_rev()),
-        ];
-        if let Target::Led { fence, .. } = target {
-            compares.push(Compare::ValueEquals(
-                self.keys.generation(self.cfg.broker_id),
-                fence.generation.encode(),
-            ));
-        }
+        let mut compares = vec![Compare::ModRevision(key.clone(), rev)];
+        compares.extend(match target {
+            Target::Led { fence, .. } => fence.fence.leader_and_gc(),
+            Target::Remote { fence, .. } => vec![fence.gc_unmoved()],
+        });
         let txn = Txn::when(compares).then(vec![Op::put(key.clone(), value.clone())]);
         let new_rev = match self.meta.txn(txn).await {
             Ok(r) if r.succeeded => r.revision,
@@ -653,13 +634,16 @@ impl Engine {
 /// Whose state a rewrite works from, and how its result is installed.
 enum Target<'a> {
     /// A partition this broker leads: its live state, swapped in place.
-    Led { p: &'a Partition, fence: Fence },
+    Led {
+        p: &'a Partition,
+        fence: LeaderFence,
+    },
     /// A partition another broker leads (`--roles`): a state rebuilt from the
     /// metadata store, updated here for the next fold of the round; the leader
     /// adopts the checkpoint.
     Remote {
         state: &'a mut ReadState,
-        gc_rev: i64,
+        fence: Fence,
     },
 }
 
@@ -668,13 +652,6 @@ impl Target<'_> {
         match self {
             Target::Led { p, .. } => f(&p.read()),
             Target::Remote { state, .. } => f(state),
-        }
-    }
-
-    fn gc_rev(&self) -> i64 {
-        match self {
-            Target::Led { fence, .. } => fence.gc_rev,
-            Target::Remote { gc_rev, .. } => *gc_rev,
         }
     }
 
@@ -749,24 +726,19 @@ struct Rewrite {
     batch_len: Option<u64>,
 }
 
-/// What a rewrite's commit compares, taken before anything is read: the leader
-/// epoch, the broker generation and the janitor's horizon as they were.
-#[derive(Clone, Copy)]
-struct Fence {
+/// What a led partition's rewrite checks, taken before anything is read: the
+/// leader epoch (checked when swapping the result in) and the broker generation and
+/// janitor's horizon (compared by the commit) as they were.
+struct LeaderFence {
     epoch: i32,
-    generation: Generation,
-    gc_rev: i64,
+    fence: Fence,
 }
 
-impl Fence {
+impl LeaderFence {
     fn take(engine: &Engine, p: &Partition) -> Option<Self> {
         Some(Self {
             epoch: p.leader_epoch()?,
-            generation: Generation {
-                number: engine.generation(),
-                owner: engine.owner,
-            },
-            gc_rev: engine.gc_horizon_rev.load(Relaxed),
+            fence: engine.fence(),
         })
     }
 }

@@ -21,14 +21,13 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
-use sluice_meta::{Compare, Op, Txn};
+use sluice_meta::{Op, Txn};
 use sluice_storage::{paths, wal::WalObjectBuilder};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::cluster::Generation;
-use crate::manifest::{Manifest, ManifestSlice};
+use crate::keyspace::{Fence, Manifest, ManifestSlice, Stored};
 use crate::partition::{IndexEntry, Partition, ProducerBatch, PRODUCER_BATCH_HISTORY};
 use crate::{Engine, EngineError, Result};
 
@@ -91,13 +90,13 @@ struct Flight {
     put: Option<JoinHandle<object_store::Result<()>>>,
     object: Arc<Path>,
     object_len: u64,
-    /// The janitor's horizon revision known before the object was written: the
-    /// commit fails if the janitor moved it since (it may be deleting this object).
-    gc_rev: i64,
+    /// The generation it was appended under and the janitor's horizon known before
+    /// the object was written: the commit fails if either moved since (the
+    /// partitions moved away, or the janitor may be deleting this object).
+    fence: Fence,
     slices: Vec<(Arc<Partition>, ManifestSlice, Bytes)>,
     waiters: Vec<oneshot::Sender<FlushResult>>,
     rollbacks: u64,
-    broker_generation: u64,
     bytes: usize,
     seq: u64,
     started: std::time::Instant,
@@ -287,7 +286,7 @@ fn write_object(
     seq: u64,
     permit: OwnedSemaphorePermit,
 ) -> Flight {
-    let gc_rev = engine.gc_horizon_rev.load(Relaxed);
+    let fence = engine.fences.at(broker_generation);
     let mut builder = WalObjectBuilder::new();
     let mut parts = Vec::with_capacity(slices.len());
     for ((topic_id, partition), s) in slices {
@@ -338,11 +337,10 @@ fn write_object(
         put,
         object: Arc::new(key),
         object_len,
-        gc_rev,
+        fence,
         slices,
         waiters,
         rollbacks,
-        broker_generation,
         bytes,
         seq,
         started: std::time::Instant::now(),
@@ -484,21 +482,11 @@ async fn commit(engine: &Engine, f: &mut Flight) -> Result<()> {
         object_len: f.object_len,
         slices: f.slices.iter().map(|(_, m, _)| m.clone()).collect(),
     };
-    let generation = Generation {
-        number: f.broker_generation,
-        owner: engine.owner,
-    };
     let key = engine
         .keys
-        .manifest(engine.cfg.broker_id, f.broker_generation, f.seq);
-    let txn = Txn::when(vec![
-        Compare::ValueEquals(
-            engine.keys.generation(engine.cfg.broker_id),
-            generation.encode(),
-        ),
-        Compare::ModRevision(engine.keys.gc_horizon(), f.gc_rev),
-    ])
-    .then(vec![Op::put(key.clone(), manifest.encode())]);
+        .manifest(engine.cfg.broker_id, f.fence.generation(), f.seq);
+    let txn =
+        Txn::when(f.fence.leader_and_gc()).then(vec![Op::put(key.clone(), manifest.encode())]);
     let mut backoff = Duration::from_millis(50);
     let mut unknown_outcome = false;
     loop {
@@ -513,7 +501,7 @@ async fn commit(engine: &Engine, f: &mut Flight) -> Result<()> {
                 }
                 engine.request_sync();
                 return Err(EngineError::NotLeader {
-                    epoch: f.broker_generation,
+                    epoch: f.fence.generation(),
                 });
             }
             Err(sluice_meta::MetaError::Refused(why)) => {

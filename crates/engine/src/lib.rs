@@ -5,6 +5,8 @@
 //! cache; lake files through [`lake`]) and offsets → [`compaction`] (leaders fold
 //! write-ahead slices into per-partition segments and old data into Parquet) →
 //! [`retention`] (log start offsets, deleting old manifests, objects and orphans).
+//! [`keyspace`] is every metadata key, the records stored under them, and the
+//! [`keyspace::Fence`] guarded writes carry.
 //!
 //! Invariants:
 //! - An acknowledged produce is in an object *and* in a committed manifest.
@@ -21,8 +23,8 @@ pub mod cluster;
 pub mod compaction;
 pub mod fetch;
 pub mod flush;
+pub mod keyspace;
 pub mod lake;
-pub mod manifest;
 pub mod partition;
 pub mod produce;
 pub mod retention;
@@ -33,7 +35,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use bytes::Bytes;
 use object_store::ObjectStore;
 use sluice_meta::{Compare, MetaError, MetaStore, Op, Txn};
 use tokio::sync::Mutex as AsyncMutex;
@@ -42,8 +43,9 @@ use uuid::Uuid;
 
 use crate::broker_configs::BrokerDefaults;
 use crate::cluster::ClusterView;
-pub use crate::cluster::Keys;
 use crate::flush::WalBuffer;
+pub use crate::keyspace::Keys;
+use crate::keyspace::{Fence, Fences, Stored};
 use crate::partition::{IndexEntry, Partition};
 pub use crate::topics::TopicRecord;
 
@@ -347,8 +349,9 @@ pub struct Engine {
     /// Object reads go through it (blocks in memory and on local disk).
     pub(crate) cache: sluice_cache::BlockCache,
     pub(crate) keys: Keys,
-    /// This process's identity in its generation key (see [`Generation`]).
-    pub(crate) owner: Uuid,
+    /// This process's generation identity and the janitor's horizon: the fence of
+    /// every guarded write.
+    pub(crate) fences: Fences,
     catalog: RwLock<Catalog>,
     pub(crate) wal: std::sync::Mutex<WalBuffer>,
     pub(crate) flush_wake: Notify,
@@ -362,8 +365,6 @@ pub struct Engine {
     pub(crate) sync_lock: AsyncMutex<()>,
     /// Serialises log start offset changes.
     pub(crate) log_start_lock: AsyncMutex<()>,
-    /// The last known revision of the janitor's `gc/horizon` key.
-    pub(crate) gc_horizon_rev: std::sync::atomic::AtomicI64,
     pub(crate) view: RwLock<Arc<ClusterView>>,
     /// Lake footers and re-encoded row groups recently read.
     pub(crate) lake: lake::LakeMemo,
@@ -386,6 +387,7 @@ impl Engine {
             cfg.tail_bytes_total,
         ));
         let owner = Uuid::new_v4();
+        let broker_id = cfg.broker_id;
         let generation =
             cluster::claim_generation(meta.as_ref(), &keys.generation(cfg.broker_id), owner)
                 .await?;
@@ -398,8 +400,8 @@ impl Engine {
             meta,
             store,
             cache,
+            fences: Fences::new(&keys, broker_id, owner),
             keys,
-            owner,
             catalog: RwLock::default(),
             wal: std::sync::Mutex::new(WalBuffer {
                 broker_generation: generation,
@@ -413,7 +415,6 @@ impl Engine {
             resync: Arc::new(Notify::new()),
             sync_lock: AsyncMutex::new(()),
             log_start_lock: AsyncMutex::new(()),
-            gc_horizon_rev: std::sync::atomic::AtomicI64::new(0),
             view: RwLock::default(),
             lake: lake::LakeMemo::default(),
             metrics: EngineMetrics::default(),
@@ -439,6 +440,12 @@ impl Engine {
     /// The generation this broker's commits are currently made under.
     pub fn generation(&self) -> u64 {
         self.wal().broker_generation
+    }
+
+    /// A fence for work starting now: this broker's current generation and the
+    /// janitor's horizon as last seen (see [`keyspace::Fence`]).
+    pub fn fence(&self) -> Fence {
+        self.fences.at(self.generation())
     }
 
     /// What the read cache did.
@@ -584,10 +591,8 @@ impl Engine {
             return Ok(Arc::new(new_topic(record, &[], &self.tail)));
         }
         let key = self.keys.topic(name);
-        let txn = Txn::when(vec![Compare::Missing(key.clone())]).then(vec![Op::put(
-            key,
-            serde_json::to_vec(&record).unwrap_or_default(),
-        )]);
+        let txn = Txn::when(vec![Compare::Missing(key.clone())])
+            .then(vec![Op::put(key, record.encode())]);
         if !self.meta.txn(txn).await?.succeeded {
             return Err(EngineError::TopicAlreadyExists { name: name.into() });
         }
@@ -677,8 +682,7 @@ impl Engine {
         change: impl Fn(&mut TopicRecord) -> Result<()>,
     ) -> Result<Arc<Topic>> {
         let (key, current) = self.stored_topic(name).await?;
-        let mut record: TopicRecord = serde_json::from_slice(&current.value)
-            .map_err(|e| EngineError::Meta(format!("topic record key={key}: {e}")))?;
+        let mut record = TopicRecord::from_kv(&current)?;
         record.defaults = self.broker_defaults();
         change(&mut record)?;
         for (k, v) in &record.configs {
@@ -691,10 +695,7 @@ impl Engine {
             key.clone(),
             current.mod_revision,
         )])
-        .then(vec![Op::put(
-            key,
-            serde_json::to_vec(&record).unwrap_or_default(),
-        )]);
+        .then(vec![Op::put(key, record.encode())]);
         if !self.meta.txn(txn).await?.succeeded {
             return Err(EngineError::Meta(format!(
                 "topic {name} changed concurrently"
@@ -713,9 +714,7 @@ impl Engine {
     pub async fn stored_broker_defaults(&self, broker: Option<i32>) -> Result<BrokerDefaults> {
         let read = |key: String| async move {
             match self.meta.get(&key).await? {
-                Some(kv) => serde_json::from_slice::<broker_configs::BrokerConfigRecord>(&kv.value)
-                    .map(|r| r.configs)
-                    .map_err(|e| EngineError::Meta(format!("broker configs key={key}: {e}"))),
+                Some(kv) => broker_configs::BrokerConfigRecord::from_kv(&kv).map(|r| r.configs),
                 None => Ok(BTreeMap::new()),
             }
         };
@@ -741,8 +740,7 @@ impl Engine {
         let key = self.keys.broker_config(broker);
         let current = self.meta.get(&key).await?;
         let mut record: broker_configs::BrokerConfigRecord = match &current {
-            Some(kv) => serde_json::from_slice(&kv.value)
-                .map_err(|e| EngineError::Meta(format!("broker configs key={key}: {e}")))?,
+            Some(kv) => broker_configs::BrokerConfigRecord::from_kv(kv)?,
             None => Default::default(),
         };
         if let Err(refused) = change(&mut record.configs) {
@@ -763,7 +761,7 @@ impl Engine {
         let op = if record.configs.is_empty() {
             Op::Delete(key)
         } else {
-            Op::put(key, serde_json::to_vec(&record).unwrap_or_default())
+            Op::put(key, record.encode())
         };
         if !self
             .meta
@@ -831,17 +829,11 @@ async fn advance_counter(meta: &dyn MetaStore, key: &str, step: i64) -> Result<i
     loop {
         let current = meta.get(key).await?;
         let (value, rev) = match &current {
-            Some(kv) => (
-                std::str::from_utf8(&kv.value)
-                    .ok()
-                    .and_then(|s| s.parse::<i64>().ok())
-                    .ok_or_else(|| EngineError::Meta(format!("not an integer: key={key}")))?,
-                kv.mod_revision,
-            ),
+            Some(kv) => (i64::from_kv(kv)?, kv.mod_revision),
             None => (0, 0),
         };
         let txn = Txn::when(vec![Compare::ModRevision(key.to_string(), rev)])
-            .then(vec![Op::put(key, Bytes::from((value + step).to_string()))]);
+            .then(vec![Op::put(key, (value + step).encode())]);
         if meta.txn(txn).await?.succeeded {
             return Ok(value);
         }

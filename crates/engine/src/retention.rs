@@ -36,11 +36,11 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
 use sluice_meta::{Compare, Op, Txn};
-use sluice_storage::paths::{LAKE_PREFIX, SEGMENT_PREFIX, WAL_PREFIX};
+use sluice_storage::paths::{self, LAKE_PREFIX, SEGMENT_PREFIX, WAL_PREFIX};
 use uuid::Uuid;
 
 use crate::compaction::Checkpoint;
-use crate::manifest::Manifest;
+use crate::keyspace::{Manifest, Stored};
 use crate::partition::Partition;
 use crate::{Engine, EngineError, Result};
 
@@ -87,8 +87,8 @@ impl Engine {
         // try again (a few times; it moves at most once per compaction round).
         for _ in 0..3 {
             let key = self.keys.log_start(partition.topic_id, partition.index);
-            let mut ops = vec![Op::put(key, offset.to_string().into_bytes())];
-            let mut compares = vec![self.generation_guard()];
+            let mut ops = vec![Op::put(key, offset.encode())];
+            let mut compares = vec![self.fence().still_leader()];
             // Folded files wholly below the new log start leave the checkpoint (the
             // janitor deletes them once unreferenced for the grace period).
             let (mut checkpoint, rev) = {
@@ -234,8 +234,7 @@ impl Engine {
         let mut live: HashSet<Uuid> = HashSet::new();
         for kv in self.meta.range(&self.keys.topics()).await? {
             // An unreadable topic record must not make its data look deleted.
-            let t: crate::TopicRecord = serde_json::from_slice(&kv.value)
-                .map_err(|e| EngineError::Meta(format!("topic key={}: {e}", kv.key)))?;
+            let t = crate::TopicRecord::from_kv(&kv)?;
             live.insert(t.id);
         }
         for kv in manifests {
@@ -305,8 +304,7 @@ impl Engine {
             .get(&self.keys.gc_horizon())
             .await?
             .map_or(0, |kv| kv.mod_revision);
-        self.gc_horizon_rev
-            .store(rev, std::sync::atomic::Ordering::Relaxed);
+        self.fences.set_gc_horizon(rev);
         Ok(())
     }
 
@@ -331,7 +329,7 @@ impl Engine {
             listed.extend(
                 objects
                     .into_iter()
-                    .filter(|o| prefix != LAKE_PREFIX || o.location.as_ref().ends_with(".parquet")),
+                    .filter(|o| prefix != LAKE_PREFIX || paths::is_lake_data(o.location.as_ref())),
             );
         }
         // Unreferenced since when, and whether seen referenced before.
@@ -374,7 +372,7 @@ impl Engine {
             let key = self.keys.gc_horizon();
             let current = self.meta.get(&key).await?.map_or(0, |kv| kv.mod_revision);
             let bump = Txn::when(vec![Compare::ModRevision(key.clone(), current)])
-                .then(vec![Op::put(key, now_ms().to_string().into_bytes())]);
+                .then(vec![Op::put(key, now_ms().encode())]);
             if self.meta.txn(bump).await?.succeeded {
                 self.refresh_gc_horizon().await?;
                 let mut referenced = HashSet::new();
@@ -433,10 +431,7 @@ impl Engine {
 
 /// A log start value: a decimal offset (0 if unreadable, which keeps everything).
 fn decode_offset(value: &[u8]) -> i64 {
-    std::str::from_utf8(value)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    i64::decode(value).unwrap_or(0)
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -1,5 +1,6 @@
 //! Iceberg tables over the lake: the controller publishes, for every topic with lake
-//! files, a table at `lake/_iceberg/kafka/<topic>/` whose current snapshot lists
+//! files, a table at `lake/_iceberg/kafka/<topic>/` (its keys are
+//! `sluice_storage::paths::IcebergTable`'s) whose current snapshot lists
 //! exactly the lake files (under `lake/<topic>/`) the partitions' checkpoints
 //! reference (see `sluice_lake::iceberg`). `lake/_iceberg` is a Hadoop-catalog
 //! warehouse: Spark or Trino find the table as `kafka.<topic>`.
@@ -30,24 +31,20 @@ use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 use sluice_lake::iceberg::{self, DataFile, ManifestSummary, Snapshot};
 use sluice_meta::{Compare, Op, Txn};
-use sluice_storage::paths::LAKE_PREFIX;
+use sluice_storage::paths::IcebergTable;
 use uuid::Uuid;
 
 use crate::compaction::{Checkpoint, FoldedFile};
+use crate::keyspace::Stored;
 use crate::partition::Format;
 use crate::{Engine, Result, TopicRecord};
 
 /// Table versions whose metadata objects are kept.
 const VERSIONS_KEPT: usize = 20;
 
-/// Where tables live under `lake/`: a Hadoop-catalog warehouse with one namespace,
-/// `kafka`. The leading `_` keeps Parquet readers of `lake/` (which skip such
-/// directories) and of `lake/<topic>/` from seeing metadata files.
-pub const TABLES_DIR: &str = "_iceberg/kafka";
-
 /// `lake_table/<topic-id>`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct TableState {
+pub(crate) struct TableState {
     version: i64,
     /// Object key of the current metadata file.
     metadata: String,
@@ -103,12 +100,10 @@ impl Engine {
         let (mut ids, mut names) = (HashSet::new(), HashSet::new());
         for kv in self.meta.range(&self.keys.topics()).await? {
             // An unreadable topic record must not make its table look deleted.
-            let t: TopicRecord = serde_json::from_slice(&kv.value)
-                .map_err(|e| crate::EngineError::Meta(format!("topic key={}: {e}", kv.key)))?;
+            let t = TopicRecord::from_kv(&kv)?;
             ids.insert(t.id);
             names.insert(t.name);
         }
-        let tables_dir = format!("{LAKE_PREFIX}/{TABLES_DIR}/");
         for kv in tables {
             let Some(id) = self.keys.lake_table_topic(&kv.key) else {
                 continue;
@@ -116,20 +111,16 @@ impl Engine {
             if ids.contains(&id) {
                 continue;
             }
-            let Ok(state) = serde_json::from_slice::<TableState>(&kv.value) else {
+            let Ok(state) = TableState::decode(&kv.value) else {
                 continue;
             };
-            let name = state
-                .metadata
-                .strip_prefix(&tables_dir)
-                .and_then(|rest| rest.split_once('/'))
-                .map(|(name, _)| name.to_string());
+            let name = IcebergTable::topic_of(&state.metadata).map(str::to_string);
             let reused = name.as_ref().is_none_or(|n| names.contains(n));
             let mut objects: Vec<String> = state.history.into_iter().flatten().collect();
             if reused {
-                objects.retain(|o| !numbered(o));
+                objects.retain(|o| !IcebergTable::is_numbered(o));
             } else if let Some(name) = &name {
-                objects.push(format!("{tables_dir}{name}/metadata/version-hint.text"));
+                objects.push(IcebergTable::new(name).version_hint());
             }
             for object in objects {
                 match self.store.delete(&Path::from(object.as_str())).await {
@@ -155,7 +146,7 @@ impl Engine {
         let key = self.keys.lake_table(topic.id);
         let (state, rev) = match self.meta.get(&key).await? {
             Some(kv) => (
-                serde_json::from_slice::<TableState>(&kv.value).unwrap_or_default(),
+                TableState::decode(&kv.value).unwrap_or_default(),
                 kv.mod_revision,
             ),
             None => (TableState::default(), 0),
@@ -167,8 +158,7 @@ impl Engine {
         let version = state.version + 1;
         let now = crate::retention::now_ms();
         let snapshot_id = (now << 10) | (version & 1023);
-        let table_dir = format!("{LAKE_PREFIX}/{TABLES_DIR}/{}", topic.name);
-        let dir = format!("{table_dir}/metadata");
+        let table = IcebergTable::new(&topic.name);
         let id = Uuid::new_v4();
 
         let data_files: Vec<DataFile> = files
@@ -183,11 +173,11 @@ impl Engine {
             })
             .collect();
         let rows: i64 = data_files.iter().map(|f| f.record_count).sum();
-        let manifest_key = format!("{dir}/{id}-m0.avro");
+        let manifest_key = table.manifest(id);
         let manifest = iceberg::manifest(snapshot_id, version, &data_files);
         let manifest_len = manifest.len() as i64;
         self.put_object(&manifest_key, manifest).await?;
-        let list_key = format!("{dir}/snap-{snapshot_id}-{id}.avro");
+        let list_key = table.manifest_list(snapshot_id, id);
         let parent = (state.version > 0).then_some(state.snapshot_id);
         let list = iceberg::manifest_list(
             snapshot_id,
@@ -231,14 +221,14 @@ impl Engine {
                 .then(|| format!("{root}/{}", state.metadata))
                 .as_deref(),
             &topic.id.to_string(),
-            &format!("{root}/{table_dir}"),
+            &format!("{root}/{}", table.location()),
             &snapshot,
         );
         let metadata = serde_json::to_vec_pretty(&metadata).unwrap_or_default();
-        let metadata_key = format!("{dir}/{version:05}-{id}.metadata.json");
+        let metadata_key = table.metadata(version, id);
         self.put_object(&metadata_key, metadata.clone()).await?;
 
-        let numbered = format!("{dir}/v{version}.metadata.json");
+        let numbered = table.numbered_metadata(version);
         let mut history = state.history;
         history.push(vec![
             manifest_key,
@@ -256,19 +246,14 @@ impl Engine {
             digest,
             history,
         };
-        let txn = Txn::when(vec![Compare::ModRevision(key.clone(), rev)]).then(vec![Op::put(
-            key,
-            serde_json::to_vec(&next).unwrap_or_default(),
-        )]);
+        let txn = Txn::when(vec![Compare::ModRevision(key.clone(), rev)])
+            .then(vec![Op::put(key, next.encode())]);
         if !self.meta.txn(txn).await?.succeeded {
             return Ok(()); // another controller published; the next round looks again
         }
         self.put_object(&numbered, metadata).await?;
-        self.put_object(
-            &format!("{dir}/version-hint.text"),
-            version.to_string().into_bytes(),
-        )
-        .await?;
+        self.put_object(&table.version_hint(), version.to_string().into_bytes())
+            .await?;
         for object in dropped.into_iter().flatten() {
             if let Err(e) = self.store.delete(&Path::from(object.as_str())).await {
                 tracing::debug!(%object, error = %e, "cannot delete old table metadata");
@@ -283,17 +268,6 @@ impl Engine {
         self.store.put(&Path::from(key), bytes.into()).await?;
         Ok(())
     }
-}
-
-/// Whether a table object is named by its version number alone
-/// (`v<n>.metadata.json`), as a table of the same name would name its own.
-fn numbered(object: &str) -> bool {
-    object
-        .rsplit('/')
-        .next()
-        .and_then(|f| f.strip_prefix('v'))
-        .and_then(|f| f.strip_suffix(".metadata.json"))
-        .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Identifies a file list: its length and a CRC of its objects.

@@ -16,6 +16,7 @@ use object_store::path::Path;
 use object_store::ObjectStore;
 use sluice_engine::compaction::FoldPolicy;
 use sluice_engine::fetch::{OffsetAndTimestamp, MAX_TIMESTAMP};
+use sluice_engine::keyspace::Stored as _;
 use sluice_engine::partition::Format;
 use sluice_engine::produce::PartitionRecords;
 use sluice_engine::retention::Janitor;
@@ -347,7 +348,7 @@ async fn log_compaction_keeps_the_latest_value_per_key() {
 /// Registers brokers as their membership would: 0 serves clients only, 1 only
 /// compacts.
 async fn register_roles(meta: &EmbeddedStore, engine: &Engine) {
-    use sluice_engine::cluster::{BrokerRecord, Roles};
+    use sluice_engine::keyspace::{BrokerRecord, Roles};
     for (id, broker, compactor) in [(0, true, false), (1, false, true)] {
         let record = BrokerRecord {
             id,

@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sluice_engine::cluster::Generation;
+use sluice_engine::keyspace::{Generation, Stored};
 use sluice_engine::EngineError;
 use sluice_meta::{EmbeddedStore, MetaStore, Op, Txn};
 use sluice_storage::faults::PutFate;

@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use sluice_engine::cluster::{AssignmentRecord, Leader};
+use sluice_engine::keyspace::{AssignmentRecord, Leader};
 use sluice_engine::produce::PartitionRecords;
 use sluice_engine::TopicRecord;
 use sluice_meta::{EmbeddedStore, MetaStore, Op, Txn};

@@ -20,7 +20,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use sluice_broker::admin::{GroupView, MemberView};
 use sluice_broker::errors::http_status;
-use sluice_engine::cluster::BrokerRecord;
+use sluice_engine::keyspace::BrokerRecord;
 use sluice_engine::{Engine, EngineError, PartitionStats};
 use uuid::Uuid;
 

@@ -182,8 +182,8 @@ pub struct ServeArgs {
     /// a compactor, else by one of the compactor-only nodes; a cluster needs at
     /// least one node with each role.
     #[arg(long, env = "SLUICE_ROLES", default_value = "broker,compactor",
-          value_parser = sluice_engine::cluster::Roles::parse)]
-    pub roles: sluice_engine::cluster::Roles,
+          value_parser = sluice_engine::keyspace::Roles::parse)]
+    pub roles: sluice_engine::keyspace::Roles,
 
     /// This broker's rack or availability zone; the controller spreads each topic's
     /// leaders across racks.

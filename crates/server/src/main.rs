@@ -18,7 +18,7 @@ use std::time::Duration;
 use clap::Parser;
 use sluice_broker::membership::{self, Membership};
 use sluice_broker::{controller, coordinator, Broker, BrokerIdentity};
-use sluice_engine::cluster::BrokerRecord;
+use sluice_engine::keyspace::BrokerRecord;
 use sluice_engine::{Engine, EngineConfig};
 use sluice_meta::metered::MeteredMeta;
 use sluice_meta::{EmbeddedStore, MetaStore};
@@ -103,7 +103,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         BrokerId::Auto => {
             let claim = membership::claim_broker_id(
                 meta.as_ref(),
-                &sluice_engine::cluster::Keys::new(&args.cluster_id),
+                &sluice_engine::keyspace::Keys::new(&args.cluster_id),
                 lease_ttl,
             )
             .await

@@ -73,7 +73,7 @@ pub async fn heartbeat(
         member_id = uuid::Uuid::new_v4().to_string();
     }
     // Read before leadership is checked (see OffsetCommit).
-    let guard = broker.engine.generation_guard();
+    let guard = broker.engine.fence().still_leader();
     let shard = match local_shard(broker, &group) {
         Ok(shard) => shard,
         Err(e) => return fail(e, "this broker does not coordinate the group"),

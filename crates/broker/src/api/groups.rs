@@ -122,7 +122,7 @@ fn sync_response(o: SyncOutcome, version: i16) -> ResponseKind {
 pub fn sync(broker: &Broker, req: SyncGroupRequest, version: i16) -> Reply {
     let group = req.group_id.to_string();
     // Read before leadership is checked (see OffsetCommit).
-    let guard = broker.engine.generation_guard();
+    let guard = broker.engine.fence().still_leader();
     let shard = match local_shard(broker, &group) {
         Ok(shard) => shard,
         Err(e) => {
@@ -372,7 +372,7 @@ pub async fn delete(broker: &Broker, req: DeleteGroupsRequest) -> ResponseKind {
         // brings it back.
         let _serial = broker.commit_lock(&group).lock().await;
         // Read before leadership is checked (see OffsetCommit).
-        let guard = broker.engine.generation_guard();
+        let guard = broker.engine.fence().still_leader();
         let code = match local_shard(broker, &group) {
             Err(e) => e.code(),
             Ok(shard) if !group_exists(broker, shard, &group).await => {

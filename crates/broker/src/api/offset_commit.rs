@@ -52,7 +52,7 @@ pub async fn handle(broker: &Broker, req: OffsetCommitRequest) -> ResponseKind {
     };
     // The generation is read before leadership is checked: if the shard moves while
     // this request waits for the group's lock, the write's compare fails.
-    let guard = broker.engine.generation_guard();
+    let guard = broker.engine.fence().still_leader();
     let shard = match local_shard(broker, &group) {
         Ok(s) => s,
         Err(e) => return reject_all(e.code()),

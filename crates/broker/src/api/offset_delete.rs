@@ -19,7 +19,7 @@ pub async fn handle(broker: &Broker, req: OffsetDeleteRequest) -> ResponseKind {
         ResponseKind::OffsetDelete(OffsetDeleteResponse::default().with_error_code(code))
     };
     // Read before leadership is checked (see OffsetCommit).
-    let guard = broker.engine.generation_guard();
+    let guard = broker.engine.fence().still_leader();
     let shard = match local_shard(broker, &group) {
         Ok(s) => s,
         Err(e) => return fail(e.code()),

@@ -21,8 +21,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_engine::cluster::{
-    parse_brokers, AssignmentRecord, ControllerRecord, Generation, Leader,
+use sluice_engine::keyspace::{
+    parse_brokers, AssignmentRecord, ControllerRecord, Generation, Leader, Stored,
 };
 use sluice_engine::{Engine, TopicRecord};
 use sluice_meta::{
@@ -66,19 +66,19 @@ pub async fn run(engine: Arc<Engine>, mut lease: watch::Receiver<Option<LeaseId>
     }
 }
 
-fn record(engine: &Engine) -> Vec<u8> {
-    serde_json::to_vec(&ControllerRecord {
+fn record(engine: &Engine) -> bytes::Bytes {
+    ControllerRecord {
         broker: engine.config().broker_id,
         owner: engine.owner(),
-    })
-    .unwrap_or_default()
+    }
+    .encode()
 }
 
 async fn campaign(engine: &Engine, lease: LeaseId) -> Result<bool, MetaError> {
     let key = engine.keys().controller();
     let txn = Txn::when(vec![Compare::Missing(key.clone())]).then(vec![Op::Put {
         key,
-        value: record(engine).into(),
+        value: record(engine),
         lease: Some(lease),
     }]);
     Ok(engine.meta().txn(txn).await?.succeeded)
@@ -158,7 +158,7 @@ async fn round(engine: &Engine) -> Result<Round, MetaError> {
         .range(&keys.topics())
         .await?
         .iter()
-        .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+        .filter_map(|kv| TopicRecord::decode(&kv.value).ok())
         .collect();
     let (live, generations) = parse_brokers(keys, &meta.range(&keys.brokers()).await?);
     let mut stored: HashMap<Uuid, (AssignmentRecord, i64)> = HashMap::new();
@@ -167,7 +167,7 @@ async fn round(engine: &Engine) -> Result<Round, MetaError> {
         let Some(id) = keys.assignment_topic(&kv.key) else {
             continue;
         };
-        match serde_json::from_slice::<AssignmentRecord>(&kv.value) {
+        match AssignmentRecord::decode(&kv.value) {
             Ok(a) => {
                 stored.insert(id, (a, kv.mod_revision));
             }
@@ -254,7 +254,7 @@ async fn round(engine: &Engine) -> Result<Round, MetaError> {
     // Pack changes into transactions that each fence the losers of their topics.
     let mut i = 0;
     while i < changes.len() {
-        let mut compares = vec![Compare::ValueEquals(ctrl_key.clone(), ours.clone().into())];
+        let mut compares = vec![Compare::ValueEquals(ctrl_key.clone(), ours.clone())];
         let mut ops = Vec::new();
         let mut bytes = compares[0].size();
         let mut bumped: BTreeSet<i32> = BTreeSet::new();
@@ -266,7 +266,7 @@ async fn round(engine: &Engine) -> Result<Round, MetaError> {
                 .filter(|b| !bumped.contains(b) && generations.contains_key(b))
                 .collect();
             let key = keys.assignment(*id);
-            let write = Op::put(key.clone(), serde_json::to_vec(next).unwrap_or_default());
+            let write = Op::put(key.clone(), next.encode());
             let check = Compare::ModRevision(key, *rev);
             // Each generation bump is a compare and a write of about 100 bytes.
             let cost = 1 + new_losers.len();
@@ -312,11 +312,7 @@ async fn round(engine: &Engine) -> Result<Round, MetaError> {
     let moved = changes.len();
     for chunk in orphaned.chunks(MAX_TXN_OPS - 1) {
         let ops = chunk.iter().cloned().map(Op::Delete).collect();
-        let txn = Txn::when(vec![Compare::ValueEquals(
-            ctrl_key.clone(),
-            ours.clone().into(),
-        )])
-        .then(ops);
+        let txn = Txn::when(vec![Compare::ValueEquals(ctrl_key.clone(), ours.clone())]).then(ops);
         meta.txn(txn).await?;
     }
     if moved > 0 {

@@ -21,7 +21,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
-use sluice_engine::cluster::BrokerRecord;
+use sluice_engine::keyspace::BrokerRecord;
 use sluice_engine::partition::Partition;
 use sluice_engine::Engine;
 

@@ -207,7 +207,7 @@ pub fn start(
             // guard that is already current means `follow_shards` sees every shard
             // this broker lost (or lost and regained) and drops its stale groups
             // before anything is written.
-            let guard = engine.generation_guard();
+            let guard = engine.fence().still_leader();
             round.follow_shards().await;
             round.write_dirty(guard.clone()).await;
             shards.rounds.send_modify(|r| *r += 1);
@@ -509,7 +509,7 @@ mod tests {
 
     #[test]
     fn state_keys_name_their_group() {
-        let keys = sluice_engine::cluster::Keys::new("sluice");
+        let keys = sluice_engine::keyspace::Keys::new("sluice");
         let state = format!("{}state", keys.group(3, "a/b%c"));
         assert_eq!(
             keys.group_of(3, &state),

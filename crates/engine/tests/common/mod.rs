@@ -14,7 +14,7 @@ use kafka_protocol::records::{
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::ObjectStore;
-use sluice_engine::cluster::{AssignmentRecord, Leader};
+use sluice_engine::keyspace::{AssignmentRecord, Leader};
 use sluice_engine::produce::PartitionRecords;
 use sluice_engine::{Engine, EngineConfig, EngineError, Topic, TopicRecord};
 use sluice_meta::{EmbeddedStore, MetaStore, Op, Txn};

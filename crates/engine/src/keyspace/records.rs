@@ -1,0 +1,138 @@
+//! The engine's stored records (see the table in the module above).
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::partition::ProducerBatch;
+
+/// `assignment/<topic-id>`: each partition's leader, by partition index.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignmentRecord {
+    pub leaders: Vec<Leader>,
+}
+
+/// One partition's leader and its leader epoch (bumped on every move). Stored as a
+/// two-element array so a topic of 100,000 partitions stays well under etcd's value
+/// size limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "(i32, i32)", into = "(i32, i32)")]
+pub struct Leader {
+    pub broker: i32,
+    pub epoch: i32,
+}
+
+impl From<(i32, i32)> for Leader {
+    fn from((broker, epoch): (i32, i32)) -> Self {
+        Self { broker, epoch }
+    }
+}
+
+impl From<Leader> for (i32, i32) {
+    fn from(l: Leader) -> Self {
+        (l.broker, l.epoch)
+    }
+}
+
+/// `brokers/<id>/live`: a registered broker, bound to its lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRecord {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+    #[serde(default)]
+    pub rack: Option<String>,
+    /// Set while the broker hands its partitions off before exiting.
+    #[serde(default)]
+    pub leaving: bool,
+    /// What it does (`--roles`); both for records written before roles existed.
+    #[serde(default)]
+    pub roles: Roles,
+    /// `host:port` of its HTTP endpoints (admin API, metrics), if reachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+}
+
+/// A broker's roles: serving clients (and leading partitions), and compacting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Roles {
+    pub broker: bool,
+    pub compactor: bool,
+}
+
+impl Default for Roles {
+    fn default() -> Self {
+        Self {
+            broker: true,
+            compactor: true,
+        }
+    }
+}
+
+impl Roles {
+    /// Parses `--roles`: a comma-separated list of `broker` and `compactor`.
+    pub fn parse(list: &str) -> std::result::Result<Self, String> {
+        let mut roles = Self {
+            broker: false,
+            compactor: false,
+        };
+        for r in list.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+            match r {
+                "broker" => roles.broker = true,
+                "compactor" => roles.compactor = true,
+                other => {
+                    return Err(format!(
+                        "unknown role {other:?}: expected broker or compactor"
+                    ))
+                }
+            }
+        }
+        if !roles.broker && !roles.compactor {
+            return Err("no role given: expected broker, compactor or both".into());
+        }
+        Ok(roles)
+    }
+}
+
+/// `brokers/<id>/epoch`: the broker's generation and the process that owns it.
+///
+/// A process claims a new number when it starts; the controller bumps the number
+/// (keeping the owner) when it takes partitions away. Commits compare the whole value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Generation {
+    pub number: u64,
+    pub owner: Uuid,
+}
+
+/// The controller's record at `controller`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerRecord {
+    pub broker: i32,
+    pub owner: Uuid,
+}
+
+/// `manifests/<broker>/<generation>/<seq>`: what one flush committed. Which
+/// partitions a write-ahead object holds, where, and the idempotent-producer batches
+/// in it: one small key per flush, whatever the number of partitions, so metadata
+/// load is O(1) per flush.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Object key of the WAL object.
+    pub object: String,
+    /// Its length in bytes (0 in manifests written before it was recorded).
+    #[serde(default)]
+    pub object_len: u64,
+    pub slices: Vec<ManifestSlice>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestSlice {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub start: u64,
+    pub len: u64,
+    pub max_timestamp: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub producers: Vec<ProducerBatch>,
+}
