@@ -11,76 +11,84 @@
 # tests/connect). Each test starts and stops the brokers, etcd and S3 servers it uses.
 #
 # Object stores: the end-to-end and client suites run with objects in a local
-# directory and again in S3. For the S3 pass each broker gets its own S3 server (moto,
-# PyPI `moto[server]`), started and stopped by the test setup itself. Where Python 3.13
-# exists, the client suites also run against LocalStack on this host
-# (localstack/run-host.sh installs and starts it, and stops it afterwards).
+# directory and again in S3. The end-to-end S3 passes and the cluster pass use moto
+# (PyPI `moto[server]`), started and stopped by the test setup itself; the client
+# suites' single-broker S3 pass runs against LocalStack on this host where Python 3.13
+# exists (localstack/run-host.sh installs and starts it, and stops it afterwards),
+# else against moto. Each stage's line shows the seconds since the run began.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+started=$(date +%s)
+stage() { stage "[$(( $(date +%s) - started )) s] $*"; }
+
 ./tests/install-deps.sh
 
-echo "==> Terraform and Kubernetes manifests: fmt, validate, render, offline"
+stage "Terraform and Kubernetes manifests: fmt, validate, render, offline"
 ./terraform/check.sh
 ./k8s/check.sh
 
-echo "==> building the broker (release)"
+stage "building the broker (release)"
 cargo build --release -p sluice-server
 
 # The cluster tests and the etcd store's conformance suite start a real etcd and S3 server.
-echo "==> Rust tests (objects in a local directory; etcd and S3 where a test needs them)"
+stage "Rust tests (objects in a local directory; etcd and S3 where a test needs them)"
 cargo test --workspace --all-targets
 
-echo "==> fuzz targets, short run: seed corpora and seeded mutations (docs/fuzzing.md)"
+stage "fuzz targets, short run: seed corpora and seeded mutations (docs/fuzzing.md)"
 cargo test --manifest-path fuzz/Cargo.toml --no-default-features
 
-echo "==> end-to-end tests again, objects in S3"
+stage "end-to-end tests again, objects in S3"
 SLUICE_E2E_OBJECT_STORE=s3 cargo test -p sluice-e2e -- --skip cluster_
 
-echo "==> end-to-end tests again, objects in S3 and metadata in etcd"
+stage "end-to-end tests again, objects in S3 and metadata in etcd"
 SLUICE_E2E_OBJECT_STORE=s3 SLUICE_E2E_META=etcd cargo test -p sluice-e2e -- --skip cluster_
 
-# Cluster pass only: test_scaling.py adds a broker to the cluster fixture; franz-go's
-# kgo suite, Streams, Connect and MirrorMaker 2 take minutes each and kill -9 a broker
-# under load only on a cluster (the ledger runs them on one Sluice broker and on Kafka).
+# Cluster pass only: test_scaling.py adds a broker to the cluster fixture and
+# test_group_failover.py starts a cluster of its own whatever the pass; franz-go's kgo
+# suite, Streams, Connect and MirrorMaker 2 take minutes each and kill -9 a broker
+# under load only on a cluster; Kafka's tools reassign partitions and elect leaders,
+# which mean something only there (the ledger runs all of them on one Sluice broker
+# and on Kafka).
 cluster_only=(--deselect tests/clients/test_scaling.py
+  --deselect tests/clients/test_group_failover.py
   --deselect tests/clients/test_go_clients.py::test_franz_go_kgo_suite
+  --deselect tests/clients/test_kafka_tools.py
   --deselect tests/clients/test_streams.py --deselect tests/clients/test_connect.py)
 # Not again on the S3 servers: what runs the same on any object store.
 jvm_and_go=(--deselect tests/clients/test_java_client.py
   --deselect tests/clients/test_kafka_tools.py --deselect tests/clients/test_kafkajs.py
   --deselect tests/clients/test_go_clients.py)
 
-echo "==> client tests (confluent-kafka, kafka-python, aiokafka, kcat), local objects"
+stage "client tests (confluent-kafka, kafka-python, aiokafka, kcat), local objects"
 python3 -m pytest tests/clients -q -p no:cacheprovider -W ignore::DeprecationWarning \
   "${cluster_only[@]}"
 
-echo "==> compatibility ledger: docs/compatibility.md is current (APIs and scenarios)"
+stage "compatibility ledger: docs/compatibility.md is current (APIs and scenarios)"
 python3 scripts/compatibility.py --check
 
-echo "==> client tests again, on a 3-broker cluster (etcd + S3 server)"
+stage "client tests again, on a 3-broker cluster (etcd + S3 server)"
 SLUICE_TEST_CLUSTER=3 python3 -m pytest tests/clients -q -p no:cacheprovider -W ignore::DeprecationWarning \
   --deselect tests/clients/test_s3_faults.py
 
-# LocalStack needs Python 3.13; where it exists, the client suites run on it too.
+# Last, so the run closes on a test summary. One single-broker pass on S3: LocalStack
+# where Python 3.13 exists (it is what local stacks run), else moto. S3 through moto is
+# also what the cluster pass and the end-to-end S3 passes use, and test_s3_faults.py
+# (moto behind a fault-injecting proxy) runs in the local pass.
 if [ -n "${LOCALSTACK_PYTHON:-}" ] || [ -x /root/.pyenv/versions/3.13.0/bin/python3 ] || command -v python3.13 >/dev/null; then
-  echo "==> client tests again, objects in LocalStack S3 (on this host)"
+  stage "LocalStack on this host (localstack/run-host.sh)"
   trap './localstack/run-host.sh stop' EXIT
   ./localstack/run-host.sh start
+  stage "Terraform: apply and destroy the LocalStack example"
+  ./terraform/check.sh apply-localstack
+  stage "client tests again, objects in LocalStack S3 (on this host)"
   SLUICE_TEST_OBJECT_STORE=s3 SLUICE_TEST_S3_ENDPOINT=http://127.0.0.1:4566 \
     python3 -m pytest tests/clients -q -p no:cacheprovider -W ignore::DeprecationWarning \
     --deselect tests/clients/test_s3_faults.py "${cluster_only[@]}" "${jvm_and_go[@]}"
-  echo "==> Terraform: apply and destroy the LocalStack example"
-  ./terraform/check.sh apply-localstack
   ./localstack/run-host.sh stop
   trap - EXIT
 else
-  echo "==> LocalStack pass not run: no Python 3.13 on this machine (set LOCALSTACK_PYTHON)"
+  stage "client tests again, objects in S3 (moto; no Python 3.13 here for LocalStack, set LOCALSTACK_PYTHON)"
+  SLUICE_TEST_OBJECT_STORE=s3 python3 -m pytest tests/clients -q -p no:cacheprovider -W ignore::DeprecationWarning \
+    --deselect tests/clients/test_s3_faults.py "${cluster_only[@]}" "${jvm_and_go[@]}"
 fi
-
-# Last, so the run closes on a test summary whatever ran before. The Java suite, the
-# Go clients and Kafka's tools run on local objects and on the cluster (S3) above;
-# not again here.
-echo "==> client tests again, objects in S3 (moto)"
-SLUICE_TEST_OBJECT_STORE=s3 python3 -m pytest tests/clients -q -p no:cacheprovider -W ignore::DeprecationWarning \
-  "${cluster_only[@]}" "${jvm_and_go[@]}"

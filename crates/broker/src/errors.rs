@@ -33,23 +33,6 @@ pub fn code(e: &EngineError) -> i16 {
     r.code()
 }
 
-/// The HTTP status the admin API answers `e` with.
-pub fn http_status(e: &EngineError) -> u16 {
-    use EngineError as E;
-    match e {
-        E::UnknownTopicOrPartition { .. } => 404,
-        E::TopicAlreadyExists { .. } => 409,
-        E::InvalidTopic { .. }
-        | E::InvalidPartitions { .. }
-        | E::InvalidReplicationFactor { .. }
-        | E::InvalidConfig { .. }
-        | E::InvalidRequest(_) => 400,
-        E::NotLeader { .. } | E::NotLeaderForPartition { .. } | E::ShuttingDown => 503,
-        E::TimedOut | E::Meta(_) | E::Storage(_) | E::FlushFailed(_) => 503,
-        _ => 500,
-    }
-}
-
 /// The Kafka error code for a failed write of group state: a broker whose
 /// generation moved lost the group's shard, so its clients look for the new
 /// coordinator.

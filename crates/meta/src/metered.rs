@@ -139,4 +139,13 @@ mod tests {
         assert!(out.contains("sluice_meta_requests_total{op=\"get\",outcome=\"ok\"} 1"));
         assert!(out.contains("sluice_meta_request_seconds_count{op=\"range\"} 1"));
     }
+
+    /// The wrapper passes the suite the stores it wraps pass (as object_store's
+    /// wrappers run its integration tests).
+    #[tokio::test]
+    async fn passes_the_conformance_suite_like_what_it_wraps() {
+        let metrics = Arc::new(MetaMetrics::default());
+        let meta = MeteredMeta::new(Arc::new(EmbeddedStore::in_memory()), metrics);
+        crate::conformance::run_all(&meta).await;
+    }
 }

@@ -19,7 +19,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use sluice_broker::admin::{GroupView, MemberView};
-use sluice_broker::errors::http_status;
 use sluice_engine::keyspace::BrokerRecord;
 use sluice_engine::{Engine, EngineError, PartitionStats};
 use uuid::Uuid;
@@ -43,24 +42,63 @@ pub fn routes() -> Router<HttpState> {
         .route("/admin/v1/groups/{group}", get(group))
 }
 
-type Answer<T> = Result<Json<T>, (StatusCode, Json<ErrorBody>)>;
+type Answer<T> = Result<Json<T>, ApiError>;
 
+/// The body of every failed admin API answer.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
 }
 
-fn error(status: u16, message: impl Into<String>) -> (StatusCode, Json<ErrorBody>) {
-    (
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        Json(ErrorBody {
-            error: message.into(),
-        }),
-    )
+/// A failed admin API call: its HTTP status and message, answered as [`ErrorBody`].
+/// Handlers return it with `?`; engine errors convert with their status.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
 }
 
-fn engine_error(e: EngineError) -> (StatusCode, Json<ErrorBody>) {
-    error(http_status(&e), e.to_string())
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        use EngineError as E;
+        let status = match &e {
+            E::UnknownTopicOrPartition { .. } => StatusCode::NOT_FOUND,
+            E::TopicAlreadyExists { .. } => StatusCode::CONFLICT,
+            E::InvalidTopic { .. }
+            | E::InvalidPartitions { .. }
+            | E::InvalidReplicationFactor { .. }
+            | E::InvalidConfig { .. }
+            | E::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            // Retriable: leadership moving, shutting down, a store not answering.
+            E::NotLeader { .. }
+            | E::NotLeaderForPartition { .. }
+            | E::ShuttingDown
+            | E::TimedOut
+            | E::Meta(_)
+            | E::Storage(_)
+            | E::FlushFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self::new(status, e.to_string())
+    }
+}
+
+impl axum::response::IntoResponse for ApiError {
+    fn into_response(self) -> axum::response::Response {
+        let body = Json(ErrorBody {
+            error: self.message,
+        });
+        (self.status, body).into_response()
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -236,7 +274,7 @@ async fn topics(State(state): State<HttpState>) -> Json<Vec<TopicView>> {
 
 async fn topic(State(state): State<HttpState>, Path(name): Path<String>) -> Answer<TopicView> {
     let Some(t) = state.engine.topic(&name) else {
-        return Err(engine_error(EngineError::unknown_topic(&name)));
+        return Err(ApiError::from(EngineError::unknown_topic(&name)));
     };
     let stats = cluster_partitions(&state.engine, &state.client).await;
     Ok(Json(topic_view(&state.engine, &t.record, &stats)))
@@ -263,8 +301,7 @@ async fn create_topic(
     let t = state
         .engine
         .create_topic(&req.name, req.partitions, -1, req.configs, false)
-        .await
-        .map_err(engine_error)?;
+        .await?;
     Ok(Json(topic_view(&state.engine, &t.record, &HashMap::new())))
 }
 
@@ -273,15 +310,11 @@ async fn delete_topic(
     Path(name): Path<String>,
 ) -> Answer<serde_json::Value> {
     if name == sluice_broker::coordinator::GROUPS_TOPIC {
-        return Err(engine_error(
+        return Err(ApiError::from(
             sluice_broker::api::delete_topics::internal_topic(&name),
         ));
     }
-    let id = state
-        .engine
-        .delete_topic(&name)
-        .await
-        .map_err(engine_error)?;
+    let id = state.engine.delete_topic(&name).await?;
     Ok(Json(serde_json::json!({ "deleted": name, "id": id })))
 }
 
@@ -305,8 +338,8 @@ async fn reassign(
         match view.brokers.get(&b) {
             Some(r) if r.roles.broker && !r.leaving => {}
             _ => {
-                return Err(error(
-                    400,
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
                     format!("broker={b} is not a live broker that can lead partitions"),
                 ))
             }
@@ -327,8 +360,7 @@ async fn reassign(
             }
             Ok(())
         })
-        .await
-        .map_err(engine_error)?;
+        .await?;
     Ok(Json(topic_view(engine, &t.record, &HashMap::new())))
 }
 
@@ -401,20 +433,15 @@ fn with_lag(
 }
 
 async fn groups(State(state): State<HttpState>) -> Answer<Vec<GroupLag>> {
-    group_lags(&state.engine, &state.client)
-        .await
-        .map(Json)
-        .map_err(engine_error)
+    Ok(Json(group_lags(&state.engine, &state.client).await?))
 }
 
 async fn group(State(state): State<HttpState>, Path(id): Path<String>) -> Answer<GroupLag> {
-    let all = group_lags(&state.engine, &state.client)
-        .await
-        .map_err(engine_error)?;
+    let all = group_lags(&state.engine, &state.client).await?;
     all.into_iter()
         .find(|g| g.group == id)
         .map(Json)
-        .ok_or_else(|| error(404, format!("unknown group: group={id}")))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown group: group={id}")))
 }
 
 /// `sluice_consumer_group_lag{group,topic}` for every group, rendered by the
@@ -447,5 +474,40 @@ pub async fn render_lag(engine: &Arc<Engine>, client: &reqwest::Client, out: &mu
                 sluice_metrics::escape(topic)
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a test: panicking is how it fails
+
+    use axum::response::IntoResponse;
+
+    use super::*;
+
+    async fn answer(e: impl Into<ApiError>) -> (StatusCode, ErrorBody) {
+        let response = e.into().into_response();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn engine_errors_answer_with_their_status_and_message() {
+        let (status, body) = answer(EngineError::unknown_topic("t")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body.error.contains("topic=t"), "{}", body.error);
+        let exists = EngineError::TopicAlreadyExists { name: "t".into() };
+        assert_eq!(answer(exists).await.0, StatusCode::CONFLICT);
+        let bad = EngineError::InvalidRequest("no".into());
+        assert_eq!(answer(bad).await.0, StatusCode::BAD_REQUEST);
+        let moving = EngineError::NotLeader { epoch: 3 };
+        assert_eq!(answer(moving).await.0, StatusCode::SERVICE_UNAVAILABLE);
+        let refused = EngineError::OutOfOrderSequence { producer_id: 1 };
+        assert_eq!(answer(refused).await.0, StatusCode::INTERNAL_SERVER_ERROR);
+        let missing = ApiError::new(StatusCode::NOT_FOUND, "unknown group: group=g");
+        assert_eq!(answer(missing).await.1.error, "unknown group: group=g");
     }
 }
