@@ -107,8 +107,22 @@ async fn a_wal_object_round_trips_through_s3() -> anyhow::Result<()> {
     let s3 = S3Server::start()?;
     let store = store(&s3).await?;
     let mut b = WalObjectBuilder::new();
-    b.add_slice([1; 16], 0, 0, 9, 100, [Bytes::from(vec![7u8; 300_000])]);
-    b.add_slice([2; 16], 5, 10, 19, 200, [Bytes::from_static(b"tail")]);
+    b.add_slice(
+        uuid::Uuid::from_bytes([1; 16]),
+        0,
+        0,
+        9,
+        100,
+        [Bytes::from(vec![7u8; 300_000])],
+    );
+    b.add_slice(
+        uuid::Uuid::from_bytes([2; 16]),
+        5,
+        10,
+        19,
+        200,
+        [Bytes::from_static(b"tail")],
+    );
     let (payload, slices, len) = b.finish();
     let key = Path::from("wal/0/1/roundtrip.wal");
     store.put_opts(&key, payload, create()).await?;

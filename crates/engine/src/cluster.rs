@@ -344,23 +344,12 @@ impl Engine {
             let m = Manifest::from_kv(&kv)?;
             let object = Arc::new(object_store::path::Path::from(m.object.as_str()));
             for s in m.slices {
-                if !wanted.contains(&(s.topic_id, s.partition)) {
+                let at = (s.slice.topic_id, s.slice.partition);
+                if !wanted.contains(&at) {
                     continue;
                 }
-                slices.entry((s.topic_id, s.partition)).or_default().push((
-                    IndexEntry {
-                        base_offset: s.base_offset,
-                        last_offset: s.last_offset,
-                        max_timestamp: s.max_timestamp,
-                        object: object.clone(),
-                        object_len: m.object_len,
-                        start: s.start,
-                        len: s.len,
-                        cached: None,
-                        format: crate::partition::Format::Batches,
-                    },
-                    s.producers,
-                ));
+                let entry = IndexEntry::from_committed(&s.slice, object.clone(), m.object_len);
+                slices.entry(at).or_default().push((entry, s.producers));
             }
         }
         let mut out = Vec::with_capacity(gained.len());

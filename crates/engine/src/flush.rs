@@ -94,6 +94,8 @@ struct Flight {
     /// the object was written: the commit fails if either moved since (the
     /// partitions moved away, or the janitor may be deleting this object).
     fence: Fence,
+    /// Each partition's slice as the manifest commits it, with its bytes for the
+    /// in-memory tail.
     slices: Vec<(Arc<Partition>, ManifestSlice, Bytes)>,
     waiters: Vec<oneshot::Sender<FlushResult>>,
     rollbacks: u64,
@@ -292,39 +294,23 @@ fn write_object(
     for ((topic_id, partition), s) in slices {
         let data = concat(s.batches);
         builder.add_slice(
-            *topic_id.as_bytes(),
+            topic_id,
             partition,
             s.base_offset,
             s.last_offset,
             s.max_timestamp,
             [data.clone()],
         );
-        parts.push((
-            s.partition,
-            s.base_offset,
-            s.last_offset,
-            s.max_timestamp,
-            s.producers,
-            data,
-        ));
+        parts.push((s.partition, s.producers, data));
     }
     let key = paths::wal_object(engine.cfg.broker_id, broker_generation, ulid::Ulid::new());
+    // The builder returns the slices in the order they were added.
     let (payload, wal_slices, _) = builder.finish();
     let slices: Vec<(Arc<Partition>, ManifestSlice, Bytes)> = parts
         .into_iter()
         .zip(wal_slices)
-        .map(|((partition, base, last, max_ts, producers, data), w)| {
-            let m = ManifestSlice {
-                topic_id: partition.topic_id,
-                partition: partition.index,
-                base_offset: base,
-                last_offset: last,
-                start: w.start,
-                len: w.len,
-                max_timestamp: max_ts,
-                producers,
-            };
-            (partition, m, data)
+        .map(|((partition, producers, data), slice)| {
+            (partition, ManifestSlice { slice, producers }, data)
         })
         .collect();
     let object_len = payload.content_length() as u64;
@@ -401,15 +387,8 @@ async fn run_committer(engine: Arc<Engine>, mut flights: mpsc::UnboundedReceiver
                 }
                 for (partition, m, data) in &f.slices {
                     let entry = IndexEntry {
-                        base_offset: m.base_offset,
-                        last_offset: m.last_offset,
-                        max_timestamp: m.max_timestamp,
-                        object: f.object.clone(),
-                        object_len: f.object_len,
-                        start: m.start,
-                        len: m.len,
                         cached: Some(data.clone()),
-                        format: crate::partition::Format::Batches,
+                        ..IndexEntry::from_committed(&m.slice, f.object.clone(), f.object_len)
                     };
                     let mut read = partition.read_mut();
                     // A partition that moved away and back while this flush was

@@ -50,6 +50,25 @@ pub struct IndexEntry {
 }
 
 impl IndexEntry {
+    /// The entry of a committed slice of write-ahead object `object`.
+    pub fn from_committed(
+        slice: &sluice_storage::wal::WalSlice,
+        object: Arc<Path>,
+        object_len: u64,
+    ) -> Self {
+        Self {
+            base_offset: slice.base_offset,
+            last_offset: slice.last_offset,
+            max_timestamp: slice.max_timestamp,
+            object,
+            object_len,
+            start: slice.start,
+            len: slice.len,
+            cached: None,
+            format: Format::Batches,
+        }
+    }
+
     /// Whether the entry is a slice of a shared write-ahead object (not yet folded).
     pub fn in_wal(&self) -> bool {
         self.format == Format::Batches

@@ -242,7 +242,7 @@ impl Engine {
                 continue;
             };
             referenced.insert(m.object.clone());
-            let gone = m.slices.iter().all(|s| {
+            let gone = m.slices.iter().map(|s| &s.slice).all(|s| {
                 !live.contains(&s.topic_id)
                     || s.last_offset < folded.get(&(s.topic_id, s.partition)).copied().unwrap_or(0)
             });

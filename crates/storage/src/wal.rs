@@ -14,6 +14,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use object_store::PutPayload;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::StorageError;
 
@@ -23,10 +25,12 @@ const END_MAGIC: &[u8; 8] = b"SLWALEND";
 const SLICE_ENTRY: usize = 60;
 const TRAILER: usize = 4 + 4 + 8;
 
-/// Where one partition's batches lie inside a WAL object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where one partition's batches lie inside a WAL object: the one slice type from
+/// the object's footer to the manifest that commits it (the engine's
+/// `ManifestSlice` adds its producers) to the partition's offset index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WalSlice {
-    pub topic_id: [u8; 16],
+    pub topic_id: Uuid,
     pub partition: i32,
     pub base_offset: i64,
     pub last_offset: i64,
@@ -61,7 +65,7 @@ impl WalObjectBuilder {
     /// Appends one partition's batches (already offset-assigned, in offset order).
     pub fn add_slice(
         &mut self,
-        topic_id: [u8; 16],
+        topic_id: Uuid,
         partition: i32,
         base_offset: i64,
         last_offset: i64,
@@ -92,7 +96,7 @@ impl WalObjectBuilder {
     pub fn finish(mut self) -> (PutPayload, Vec<WalSlice>, u64) {
         let mut footer = BytesMut::with_capacity(self.slices.len() * SLICE_ENTRY + TRAILER);
         for s in &self.slices {
-            footer.put_slice(&s.topic_id);
+            footer.put_slice(s.topic_id.as_bytes());
             footer.put_i32(s.partition);
             footer.put_i64(s.base_offset);
             footer.put_i64(s.last_offset);
@@ -144,7 +148,7 @@ pub fn read_slices(key: &str, object: &[u8]) -> Result<Vec<WalSlice>, StorageErr
         let mut topic_id = [0u8; 16];
         topic_id.copy_from_slice(&e[..16]);
         let s = WalSlice {
-            topic_id,
+            topic_id: Uuid::from_bytes(topic_id),
             partition: i32::from_be_bytes([e[16], e[17], e[18], e[19]]),
             base_offset: i64_at(20),
             last_offset: i64_at(28),
@@ -172,14 +176,21 @@ mod tests {
     async fn round_trips_through_an_object_store() {
         let mut b = WalObjectBuilder::new();
         b.add_slice(
-            [1; 16],
+            Uuid::from_bytes([1; 16]),
             0,
             0,
             9,
             100,
             [Bytes::from_static(b"aaaa"), Bytes::from_static(b"bb")],
         );
-        b.add_slice([2; 16], 3, 50, 50, 200, [Bytes::from_static(b"ccc")]);
+        b.add_slice(
+            Uuid::from_bytes([2; 16]),
+            3,
+            50,
+            50,
+            200,
+            [Bytes::from_static(b"ccc")],
+        );
         assert_eq!(b.data_len(), 9);
         let (payload, slices, len) = b.finish();
         let store = InMemory::new();

@@ -11,13 +11,12 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use sluice_engine::cluster::{AssignmentRecord, Leader};
 use sluice_engine::compaction::{Checkpoint, FoldedFile};
-use sluice_engine::manifest::{Manifest, ManifestSlice};
+use sluice_engine::keyspace::{AssignmentRecord, Leader, Manifest, ManifestSlice, Stored};
 use sluice_engine::partition::{Format, ProducerBatch};
 use sluice_meta::{EmbeddedStore, MetaStore, Op, Txn};
 use sluice_protocol::api::SUPPORTED;
-use sluice_storage::wal::WalObjectBuilder;
+use sluice_storage::wal::{WalObjectBuilder, WalSlice};
 
 fn write(target: &str, name: &str, bytes: &[u8]) {
     let dir = Path::new("corpus").join(target);
@@ -153,7 +152,7 @@ fn batches() -> Vec<Bytes> {
 fn wal(batches: &[Bytes]) {
     let mut b = WalObjectBuilder::new();
     b.add_slice(
-        [1; 16],
+        uuid::Uuid::from_bytes([1; 16]),
         0,
         0,
         2,
@@ -161,7 +160,7 @@ fn wal(batches: &[Bytes]) {
         batches[..2].iter().cloned(),
     );
     b.add_slice(
-        [2; 16],
+        uuid::Uuid::from_bytes([2; 16]),
         3,
         10,
         12,
@@ -186,13 +185,15 @@ fn records() {
         object: "wal/0000000000/0000000001/0000000000000001.wal".into(),
         object_len: 4096,
         slices: vec![ManifestSlice {
-            topic_id: uuid::Uuid::from_bytes([1; 16]),
-            partition: 0,
-            base_offset: 0,
-            last_offset: 2,
-            start: 8,
-            len: 300,
-            max_timestamp: 1_700_000_000_002,
+            slice: WalSlice {
+                topic_id: uuid::Uuid::from_bytes([1; 16]),
+                partition: 0,
+                base_offset: 0,
+                last_offset: 2,
+                start: 8,
+                len: 300,
+                max_timestamp: 1_700_000_000_002,
+            },
             producers: vec![producer],
         }],
     };

@@ -360,6 +360,23 @@ mod tests {
         assert!(err.to_string().contains("key=k/epoch"), "{err}");
     }
 
+    /// Manifests keep the layout they were always stored in: the slice's fields flat,
+    /// beside `producers` (absent when empty), so older manifests decode and newer
+    /// ones are readable by the previous release.
+    #[test]
+    fn manifests_keep_their_stored_layout() {
+        let stored = br#"{"object":"wal/1/2/x.wal","object_len":120,"slices":[{"topic_id":"6f2c9a4e-0000-4000-8000-000000000001","partition":3,"base_offset":10,"last_offset":19,"start":8,"len":100,"max_timestamp":1700000000000}]}"#;
+        let m = Manifest::decode(stored).unwrap();
+        let s = &m.slices[0];
+        assert_eq!(
+            (s.slice.partition, s.slice.base_offset, s.slice.last_offset),
+            (3, 10, 19)
+        );
+        assert_eq!((s.slice.start, s.slice.len), (8, 100));
+        assert!(s.producers.is_empty());
+        assert_eq!(&m.encode()[..], &stored[..]);
+    }
+
     #[test]
     fn unreadable_records_name_their_key() {
         let kv = sluice_meta::KeyValue {

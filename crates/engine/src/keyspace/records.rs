@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use sluice_storage::wal::WalSlice;
+
 use crate::partition::ProducerBatch;
 
 /// `assignment/<topic-id>`: each partition's leader, by partition index.
@@ -124,15 +126,13 @@ pub struct Manifest {
     pub slices: Vec<ManifestSlice>,
 }
 
+/// One slice of the object as committed: where the write-ahead object's footer says
+/// it lies, and the idempotent producers' batches in it. Stored flat (the slice's
+/// fields beside `producers`), as manifests always were.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestSlice {
-    pub topic_id: Uuid,
-    pub partition: i32,
-    pub base_offset: i64,
-    pub last_offset: i64,
-    pub start: u64,
-    pub len: u64,
-    pub max_timestamp: i64,
+    #[serde(flatten)]
+    pub slice: WalSlice,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub producers: Vec<ProducerBatch>,
 }
