@@ -74,7 +74,6 @@ pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, 
 }
 
 /// Implements [`Stored`] as JSON for record types.
-#[macro_export]
 macro_rules! stored_as_json {
     ($($ty:ty => $what:literal),+ $(,)?) => {$(
         impl $crate::keyspace::Stored for $ty {
