@@ -20,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 started=$(date +%s)
-stage() { stage "[$(( $(date +%s) - started )) s] $*"; }
+stage() { echo "==> [$(( $(date +%s) - started )) s] $*"; }
 
 ./tests/install-deps.sh
 
