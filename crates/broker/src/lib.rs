@@ -11,11 +11,9 @@
 
 pub mod admin;
 pub mod api;
-pub mod controller;
 pub mod coordinator;
 pub mod errors;
 pub mod fetch_session;
-pub mod membership;
 #[cfg(test)]
 mod testing;
 
@@ -71,8 +69,12 @@ impl Broker {
     ) -> Self {
         let groups = Arc::new(coordinator::group::Groups::new(
             config.initial_rebalance_delay,
+            engine.clock().clone(),
         ));
-        let consumer_groups = Arc::new(coordinator::consumer::ConsumerGroups::new(config.consumer));
+        let consumer_groups = Arc::new(coordinator::consumer::ConsumerGroups::new(
+            config.consumer,
+            engine.clock().clone(),
+        ));
         let shards = Arc::new(coordinator::persist::Shards::new(config.offsets_retention));
         coordinator::start_timer(
             Arc::downgrade(&groups),

@@ -17,8 +17,9 @@ use sluice_meta::{
 };
 use tokio::sync::mpsc;
 
-use crate::membership::Membership;
-use crate::{controller, coordinator, Broker, BrokerIdentity};
+use sluice_control::membership::Membership;
+
+use crate::{coordinator, Broker, BrokerIdentity};
 
 pub fn record(id: i32) -> BrokerRecord {
     BrokerRecord {
@@ -42,7 +43,11 @@ pub async fn broker_on(meta: Arc<dyn MetaStore>) -> Broker {
     .await
     .unwrap();
     let membership = Membership::start(engine.clone(), record(0), Duration::from_secs(6), None);
-    tokio::spawn(controller::run(engine.clone(), membership.lease()));
+    tokio::spawn(sluice_control::run(
+        engine.clone(),
+        membership.lease(),
+        Vec::new(),
+    ));
     // The membership's lease lives as long as the test.
     std::mem::forget(membership);
     coordinator::ensure_groups_topic(&engine, 4).await;

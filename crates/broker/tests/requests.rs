@@ -16,8 +16,8 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use sluice_broker::membership::Membership;
-use sluice_broker::{controller, coordinator, Broker, BrokerIdentity, Reply};
+use sluice_broker::{coordinator, Broker, BrokerIdentity, Reply};
+use sluice_control::membership::Membership;
 use sluice_engine::keyspace::BrokerRecord;
 use sluice_engine::{Engine, EngineConfig};
 use sluice_meta::EmbeddedStore;
@@ -351,7 +351,11 @@ async fn broker() -> (Broker, uuid::Uuid) {
         Duration::from_secs(6),
         None,
     );
-    tokio::spawn(controller::run(engine.clone(), membership.lease()));
+    tokio::spawn(sluice_control::run(
+        engine.clone(),
+        membership.lease(),
+        Vec::new(),
+    ));
     coordinator::ensure_groups_topic(&engine, 4).await;
     let topic = engine
         .create_topic("every", 1, 1, BTreeMap::new(), false)

@@ -192,7 +192,7 @@ impl Engine {
     ///
     /// [`ClusterView::compactor`]: crate::cluster::ClusterView::compactor
     pub async fn compact(&self) {
-        let now_ms = crate::retention::now_ms();
+        let now_ms = self.cfg.clock.now_ms();
         let max_wait_ms = i64::try_from(self.cfg.compaction_interval.as_millis())
             .unwrap_or(i64::MAX)
             .saturating_mul(10);
@@ -615,17 +615,13 @@ impl Engine {
         Ok(true)
     }
 
-    /// Folds due runs (and, on the controller, publishes the lake's Iceberg tables)
-    /// every `interval`, until the engine is dropped.
+    /// Folds due runs every `interval`, until the engine is dropped. (Publishing the
+    /// lake's Iceberg tables, [`Engine::publish_tables`], is a controller duty:
+    /// `sluice-control` runs it.)
     pub fn start_compaction(self: &Arc<Self>, interval: Duration) {
         self.every(interval, (), |engine, _| {
             Box::pin(async move {
                 engine.compact().await;
-                if engine.is_controller() {
-                    if let Err(e) = engine.publish_tables().await {
-                        tracing::warn!(error = %e, "cannot publish lake tables");
-                    }
-                }
             })
         });
     }

@@ -19,6 +19,7 @@
 //!   compare the janitor's `gc/horizon` revision.
 
 pub mod broker_configs;
+pub mod clock;
 pub mod cluster;
 pub mod compaction;
 pub mod fetch;
@@ -42,6 +43,7 @@ use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
 use crate::broker_configs::BrokerDefaults;
+pub use crate::clock::Clock;
 use crate::cluster::ClusterView;
 use crate::flush::WalBuffer;
 pub use crate::keyspace::Keys;
@@ -74,16 +76,18 @@ pub struct EngineConfig {
     /// The block cache in front of object reads.
     pub cache: sluice_cache::CacheConfig,
     /// How often retention runs (Kafka's `log.retention.check.interval.ms`); the
-    /// controller's janitor deletes expired manifests and objects on the same tick.
+    /// controller's janitor deletes expired manifests and objects at the same interval.
     pub retention_check_interval: Duration,
     /// Age after which an object nothing references is deleted.
     pub orphan_grace: Duration,
     /// How often partition leaders look for runs to fold (segments, Parquet); the
-    /// controller publishes Iceberg tables on the same tick.
+    /// controller publishes Iceberg tables at the same interval.
     pub compaction_interval: Duration,
     /// The URI of the object store's root (`s3://bucket/prefix`), for the paths in
     /// Iceberg metadata; none: no Iceberg tables.
     pub object_root: Option<String>,
+    /// Wall-clock time for timestamps, retention and expiry (tests pass a manual one).
+    pub clock: Clock,
 }
 
 impl Default for EngineConfig {
@@ -105,6 +109,7 @@ impl Default for EngineConfig {
             orphan_grace: Duration::from_secs(3600),
             compaction_interval: Duration::from_secs(60),
             object_root: None,
+            clock: Clock::system(),
         }
     }
 }
@@ -437,6 +442,11 @@ impl Engine {
         &self.cfg
     }
 
+    /// Wall-clock time as this broker keeps it.
+    pub fn clock(&self) -> &Clock {
+        &self.cfg.clock
+    }
+
     /// The generation this broker's commits are currently made under.
     pub fn generation(&self) -> u64 {
         self.wal().broker_generation
@@ -497,7 +507,7 @@ impl Engine {
     /// Drops the sequence state of producers idle past the expiration, on every
     /// partition this broker leads (committed and assigned state alike).
     pub fn expire_producers(&self) {
-        let now = retention::now_ms();
+        let now = self.cfg.clock.now_ms();
         let ttl = i64::try_from(self.cfg.producer_id_expiration.as_millis()).unwrap_or(i64::MAX);
         for topic in self.topics() {
             for p in topic

@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use sluice_protocol::batch::{self, BatchError, BatchHeader};
@@ -73,12 +72,6 @@ impl PendingProduce {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// A partition's batch, validated and copied, ready for its offsets.
 struct Prepared {
     topic: Arc<Topic>,
@@ -87,7 +80,7 @@ struct Prepared {
     batch: BytesMut,
 }
 
-fn prepare(req: PartitionRecords) -> Result<Prepared> {
+fn prepare(req: PartitionRecords, now_ms: i64) -> Result<Prepared> {
     if req.topic.partition(req.partition).is_none() {
         return Err(EngineError::unknown_partition(
             &req.topic.record.name,
@@ -123,7 +116,7 @@ fn prepare(req: PartitionRecords) -> Result<Prepared> {
         ));
     }
     let window = (!req.topic.record.log_append_time()).then(|| {
-        let now = now_ms();
+        let now = now_ms;
         let before = req
             .topic
             .record
@@ -222,7 +215,10 @@ impl Engine {
         requests: Vec<PartitionRecords>,
         limit: Option<Duration>,
     ) -> PendingProduce {
-        let prepared: Vec<Result<Prepared>> = requests.into_iter().map(prepare).collect();
+        let prepared: Vec<Result<Prepared>> = requests
+            .into_iter()
+            .map(|r| prepare(r, self.cfg.clock.now_ms()))
+            .collect();
         let incoming: usize = prepared.iter().flatten().map(|p| p.batch.len()).sum();
         let waited = match limit {
             None => {
@@ -350,7 +346,7 @@ impl Engine {
             }
         }
 
-        let now = now_ms();
+        let now = self.cfg.clock.now_ms();
         let append_time = p.topic.record.log_append_time().then_some(now);
         let base_offset = write.next_offset;
         let slice = wal

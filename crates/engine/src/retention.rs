@@ -30,7 +30,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::TryStreamExt;
 use object_store::path::Path;
@@ -150,7 +150,7 @@ impl Engine {
     /// Applies `retention.ms` and `retention.bytes` to every partition this broker
     /// leads, at index-entry granularity (as Kafka deletes whole segments).
     pub async fn enforce_retention(&self) {
-        let now_ms = now_ms();
+        let now_ms = self.cfg.clock.now_ms();
         for topic in self.topics() {
             if !topic.record.has_cleanup_policy("delete") {
                 continue;
@@ -317,7 +317,7 @@ impl Engine {
         janitor: &mut Janitor,
     ) -> Result<usize> {
         let grace_ms = i64::try_from(self.cfg.orphan_grace.as_millis()).unwrap_or(i64::MAX);
-        let now = now_ms();
+        let now = self.cfg.clock.now_ms();
         let mut listed: Vec<object_store::ObjectMeta> = Vec::new();
         for prefix in [WAL_PREFIX, SEGMENT_PREFIX, LAKE_PREFIX] {
             let objects: Vec<object_store::ObjectMeta> = self
@@ -372,7 +372,7 @@ impl Engine {
             let key = self.keys.gc_horizon();
             let current = self.meta.get(&key).await?.map_or(0, |kv| kv.mod_revision);
             let bump = Txn::when(vec![Compare::ModRevision(key.clone(), current)])
-                .then(vec![Op::put(key, now_ms().encode())]);
+                .then(vec![Op::put(key, self.cfg.clock.now_ms().encode())]);
             if self.meta.txn(bump).await?.succeeded {
                 self.refresh_gc_horizon().await?;
                 let mut referenced = HashSet::new();
@@ -409,21 +409,14 @@ impl Engine {
         Ok(doomed.len())
     }
 
-    /// Runs retention on led partitions and, on the controller, the janitor, every
-    /// `interval`, until the engine is dropped.
+    /// Runs retention on led partitions and expires idle producers every `interval`,
+    /// until the engine is dropped. (The janitor, [`Engine::collect_garbage`], is a
+    /// controller duty: `sluice-control` runs it.)
     pub fn start_retention(self: &Arc<Self>, interval: Duration) {
-        self.every(interval, Janitor::default(), |engine, janitor| {
+        self.every(interval, (), |engine, _| {
             Box::pin(async move {
                 engine.enforce_retention().await;
                 engine.expire_producers();
-                if engine.is_controller() {
-                    if let Err(e) = engine.collect_garbage(janitor).await {
-                        tracing::warn!(error = %e, "janitor round failed");
-                    }
-                } else {
-                    // A janitor that starts again counts grace periods afresh.
-                    *janitor = Janitor::default();
-                }
             })
         });
     }
@@ -432,12 +425,6 @@ impl Engine {
 /// A log start value: a decimal offset (0 if unreadable, which keeps everything).
 fn decode_offset(value: &[u8]) -> i64 {
     i64::decode(value).unwrap_or(0)
-}
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A partition's active segment, which retention and log compaction leave alone as

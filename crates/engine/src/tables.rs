@@ -156,7 +156,7 @@ impl Engine {
             return Ok(());
         }
         let version = state.version + 1;
-        let now = crate::retention::now_ms();
+        let now = self.cfg.clock.now_ms();
         let snapshot_id = (now << 10) | (version & 1023);
         let table = IcebergTable::new(&topic.name);
         let id = Uuid::new_v4();

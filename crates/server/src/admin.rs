@@ -444,24 +444,72 @@ async fn group(State(state): State<HttpState>, Path(id): Path<String>) -> Answer
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown group: group={id}")))
 }
 
-/// `sluice_consumer_group_lag{group,topic}` for every group, rendered by the
-/// controller only (one broker answers for the cluster, so lag is not counted once
-/// per broker).
-pub async fn render_lag(engine: &Arc<Engine>, client: &reqwest::Client, out: &mut String) {
-    use std::fmt::Write as _;
-    if !engine.is_controller() {
-        return;
+/// How often the controller recomputes the consumer-lag gauge.
+const LAG_INTERVAL: Duration = Duration::from_secs(2);
+
+/// `sluice_consumer_group_lag{group,topic}` for every group, as `/metrics` renders
+/// it: kept by the controller only (one broker answers for the cluster, so lag is
+/// not counted once per broker), empty on the others.
+#[derive(Default)]
+pub struct LagGauge(std::sync::Mutex<String>);
+
+impl LagGauge {
+    pub fn render(&self, out: &mut String) {
+        out.push_str(&self.0.lock().unwrap_or_else(|p| p.into_inner()));
     }
-    let Ok(lags) = group_lags(engine, client).await else {
-        return;
-    };
+
+    fn set(&self, text: String) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = text;
+    }
+}
+
+/// The controller duty that recomputes the lag gauge every [`LAG_INTERVAL`]; the
+/// gauge empties when the leadership ends.
+pub fn lag_duty(
+    engine: Arc<Engine>,
+    client: reqwest::Client,
+    gauge: Arc<LagGauge>,
+) -> sluice_control::Duty {
+    /// One leadership's lag round; dropping it (deposed) clears the gauge.
+    struct Lag {
+        engine: Arc<Engine>,
+        client: reqwest::Client,
+        gauge: Arc<LagGauge>,
+    }
+    impl Drop for Lag {
+        fn drop(&mut self) {
+            self.gauge.set(String::new());
+        }
+    }
+    sluice_control::Duty::every(
+        "consumer lag",
+        LAG_INTERVAL,
+        move || Lag {
+            engine: engine.clone(),
+            client: client.clone(),
+            gauge: gauge.clone(),
+        },
+        |lag| {
+            Box::pin(async move {
+                match group_lags(&lag.engine, &lag.client).await {
+                    Ok(lags) => lag.gauge.set(render_lag(&lags)),
+                    Err(e) => tracing::debug!(error = %e, "cannot compute consumer lag"),
+                }
+            })
+        },
+    )
+}
+
+fn render_lag(lags: &[GroupLag]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
     sluice_metrics::family(
-        out,
+        &mut out,
         "sluice_consumer_group_lag",
         "gauge",
         "Records between a group's committed offsets and the high watermarks, by topic (controller only).",
     );
-    for g in &lags {
+    for g in lags {
         let mut by_topic: BTreeMap<&str, i64> = BTreeMap::new();
         for o in &g.offsets {
             *by_topic.entry(&o.topic).or_default() += o.lag.unwrap_or(0);
@@ -475,6 +523,7 @@ pub async fn render_lag(engine: &Arc<Engine>, client: &reqwest::Client, out: &mu
             );
         }
     }
+    out
 }
 
 #[cfg(test)]

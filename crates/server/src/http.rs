@@ -23,6 +23,8 @@ pub struct Metrics {
     pub store: Arc<StoreMetrics>,
     pub meta: Arc<MetaMetrics>,
     pub requests: Arc<RequestMetrics>,
+    /// The consumer-lag gauge, kept by the controller's lag duty.
+    pub lag: Arc<crate::admin::LagGauge>,
 }
 
 #[derive(Clone)]
@@ -58,7 +60,7 @@ async fn metrics_text(
         .metrics
         .render(engine.led_partitions(), engine.generation(), &mut out);
     engine.cache_metrics().render(&mut out);
-    crate::admin::render_lag(engine, &state.client, &mut out).await;
+    state.metrics.lag.render(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use sluice_broker::membership::{self, Membership};
-use sluice_broker::{controller, coordinator, Broker, BrokerIdentity};
+use sluice_broker::{coordinator, Broker, BrokerIdentity};
+use sluice_control::membership::{self, Membership};
 use sluice_engine::keyspace::BrokerRecord;
 use sluice_engine::{Engine, EngineConfig};
 use sluice_meta::metered::MeteredMeta;
@@ -135,6 +135,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tail_bytes_total: args.tail_bytes_total,
             auto_create_topics: args.auto_create_topics,
             default_partitions: args.default_partitions.max(1),
+            clock: sluice_engine::Clock::system(),
         },
         meta,
         store,
@@ -190,7 +191,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             None => std::future::pending().await,
         }
     };
-    tokio::spawn(controller::run(engine.clone(), membership.lease()));
+    tokio::spawn(sluice_control::run(
+        engine.clone(),
+        membership.lease(),
+        vec![admin::lag_duty(
+            engine.clone(),
+            reqwest::Client::new(),
+            metrics.lag.clone(),
+        )],
+    ));
     {
         let engine = engine.clone();
         let shards = args.group_shards;

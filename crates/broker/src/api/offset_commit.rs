@@ -4,7 +4,6 @@
 //! which only a group without members accepts.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_commit_response::{
@@ -18,12 +17,6 @@ use crate::{errors, Broker};
 
 /// Kafka's `offset.metadata.max.bytes`.
 const MAX_METADATA_BYTES: usize = 4096;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 pub async fn handle(broker: &Broker, req: OffsetCommitRequest) -> ResponseKind {
     let group = req.group_id.to_string();
@@ -78,7 +71,7 @@ pub async fn handle(broker: &Broker, req: OffsetCommitRequest) -> ResponseKind {
         }
     }
 
-    let now = now_ms();
+    let now = broker.engine.clock().now_ms();
     let mut codes: Vec<Vec<i16>> = Vec::with_capacity(req.topics.len());
     let mut commits: BTreeMap<String, TopicOffsets> = BTreeMap::new();
     for t in &req.topics {

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use kafka_protocol::error::ResponseError;
 use serde::{Deserialize, Serialize};
+use sluice_engine::Clock;
 use uuid::Uuid;
 
 use super::assignor::{self, Assignment, MemberSpec, ASSIGNORS};
@@ -231,11 +232,14 @@ pub struct ConsumerGroup {
     /// Changed since it was last written to the metadata store.
     #[serde(skip)]
     dirty: bool,
+    #[serde(skip)]
+    clock: Clock,
 }
 
 impl ConsumerGroup {
-    pub fn new(id: &str) -> Self {
+    pub fn new(id: &str, clock: Clock) -> Self {
         Self {
+            clock,
             id: id.to_string(),
             epoch: 0,
             assignment_epoch: 0,
@@ -284,7 +288,7 @@ impl ConsumerGroup {
             // Its subscription no longer counts.
             self.topics_seen = 0;
             if self.members.is_empty() {
-                self.empty_since_ms = Some(super::now_ms());
+                self.empty_since_ms = Some(self.clock.now_ms());
             }
         }
     }
@@ -617,6 +621,7 @@ impl ConsumerGroup {
 pub struct ConsumerGroups {
     groups: Registry<ConsumerGroup>,
     pub settings: Settings,
+    clock: Clock,
 }
 
 /// The registry's methods (lookup, delete, persistence marks) apply as they are.
@@ -643,10 +648,11 @@ impl Kept for ConsumerGroup {
 }
 
 impl ConsumerGroups {
-    pub fn new(settings: Settings) -> Self {
+    pub fn new(settings: Settings, clock: Clock) -> Self {
         Self {
             groups: Registry::default(),
             settings,
+            clock,
         }
     }
 
@@ -659,7 +665,10 @@ impl ConsumerGroups {
     ) -> Result<Answer, ResponseError> {
         let mut groups = self.lock();
         if hb.member_epoch == 0 && !groups.contains_key(group_id) {
-            groups.insert(group_id.to_string(), ConsumerGroup::new(group_id));
+            groups.insert(
+                group_id.to_string(),
+                ConsumerGroup::new(group_id, self.clock.clone()),
+            );
         }
         match groups.get_mut(group_id) {
             Some(g) => {
@@ -690,7 +699,8 @@ impl ConsumerGroups {
     }
 
     /// Installs a group read from the metadata store, unless one is already here.
-    pub fn load_stored(&self, group: ConsumerGroup) {
+    pub fn load_stored(&self, mut group: ConsumerGroup) {
+        group.clock = self.clock.clone();
         let id = group.id.clone();
         self.load(&id, || group.loaded());
     }
@@ -774,7 +784,7 @@ mod tests {
     fn a_partition_moves_only_after_its_holder_revoked_it() {
         let (topics, t) = topics(4);
         let now = Instant::now();
-        let mut g = ConsumerGroup::new("g");
+        let mut g = ConsumerGroup::new("g", Clock::system());
         let a = g.heartbeat(join("a"), &topics, now).unwrap();
         assert_eq!(a.member_epoch, 1);
         let a_owns = a.assignment.unwrap();
@@ -816,7 +826,7 @@ mod tests {
     fn stale_and_future_epochs_are_fenced_and_a_rejoin_starts_over() {
         let (topics, _) = topics(2);
         let now = Instant::now();
-        let mut g = ConsumerGroup::new("g");
+        let mut g = ConsumerGroup::new("g", Clock::system());
         let a = g.heartbeat(join("a"), &topics, now).unwrap();
         let owned = a.assignment.unwrap();
         assert_eq!(
@@ -836,7 +846,7 @@ mod tests {
     fn leaving_and_expiry_free_partitions_for_the_others() {
         let (topics, _) = topics(4);
         let now = Instant::now();
-        let mut g = ConsumerGroup::new("g");
+        let mut g = ConsumerGroup::new("g", Clock::system());
         g.heartbeat(join("a"), &topics, now).unwrap();
         let b = g.heartbeat(join("b"), &topics, now).unwrap();
         let mut leave = beat("a", 0, &Assignment::new());
@@ -857,7 +867,7 @@ mod tests {
     fn a_static_member_comes_back_to_its_partitions_without_an_epoch_bump() {
         let (topics, _) = topics(4);
         let now = Instant::now();
-        let mut g = ConsumerGroup::new("g");
+        let mut g = ConsumerGroup::new("g", Clock::system());
         let static_join = |id: &str| Heartbeat {
             instance_id: Some("i1".to_string()),
             ..join(id)
@@ -884,7 +894,7 @@ mod tests {
     fn a_new_topic_matching_a_regex_bumps_the_epoch() {
         let (mut topics, _) = topics(2);
         let now = Instant::now();
-        let mut g = ConsumerGroup::new("g");
+        let mut g = ConsumerGroup::new("g", Clock::system());
         let mut hb = join("a");
         hb.topics = None;
         hb.regex = Some("t.*".to_string());

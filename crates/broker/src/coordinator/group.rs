@@ -30,10 +30,11 @@ use bytes::Bytes;
 use indexmap::IndexMap;
 use kafka_protocol::error::ResponseError;
 use serde::{Deserialize, Serialize};
+use sluice_engine::Clock;
 use tokio::sync::oneshot;
 
+use super::b64;
 use super::registry::{Kept, Registry};
-use super::{b64, now_ms};
 
 /// Kafka's `group.min.session.timeout.ms` and `group.max.session.timeout.ms`.
 const MIN_SESSION: Duration = Duration::from_millis(6_000);
@@ -164,6 +165,7 @@ pub struct Group {
     pub empty_since_ms: Option<i64>,
     /// Changed since it was last written to the metadata store.
     dirty: bool,
+    clock: Clock,
 }
 
 /// A classic group as the metadata store keeps it: its last completed generation.
@@ -198,8 +200,9 @@ pub struct StoredProtocol {
 }
 
 impl Group {
-    fn new(id: &str) -> Self {
+    fn new(id: &str, clock: Clock) -> Self {
         Self {
+            clock,
             id: id.to_string(),
             state: State::Empty,
             generation: 0,
@@ -250,9 +253,9 @@ impl Group {
 
     /// A group read back from the metadata store: Stable with its members, who get
     /// a full session timeout to reach this coordinator, or Empty.
-    fn from_stored(id: &str, s: StoredGroup) -> Self {
+    fn from_stored(id: &str, s: StoredGroup, clock: Clock) -> Self {
         let now = Instant::now();
-        let mut g = Self::new(id);
+        let mut g = Self::new(id, clock);
         g.generation = s.generation;
         g.protocol_type = s.protocol_type;
         g.protocol = s.protocol;
@@ -410,7 +413,7 @@ impl Group {
     }
 
     fn become_empty(&mut self) {
-        self.empty_since_ms = Some(now_ms());
+        self.empty_since_ms = Some(self.clock.now_ms());
         self.dirty = true;
         self.state = State::Empty;
         self.generation += 1;
@@ -476,6 +479,7 @@ impl Group {
 pub struct Groups {
     groups: Registry<Group>,
     initial_delay: Duration,
+    clock: Clock,
 }
 
 /// The registry's methods (lookup, delete, persistence marks) apply as they are.
@@ -508,10 +512,11 @@ pub enum Pending<T> {
 }
 
 impl Groups {
-    pub fn new(initial_delay: Duration) -> Self {
+    pub fn new(initial_delay: Duration, clock: Clock) -> Self {
         Self {
             groups: Registry::default(),
             initial_delay,
+            clock,
         }
     }
 
@@ -537,7 +542,7 @@ impl Groups {
         let mut groups = self.lock();
         let group = groups
             .entry(group_id.to_string())
-            .or_insert_with(|| Group::new(group_id));
+            .or_insert_with(|| Group::new(group_id, self.clock.clone()));
         if group.state != State::Empty {
             let same_type = group.protocol_type.as_deref() == Some(req.protocol_type.as_str());
             let shares = group.members.values().all(|m| {
@@ -873,7 +878,9 @@ impl Groups {
 
     /// Installs a group read from the metadata store, unless one is already here.
     pub fn load_stored(&self, group_id: &str, stored: StoredGroup) {
-        self.load(group_id, || Group::from_stored(group_id, stored));
+        self.load(group_id, || {
+            Group::from_stored(group_id, stored, self.clock.clone())
+        });
     }
 
     /// (group id, protocol type, state) of every group.

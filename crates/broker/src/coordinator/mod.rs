@@ -101,13 +101,6 @@ pub fn local_shard(broker: &Broker, group: &str) -> Result<i32, ResponseError> {
     }
 }
 
-/// Wall-clock milliseconds, as commit times and group timestamps are kept.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// Bytes as base64 strings in stored JSON.
 pub(crate) mod b64 {
     use base64::Engine as _;

@@ -31,7 +31,7 @@ use sluice_meta::{Op, Txn};
 
 use super::consumer::{ConsumerGroup, ConsumerGroups};
 use super::group::{Groups, StoredGroup};
-use super::{led_shards, now_ms, offsets, shard_of, GROUPS_TOPIC};
+use super::{led_shards, offsets, shard_of, GROUPS_TOPIC};
 
 /// The value of a `state` key.
 #[derive(Debug, Serialize, Deserialize)]
@@ -347,7 +347,7 @@ impl Round<'_> {
     /// groups this broker no longer knows, is never swept.
     async fn expire_offsets(&self, retention: Duration, guard: &sluice_meta::Compare) {
         let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-        let now = now_ms();
+        let now = self.engine.clock().now_ms();
         for (shard, epoch) in led_shards(self.engine) {
             if !self.shards.is_loaded(shard, epoch) {
                 continue;
@@ -411,13 +411,15 @@ impl Round<'_> {
 
 #[cfg(test)]
 mod tests {
+    use sluice_engine::Clock;
+
     use super::*;
     use crate::coordinator::consumer::{Heartbeat, Settings, TopicMeta, Topics};
     use crate::coordinator::group::{JoinRequest, Pending};
 
     #[test]
     fn a_classic_group_is_written_when_stable_and_loads_as_it_was() {
-        let groups = Groups::new(Duration::ZERO);
+        let groups = Groups::new(Duration::ZERO, Clock::system());
         let join = JoinRequest {
             member_id: String::new(),
             instance_id: None,
@@ -453,7 +455,7 @@ mod tests {
         let Stored::Classic(stored) = serde_json::from_slice(&bytes).unwrap() else {
             panic!("a classic group")
         };
-        let moved = Groups::new(Duration::ZERO);
+        let moved = Groups::new(Duration::ZERO, Clock::system());
         moved.load_stored("g", stored);
         // The member's next heartbeat on the new coordinator succeeds.
         assert_eq!(
@@ -471,7 +473,7 @@ mod tests {
 
     #[test]
     fn a_consumer_group_loads_with_its_epochs_and_partitions() {
-        let groups = ConsumerGroups::new(Settings::default());
+        let groups = ConsumerGroups::new(Settings::default(), Clock::system());
         let topics = Topics::from([(
             "t".to_string(),
             TopicMeta {
@@ -492,7 +494,7 @@ mod tests {
         let Stored::Consumer(stored) = serde_json::from_slice(&bytes).unwrap() else {
             panic!("a consumer group")
         };
-        let moved = ConsumerGroups::new(Settings::default());
+        let moved = ConsumerGroups::new(Settings::default(), Clock::system());
         moved.load_stored(stored);
         let again = Heartbeat {
             member_epoch: first.member_epoch,

@@ -1,141 +1,25 @@
-//! The controller: one broker, elected through the metadata store, decides which
-//! broker leads each partition (RFC 0004).
+//! Leader assignment rounds: read topics, brokers and assignments, compute leaders
+//! with [`assign`], and write what changed.
 //!
-//! Election: create-if-missing on `controller`, bound to the candidate's membership
-//! lease, so the key vanishes with the controller. Every write the controller makes is
-//! guarded by that key still holding its record, so a deposed controller writes
-//! nothing.
-//!
-//! Each round reads topics, brokers and assignments, computes leaders with
-//! [`assignment::assign`], and writes each changed topic's `assignment/<topic-id>`
-//! in the same transaction as a generation bump of every broker that loses a
-//! partition in it: that broker's uncommitted flushes can then never commit. A
-//! transaction holds at most [`MAX_TXN_OPS`] compares and as many writes, and at
-//! most [`MAX_TXN_BYTES`] (a topic's record is a few bytes per partition, so a
-//! failover that moves partitions of many large topics spans several
-//! transactions).
-
-pub mod assignment;
+//! Each changed topic's `assignment/<topic-id>` is written in the same transaction as
+//! a generation bump of every broker that loses a partition in it: that broker's
+//! uncommitted flushes can then never commit. Every transaction compares the
+//! controller key's value, so a deposed controller writes nothing. A transaction
+//! holds at most [`MAX_TXN_OPS`] compares and as many writes, and at most
+//! [`MAX_TXN_BYTES`] (a topic's record is a few bytes per partition, so a failover
+//! that moves partitions of many large topics spans several transactions).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
-use std::time::Duration;
 
-use sluice_engine::keyspace::{
-    parse_brokers, AssignmentRecord, ControllerRecord, Generation, Leader, Stored,
-};
+use sluice_engine::keyspace::{parse_brokers, AssignmentRecord, Generation, Leader, Stored};
 use sluice_engine::{Engine, TopicRecord};
-use sluice_meta::{
-    notify_on_changes, Compare, LeaseId, MetaError, Op, Txn, MAX_TXN_BYTES, MAX_TXN_OPS,
-};
-use tokio::sync::{watch, Notify};
+use sluice_meta::{Compare, MetaError, Op, Txn, MAX_TXN_BYTES, MAX_TXN_OPS};
 use uuid::Uuid;
 
-use self::assignment::{assign, LiveBroker, PartitionKey};
-
-/// How often a controller recomputes leaders without being woken.
-const ROUND_INTERVAL: Duration = Duration::from_secs(5);
-
-/// Campaigns whenever this broker has a lease, and leads while it holds the key.
-pub async fn run(engine: Arc<Engine>, mut lease: watch::Receiver<Option<LeaseId>>) {
-    loop {
-        let current = *lease.borrow_and_update();
-        let Some(lease_id) = current else {
-            if lease.changed().await.is_err() {
-                return;
-            }
-            continue;
-        };
-        match campaign(&engine, lease_id).await {
-            Ok(true) => {
-                tracing::info!(broker = engine.config().broker_id, "elected controller");
-                lead(&engine, &mut lease).await;
-                tracing::info!(broker = engine.config().broker_id, "no longer controller");
-            }
-            Ok(false) => {}
-            Err(e) => tracing::debug!(error = %e, "campaign failed"),
-        }
-        // Campaign again when the controller key goes away, the lease changes, or
-        // after a while regardless.
-        let gone = controller_gone(&engine);
-        tokio::select! {
-            _ = gone => {}
-            _ = lease.changed() => {}
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-        }
-    }
-}
-
-fn record(engine: &Engine) -> bytes::Bytes {
-    ControllerRecord {
-        broker: engine.config().broker_id,
-        owner: engine.owner(),
-    }
-    .encode()
-}
-
-async fn campaign(engine: &Engine, lease: LeaseId) -> Result<bool, MetaError> {
-    let key = engine.keys().controller();
-    let txn = Txn::when(vec![Compare::Missing(key.clone())]).then(vec![Op::Put {
-        key,
-        value: record(engine),
-        lease: Some(lease),
-    }]);
-    Ok(engine.meta().txn(txn).await?.succeeded)
-}
-
-async fn controller_gone(engine: &Engine) {
-    let key = engine.keys().controller();
-    let Ok(mut events) = engine.meta().watch(&key).await else {
-        return std::future::pending().await;
-    };
-    loop {
-        if matches!(engine.meta().get(&key).await, Ok(None)) {
-            return;
-        }
-        if events.recv().await.is_none() {
-            return;
-        }
-    }
-}
-
-/// Runs rounds until this broker is no longer the controller.
-async fn lead(engine: &Arc<Engine>, lease: &mut watch::Receiver<Option<LeaseId>>) {
-    let wake = Arc::new(Notify::new());
-    let watchers: Vec<_> = [engine.keys().brokers(), engine.keys().topics()]
-        .into_iter()
-        .map(|prefix| notify_on_changes(engine.meta().clone(), prefix, Arc::downgrade(&wake)))
-        .collect();
-    loop {
-        match round(engine).await {
-            Ok(Round::Settled) => {}
-            Ok(Round::Again) => {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-            Ok(Round::Deposed) => break,
-            Err(e) => tracing::warn!(error = %e, "controller round failed"),
-        }
-        tokio::select! {
-            _ = wake.notified() => {
-                // Let a burst of changes (a topic with its first produce) settle.
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            _ = tokio::time::sleep(ROUND_INTERVAL) => {}
-            changed = lease.changed() => {
-                if changed.is_err() || lease.borrow().is_none() {
-                    break;
-                }
-            }
-        }
-    }
-    for w in watchers {
-        w.abort();
-    }
-}
+use crate::assignment::{assign, LiveBroker, PartitionKey};
 
 /// How a round ended.
-enum Round {
+pub(crate) enum Round {
     /// Leaders match the live brokers.
     Settled,
     /// Part was written or a race was lost: run another round now.
@@ -144,14 +28,14 @@ enum Round {
     Deposed,
 }
 
-/// One round: recompute leaders and write what changed.
-async fn round(engine: &Engine) -> Result<Round, MetaError> {
+/// One round: recompute leaders and write what changed, while the controller key
+/// holds `ours`.
+pub(crate) async fn round(engine: &Engine, ours: &bytes::Bytes) -> Result<Round, MetaError> {
     let meta = engine.meta();
     let keys = engine.keys();
     let ctrl_key = keys.controller();
-    let ours = record(engine);
     match meta.get(&ctrl_key).await? {
-        Some(kv) if kv.value == ours => {}
+        Some(kv) if kv.value == *ours => {}
         _ => return Ok(Round::Deposed),
     }
     let topics: Vec<TopicRecord> = meta

@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_broker::controller;
-use sluice_broker::membership::Membership;
+use sluice_control::membership::Membership;
 use sluice_engine::keyspace::{AssignmentRecord, BrokerRecord, Generation, Roles, Stored};
 use sluice_engine::{Engine, EngineConfig};
 use sluice_meta::etcd::{EtcdOptions, EtcdStore};
@@ -55,7 +54,7 @@ async fn wait_for_leaders(engine: &Engine, brokers: &[i32], what: &str) -> usize
         let mut partitions = 0;
         let mut misplaced = 0;
         for kv in &assignments {
-            let a: AssignmentRecord = serde_json::from_slice(&kv.value).unwrap();
+            let a = AssignmentRecord::decode(&kv.value).unwrap();
             partitions += a.leaders.len();
             misplaced += a
                 .leaders
@@ -106,7 +105,11 @@ async fn a_failover_of_300000_partitions_completes_within_etcds_limits() {
         Duration::from_secs(6),
         None,
     );
-    tokio::spawn(controller::run(engine.clone(), membership.lease()));
+    tokio::spawn(sluice_control::run(
+        engine.clone(),
+        membership.lease(),
+        Vec::new(),
+    ));
     // Three serving brokers, registered as their membership would: a live record
     // under a lease, and a generation.
     let keys = engine.keys();
@@ -115,9 +118,7 @@ async fn a_failover_of_300000_partitions_completes_within_etcds_limits() {
         let lease = meta.grant_lease(Duration::from_secs(600)).await.unwrap();
         let live = Op::Put {
             key: keys.live(id),
-            value: serde_json::to_vec(&broker(id, Roles::default()))
-                .unwrap()
-                .into(),
+            value: broker(id, Roles::default()).encode(),
             lease: Some(lease),
         };
         let generation = Generation {
