@@ -28,12 +28,13 @@ use std::time::Duration;
 use sluice_meta::{notify_on_changes, Compare, MetaStore, Op, Txn};
 use uuid::Uuid;
 
-use crate::broker_configs::{BrokerConfigRecord, BrokerDefaults};
+use crate::keyspace::BrokerConfigRecord;
 use crate::keyspace::{
     parse_brokers, AssignmentRecord, BrokerRecord, ControllerRecord, Generation, Keys, Leader,
     Manifest, Stored,
 };
 use crate::partition::{IndexEntry, Partition, ReadState};
+use crate::topics::broker_configs::BrokerDefaults;
 use crate::{Engine, EngineError, RecoveredSlice, Result, TopicRecord};
 
 /// What this broker knows about the cluster, for Metadata and DescribeCluster.
@@ -364,7 +365,7 @@ impl Engine {
             let mut entries: Vec<RecoveredSlice> = checkpoint
                 .files
                 .iter()
-                .map(|f| (f.entry(), Vec::new()))
+                .map(|f| (IndexEntry::from_folded(f), Vec::new()))
                 .collect();
             entries.extend(
                 slices

@@ -39,21 +39,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use object_store::path::Path;
 use object_store::ObjectStoreExt;
-use serde::{Deserialize, Serialize};
 use sluice_meta::{Compare, Op, Txn};
 use sluice_protocol::batch;
 use sluice_protocol::records::{decode_batch, Record, MAX_PLAIN_BYTES};
 use sluice_storage::paths;
 
+pub use crate::keyspace::{Checkpoint, FoldedFile};
 use crate::keyspace::{Fence, Stored};
-use crate::partition::{Format, IndexEntry, Partition, ProducerBatch, ReadState};
+use crate::partition::{Format, IndexEntry, Partition, ReadState};
 use crate::{blocking, Engine, EngineError, Result, TopicRecord};
 
-/// Topic config: age (by record timestamp) after which data becomes Parquet; -1
-/// never.
-pub const LAKE_AFTER_MS: &str = "sluice.lake.after.ms";
+pub use crate::topics::LAKE_AFTER_MS;
 
 /// Write-ahead slices a partition gathers before they are folded into a segment.
 pub const SEGMENT_ENTRIES: usize = 64;
@@ -67,58 +64,6 @@ pub const CLEAN_MAX_BYTES: u64 = 256 << 20;
 const FOLDS_PER_ROUND: usize = 8;
 /// Entries read at once while folding.
 const READ_CONCURRENCY: usize = 8;
-
-/// `checkpoint/<topic-id>/<p>`: what compaction folded out of a partition's
-/// write-ahead objects.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Checkpoint {
-    /// Slices of manifests below this offset are in `files` (or below the log start).
-    pub folded_to: i64,
-    /// Log compaction has cleaned everything below this offset.
-    #[serde(default)]
-    pub cleaned_to: i64,
-    /// In offset order.
-    pub files: Vec<FoldedFile>,
-    /// The partition's idempotent-producer state when the checkpoint was written.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub producers: Vec<ProducerBatch>,
-}
-
-/// A segment or lake file of one partition.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FoldedFile {
-    pub object: String,
-    pub object_len: u64,
-    pub format: Format,
-    pub base_offset: i64,
-    pub last_offset: i64,
-    pub max_timestamp: i64,
-    /// Record-batch bytes it holds (as produced, before any Parquet encoding).
-    pub len: u64,
-    /// Rows of a lake file (0 for a segment).
-    #[serde(default)]
-    pub records: u64,
-}
-
-impl FoldedFile {
-    /// Its offset index entry.
-    pub fn entry(&self) -> IndexEntry {
-        IndexEntry {
-            base_offset: self.base_offset,
-            last_offset: self.last_offset,
-            max_timestamp: self.max_timestamp,
-            object: Arc::new(Path::from(self.object.as_str())),
-            object_len: self.object_len,
-            start: 0,
-            len: match self.format {
-                Format::Batches => self.object_len,
-                Format::Parquet => self.len,
-            },
-            cached: None,
-            format: self.format,
-        }
-    }
-}
 
 /// When folds are due.
 #[derive(Debug, Clone, Copy)]
@@ -351,7 +296,7 @@ impl Engine {
                 .iter()
                 .take_while(|e| e.last_offset <= file.last_offset)
                 .count();
-            read.replace_run(at, count, file.entry(), &self.tail);
+            read.replace_run(at, count, IndexEntry::from_folded(file), &self.tail);
         }
         read.checkpoint = checkpoint;
         read.checkpoint_rev = kv.mod_revision;
@@ -596,7 +541,7 @@ impl Engine {
             run,
             base,
             last_offset,
-            file.entry(),
+            IndexEntry::from_folded(&file),
             rw,
             checkpoint,
             new_rev,
@@ -849,6 +794,8 @@ pub fn clean_plan(
 
 #[cfg(test)]
 mod tests {
+    use object_store::path::Path;
+
     use super::*;
 
     fn entry(base: i64, ts: i64, len: u64, object: &str, format: Format) -> IndexEntry {

@@ -5,8 +5,15 @@
 //! cache; lake files through [`lake`]) and offsets → [`compaction`] (leaders fold
 //! write-ahead slices into per-partition segments and old data into Parquet) →
 //! [`retention`] (log start offsets, deleting old manifests, objects and orphans).
-//! [`keyspace`] is every metadata key, the records stored under them, and the
-//! [`keyspace::Fence`] guarded writes carry.
+//!
+//! Beneath the stages, in layers that import only downwards: [`catalog`] (topics,
+//! dynamic broker configs and producer ids: the state it owns and the keys it
+//! writes), [`topics`] (topic records and configs, with the broker-level defaults
+//! in [`broker_configs`]), [`partition`] (one partition's offset index, tail and
+//! producer state), [`keyspace`] (every metadata key, the records stored under them,
+//! and the [`keyspace::Fence`] guarded writes carry), the errors, and [`clock`].
+//! The stages are `impl Engine` blocks over these; the controller's duties (janitor,
+//! Iceberg publishing) are run by `sluice-control`.
 //!
 //! Invariants:
 //! - An acknowledged produce is in an object *and* in a committed manifest.
@@ -18,10 +25,11 @@
 //! - No manifest commit lands for an object the janitor may have deleted: commits
 //!   compare the janitor's `gc/horizon` revision.
 
-pub mod broker_configs;
+pub mod catalog;
 pub mod clock;
 pub mod cluster;
 pub mod compaction;
+mod error;
 pub mod fetch;
 pub mod flush;
 pub mod keyspace;
@@ -31,24 +39,28 @@ pub mod produce;
 pub mod retention;
 pub mod tables;
 pub mod topics;
+pub use topics::broker_configs;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use object_store::ObjectStore;
-use sluice_meta::{Compare, MetaError, MetaStore, Op, Txn};
+use sluice_meta::MetaStore;
 use tokio::sync::Mutex as AsyncMutex;
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
-use crate::broker_configs::BrokerDefaults;
+use crate::catalog::Change;
+pub use crate::catalog::{Catalog, Topic};
 pub use crate::clock::Clock;
 use crate::cluster::ClusterView;
+pub use crate::error::{EngineError, Result};
 use crate::flush::WalBuffer;
 pub use crate::keyspace::Keys;
-use crate::keyspace::{Fence, Fences, Stored};
-use crate::partition::{IndexEntry, Partition};
+use crate::keyspace::{Fence, Fences};
+use crate::partition::IndexEntry;
+use crate::topics::broker_configs::BrokerDefaults;
 pub use crate::topics::TopicRecord;
 
 /// Tunables of the data path.
@@ -113,92 +125,6 @@ impl Default for EngineConfig {
         }
     }
 }
-
-/// Errors of the data path. Cloneable: one flush failure fails many produces.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum EngineError {
-    #[error("unknown topic or partition: topic={topic} partition={partition}")]
-    UnknownTopicOrPartition { topic: String, partition: i32 },
-    #[error("topic already exists: topic={name}")]
-    TopicAlreadyExists { name: String },
-    #[error("invalid topic: topic={name:?}: {reason}")]
-    InvalidTopic { name: String, reason: String },
-    #[error("invalid partitions: {reason}")]
-    InvalidPartitions { reason: String },
-    #[error("invalid replication factor: {reason}")]
-    InvalidReplicationFactor { reason: String },
-    #[error("invalid request: {0}")]
-    InvalidRequest(String),
-    #[error("invalid config: name={name}: {reason}")]
-    InvalidConfig { name: String, reason: String },
-    #[error("record batch too large: size={size} max.message.bytes={max}")]
-    MessageTooLarge { size: usize, max: i64 },
-    #[error("records decompress to more than {limit} bytes (max.message.bytes x {factor})", factor = sluice_protocol::records::EXPANSION_FACTOR)]
-    DecompressedTooLarge { limit: usize },
-    #[error("corrupt record batch: {0}")]
-    CorruptMessage(String),
-    #[error("invalid record: {0}")]
-    InvalidRecord(String),
-    /// Some records of a batch are invalid (by their index in the batch); the batch
-    /// is refused whole, and the client learns which (KIP-467).
-    #[error("invalid records: {reason} (records {records:?} of the batch)")]
-    InvalidRecords { reason: String, records: Vec<i32> },
-    #[error("invalid timestamp: {0}")]
-    InvalidTimestamp(String),
-    #[error("offset out of range: offset={offset} log_start={log_start} high_watermark={high_watermark}")]
-    OffsetOutOfRange {
-        offset: i64,
-        log_start: i64,
-        high_watermark: i64,
-    },
-    #[error("out of order sequence: producer_id={producer_id}")]
-    OutOfOrderSequence { producer_id: i64 },
-    #[error("producer fenced by a newer epoch: producer_id={producer_id}")]
-    InvalidProducerEpoch { producer_id: i64 },
-    #[error("no longer leader: broker generation {epoch} was superseded")]
-    NotLeader { epoch: u64 },
-    #[error("not the leader: topic={topic} partition={partition}")]
-    NotLeaderForPartition { topic: String, partition: i32 },
-    #[error("timed out waiting for the flush")]
-    TimedOut,
-    #[error("flush failed: {0}")]
-    FlushFailed(String),
-    #[error("metadata store: {0}")]
-    Meta(String),
-    #[error("object store: {0}")]
-    Storage(String),
-    #[error("broker is shutting down")]
-    ShuttingDown,
-}
-
-impl EngineError {
-    /// The topic does not exist (partition -1 in messages).
-    pub fn unknown_topic(topic: &str) -> Self {
-        Self::unknown_partition(topic, -1)
-    }
-
-    /// The topic or this partition of it does not exist.
-    pub fn unknown_partition(topic: &str, partition: i32) -> Self {
-        EngineError::UnknownTopicOrPartition {
-            topic: topic.to_string(),
-            partition,
-        }
-    }
-}
-
-impl From<MetaError> for EngineError {
-    fn from(e: MetaError) -> Self {
-        EngineError::Meta(e.to_string())
-    }
-}
-
-impl From<object_store::Error> for EngineError {
-    fn from(e: object_store::Error) -> Self {
-        EngineError::Storage(e.to_string())
-    }
-}
-
-pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
 /// Counters of the commit path, rendered on `/metrics`.
 #[derive(Debug, Default)]
@@ -315,31 +241,6 @@ impl EngineMetrics {
     }
 }
 
-/// A topic and the partitions this broker leads.
-#[derive(Debug)]
-pub struct Topic {
-    pub record: TopicRecord,
-    pub partitions: Vec<Arc<Partition>>,
-}
-
-impl Topic {
-    pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
-        usize::try_from(index)
-            .ok()
-            .and_then(|i| self.partitions.get(i))
-    }
-}
-
-#[derive(Default)]
-struct Catalog {
-    by_name: BTreeMap<String, Arc<Topic>>,
-    by_id: HashMap<Uuid, String>,
-    /// The dynamic broker configs every installed record carries.
-    defaults: Arc<BrokerDefaults>,
-}
-
-const PRODUCER_ID_BLOCK: i64 = 1000;
-
 /// How long topic creation waits for the controller to assign leaders.
 const ASSIGNMENT_WAIT: Duration = Duration::from_secs(10);
 
@@ -357,13 +258,13 @@ pub struct Engine {
     /// This process's generation identity and the janitor's horizon: the fence of
     /// every guarded write.
     pub(crate) fences: Fences,
-    catalog: RwLock<Catalog>,
+    /// Topics, broker configs and producer ids.
+    pub(crate) catalog: Catalog,
     pub(crate) wal: std::sync::Mutex<WalBuffer>,
     pub(crate) flush_wake: Notify,
     pub(crate) space: Notify,
     /// Bumped after every commit; long-polling fetches wait on it.
     pub(crate) commits: watch::Sender<u64>,
-    producer_ids: tokio::sync::Mutex<(i64, i64)>,
     pub(crate) tail: Arc<partition::TailBudget>,
     /// Wakes the cluster follower.
     pub(crate) resync: Arc<Notify>,
@@ -400,6 +301,12 @@ impl Engine {
         let cache = sluice_cache::BlockCache::open(&cfg.cache, store.clone())
             .await
             .map_err(|e| EngineError::Storage(e.to_string()))?;
+        let catalog = Catalog::new(
+            meta.clone(),
+            keys.clone(),
+            tail.clone(),
+            cfg.default_partitions,
+        );
         let engine = Arc::new(Self {
             cfg,
             meta,
@@ -407,7 +314,7 @@ impl Engine {
             cache,
             fences: Fences::new(&keys, broker_id, owner),
             keys,
-            catalog: RwLock::default(),
+            catalog,
             wal: std::sync::Mutex::new(WalBuffer {
                 broker_generation: generation,
                 ..Default::default()
@@ -415,7 +322,6 @@ impl Engine {
             flush_wake: Notify::new(),
             space: Notify::new(),
             commits,
-            producer_ids: tokio::sync::Mutex::new((0, 0)),
             tail,
             resync: Arc::new(Notify::new()),
             sync_lock: AsyncMutex::new(()),
@@ -428,7 +334,7 @@ impl Engine {
         tracing::info!(
             broker = engine.cfg.broker_id,
             generation,
-            topics = engine.catalog_read().by_name.len(),
+            topics = engine.catalog.len(),
             "opened the data path"
         );
         flush::start(engine.clone());
@@ -471,37 +377,9 @@ impl Engine {
         &self.store
     }
 
-    /// Makes the catalog match the stored topic records and dynamic broker configs:
-    /// new topics appear, changed ones keep their partitions' state, deleted ones go.
+    /// Makes the catalog match the stored topic records and dynamic broker configs.
     pub(crate) fn reconcile_topics(&self, records: Vec<TopicRecord>, defaults: BrokerDefaults) {
-        let mut c = self.catalog.write().unwrap_or_else(|p| p.into_inner());
-        let defaults = if *c.defaults == defaults {
-            c.defaults.clone()
-        } else {
-            tracing::info!(cluster = ?defaults.cluster, broker = ?defaults.broker,
-                "dynamic broker configs changed");
-            Arc::new(defaults)
-        };
-        let mut next = Catalog {
-            defaults: defaults.clone(),
-            ..Catalog::default()
-        };
-        for mut record in records {
-            record.defaults = defaults.clone();
-            let existing: Vec<Arc<Partition>> = c
-                .by_name
-                .get(&record.name)
-                .filter(|t| t.record.id == record.id)
-                .map(|t| t.partitions.clone())
-                .unwrap_or_default();
-            next.by_id.insert(record.id, record.name.clone());
-            let topic = match c.by_name.get(&record.name) {
-                Some(t) if t.record == record => t.clone(),
-                _ => Arc::new(new_topic(record, &existing, &self.tail)),
-            };
-            next.by_name.insert(topic.record.name.clone(), topic);
-        }
-        *c = next;
+        self.catalog.reconcile(records, defaults);
     }
 
     /// Drops the sequence state of producers idle past the expiration, on every
@@ -527,38 +405,24 @@ impl Engine {
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
-        self.catalog_read().by_name.get(name).cloned()
+        self.catalog.topic(name)
     }
 
     pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
-        let c = self.catalog_read();
-        c.by_id.get(&id).and_then(|n| c.by_name.get(n)).cloned()
+        self.catalog.topic_by_id(id)
     }
 
     pub fn topics(&self) -> Vec<Arc<Topic>> {
-        self.catalog_read().by_name.values().cloned().collect()
+        self.catalog.topics()
     }
 
-    fn catalog_read(&self) -> std::sync::RwLockReadGuard<'_, Catalog> {
-        self.catalog.read().unwrap_or_else(|p| p.into_inner())
+    /// The catalog: topics, dynamic broker configs, producer ids.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
     }
 
-    fn install(&self, mut record: TopicRecord) -> Arc<Topic> {
-        let mut c = self.catalog.write().unwrap_or_else(|p| p.into_inner());
-        record.defaults = c.defaults.clone();
-        let existing: Vec<Arc<Partition>> = c
-            .by_name
-            .get(&record.name)
-            .filter(|t| t.record.id == record.id)
-            .map(|t| t.partitions.clone())
-            .unwrap_or_default();
-        let topic = Arc::new(new_topic(record, &existing, &self.tail));
-        c.by_id.insert(topic.record.id, topic.record.name.clone());
-        c.by_name.insert(topic.record.name.clone(), topic.clone());
-        topic
-    }
-
-    /// Creates a topic. `validate_only` checks everything and writes nothing.
+    /// Creates a topic (see [`Catalog`]) and waits (bounded) for its leaders.
+    /// `validate_only` checks everything and writes nothing.
     pub async fn create_topic(
         &self,
         name: &str,
@@ -567,47 +431,18 @@ impl Engine {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<Arc<Topic>> {
-        topics::validate_topic_name(name)?;
-        let partitions = if partitions == -1 {
-            self.cfg.default_partitions
-        } else {
-            partitions
-        };
-        if !(1..=100_000).contains(&partitions) {
-            return Err(EngineError::InvalidPartitions {
-                reason: format!("partition count {partitions} must be between 1 and 100000"),
-            });
+        let change = self
+            .catalog
+            .create(name, partitions, replication_factor, configs, validate_only)
+            .await?;
+        Ok(self.apply(change).await)
+    }
+
+    async fn apply(&self, change: Change) -> Arc<Topic> {
+        match change {
+            Change::Validated(topic) => topic,
+            Change::Stored(record) => self.install_with_leaders(record).await,
         }
-        if replication_factor == 0 || replication_factor < -1 {
-            return Err(EngineError::InvalidReplicationFactor {
-                reason: format!("replication factor {replication_factor} must be -1 or positive"),
-            });
-        }
-        for (k, v) in &configs {
-            topics::validate_config(k, v)?;
-        }
-        let record = TopicRecord {
-            id: Uuid::new_v4(),
-            name: name.to_string(),
-            partitions,
-            configs,
-            pinned: BTreeMap::new(),
-            defaults: self.broker_defaults(),
-        };
-        if self.topic(name).is_some() {
-            return Err(EngineError::TopicAlreadyExists { name: name.into() });
-        }
-        if validate_only {
-            return Ok(Arc::new(new_topic(record, &[], &self.tail)));
-        }
-        let key = self.keys.topic(name);
-        let txn = Txn::when(vec![Compare::Missing(key.clone())])
-            .then(vec![Op::put(key, record.encode())]);
-        if !self.meta.txn(txn).await?.succeeded {
-            return Err(EngineError::TopicAlreadyExists { name: name.into() });
-        }
-        tracing::info!(topic = name, partitions, "created topic");
-        Ok(self.install_with_leaders(record).await)
     }
 
     /// Installs a stored topic record and waits (bounded) until every partition has
@@ -615,7 +450,7 @@ impl Engine {
     /// produce at once.
     async fn install_with_leaders(&self, record: TopicRecord) -> Arc<Topic> {
         let (id, partitions) = (record.id, record.partitions);
-        let topic = self.install(record);
+        let topic = self.catalog.install(record);
         if !self
             .wait_for_assignment(id, partitions, ASSIGNMENT_WAIT)
             .await
@@ -647,41 +482,9 @@ impl Engine {
         }
     }
 
-    /// A topic's metadata key and its stored value.
-    async fn stored_topic(&self, name: &str) -> Result<(String, sluice_meta::KeyValue)> {
-        let key = self.keys.topic(name);
-        let current = self
-            .meta
-            .get(&key)
-            .await?
-            .ok_or_else(|| EngineError::unknown_topic(name))?;
-        Ok((key, current))
-    }
-
     /// Deletes a topic. Its objects stay until garbage collection removes them.
     pub async fn delete_topic(&self, name: &str) -> Result<Uuid> {
-        let topic = self
-            .topic(name)
-            .ok_or_else(|| EngineError::unknown_topic(name))?;
-        let (key, current) = self.stored_topic(name).await?;
-        let txn = Txn::when(vec![Compare::ModRevision(
-            key.clone(),
-            current.mod_revision,
-        )])
-        .then(vec![
-            Op::Delete(key),
-            Op::Delete(self.keys.assignment(topic.record.id)),
-        ]);
-        if !self.meta.txn(txn).await?.succeeded {
-            return Err(EngineError::Meta(format!(
-                "topic {name} changed concurrently"
-            )));
-        }
-        let mut c = self.catalog.write().unwrap_or_else(|p| p.into_inner());
-        c.by_name.remove(name);
-        c.by_id.remove(&topic.record.id);
-        tracing::info!(topic = name, "deleted topic");
-        Ok(topic.record.id)
+        self.catalog.delete(name).await
     }
 
     /// Rewrites a topic record with a guarded read-modify-write.
@@ -691,138 +494,48 @@ impl Engine {
         validate_only: bool,
         change: impl Fn(&mut TopicRecord) -> Result<()>,
     ) -> Result<Arc<Topic>> {
-        let (key, current) = self.stored_topic(name).await?;
-        let mut record = TopicRecord::from_kv(&current)?;
-        record.defaults = self.broker_defaults();
-        change(&mut record)?;
-        for (k, v) in &record.configs {
-            topics::validate_config(k, v)?;
-        }
-        if validate_only {
-            return Ok(Arc::new(new_topic(record, &[], &self.tail)));
-        }
-        let txn = Txn::when(vec![Compare::ModRevision(
-            key.clone(),
-            current.mod_revision,
-        )])
-        .then(vec![Op::put(key, record.encode())]);
-        if !self.meta.txn(txn).await?.succeeded {
-            return Err(EngineError::Meta(format!(
-                "topic {name} changed concurrently"
-            )));
-        }
-        Ok(self.install_with_leaders(record).await)
+        let change = self.catalog.update(name, validate_only, change).await?;
+        Ok(self.apply(change).await)
     }
 
     /// The dynamic broker configs in effect on this broker, as last synced.
     pub fn broker_defaults(&self) -> Arc<BrokerDefaults> {
-        self.catalog_read().defaults.clone()
+        self.catalog.broker_defaults()
     }
 
     /// The dynamic broker configs stored for one broker (`Some(id)`: its own and the
     /// cluster-wide ones) or for the cluster (`None`: the cluster-wide ones only).
     pub async fn stored_broker_defaults(&self, broker: Option<i32>) -> Result<BrokerDefaults> {
-        let read = |key: String| async move {
-            match self.meta.get(&key).await? {
-                Some(kv) => broker_configs::BrokerConfigRecord::from_kv(&kv).map(|r| r.configs),
-                None => Ok(BTreeMap::new()),
-            }
-        };
-        Ok(BrokerDefaults {
-            cluster: read(self.keys.broker_config(None)).await?,
-            broker: match broker {
-                Some(id) => read(self.keys.broker_config(Some(id))).await?,
-                None => BTreeMap::new(),
-            },
-        })
+        self.catalog.stored_broker_defaults(broker).await
     }
 
     /// Rewrites the dynamic configs of one broker (`Some(id)`) or the cluster-wide
-    /// default (`None`) with a guarded read-modify-write, then syncs so this broker's
-    /// topics take them at once (the others follow the key). `change` returns
-    /// Kafka's message for a refused update.
+    /// default (`None`), then syncs so this broker's topics take them at once (the
+    /// others follow the key). `change` returns Kafka's message for a refused update.
     pub async fn update_broker_configs(
         &self,
         broker: Option<i32>,
         validate_only: bool,
         change: impl Fn(&mut BTreeMap<String, String>) -> std::result::Result<(), String>,
     ) -> Result<std::result::Result<(), String>> {
-        let key = self.keys.broker_config(broker);
-        let current = self.meta.get(&key).await?;
-        let mut record: broker_configs::BrokerConfigRecord = match &current {
-            Some(kv) => broker_configs::BrokerConfigRecord::from_kv(kv)?,
-            None => Default::default(),
-        };
-        if let Err(refused) = change(&mut record.configs) {
-            return Ok(Err(refused));
-        }
-        for (name, value) in &record.configs {
-            if let Err(refused) = broker_configs::validate(name, Some(value)) {
-                return Ok(Err(refused));
-            }
-        }
-        if validate_only {
-            return Ok(Ok(()));
-        }
-        let guard = match &current {
-            Some(kv) => Compare::ModRevision(key.clone(), kv.mod_revision),
-            None => Compare::Missing(key.clone()),
-        };
-        let op = if record.configs.is_empty() {
-            Op::Delete(key)
-        } else {
-            Op::put(key, record.encode())
-        };
-        if !self
-            .meta
-            .txn(Txn::when(vec![guard]).then(vec![op]))
+        match self
+            .catalog
+            .update_broker_configs(broker, validate_only, change)
             .await?
-            .succeeded
         {
-            return Err(EngineError::Meta(
-                "broker configs changed concurrently".into(),
-            ));
+            Ok(true) => {
+                self.sync_cluster().await?;
+                Ok(Ok(()))
+            }
+            Ok(false) => Ok(Ok(())),
+            Err(refused) => Ok(Err(refused)),
         }
-        self.sync_cluster().await?;
-        Ok(Ok(()))
     }
 
     /// A new producer id for an idempotent producer (epoch 0).
     pub async fn allocate_producer_id(&self) -> Result<i64> {
-        let mut block = self.producer_ids.lock().await;
-        if block.0 >= block.1 {
-            let start = advance_counter(
-                self.meta.as_ref(),
-                &self.keys.producer_ids(),
-                PRODUCER_ID_BLOCK,
-            )
-            .await?;
-            *block = (start, start + PRODUCER_ID_BLOCK);
-        }
-        let id = block.0;
-        block.0 += 1;
-        Ok(id)
+        self.catalog.allocate_producer_id().await
     }
-}
-
-fn new_topic(
-    record: TopicRecord,
-    existing: &[Arc<Partition>],
-    tail: &Arc<partition::TailBudget>,
-) -> Topic {
-    let partitions = (0..record.partitions)
-        .map(|i| {
-            existing.get(i as usize).cloned().unwrap_or_else(|| {
-                Arc::new(Partition::new(
-                    record.id,
-                    record.name.clone(),
-                    i,
-                    tail.clone(),
-                ))
-            })
-        })
-        .collect();
-    Topic { record, partitions }
 }
 
 /// Runs CPU-heavy work (Parquet encoding and decoding) off the async workers.
@@ -832,22 +545,6 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| EngineError::Storage(format!("blocking task panicked: {e}")))?
-}
-
-/// Atomically adds `step` to the integer at `key` (0 when missing); returns the old value.
-async fn advance_counter(meta: &dyn MetaStore, key: &str, step: i64) -> Result<i64> {
-    loop {
-        let current = meta.get(key).await?;
-        let (value, rev) = match &current {
-            Some(kv) => (i64::from_kv(kv)?, kv.mod_revision),
-            None => (0, 0),
-        };
-        let txn = Txn::when(vec![Compare::ModRevision(key.to_string(), rev)])
-            .then(vec![Op::put(key, (value + step).encode())]);
-        if meta.txn(txn).await?.succeeded {
-            return Ok(value);
-        }
-    }
 }
 
 impl Engine {

@@ -19,19 +19,11 @@ use bytes::Bytes;
 use object_store::path::Path;
 use uuid::Uuid;
 
+use crate::keyspace::{Checkpoint, FoldedFile};
+pub use crate::keyspace::{Format, ProducerBatch};
+
 /// How many recent batches per producer are remembered to recognise retries (Kafka's 5).
 pub(crate) const PRODUCER_BATCH_HISTORY: usize = 5;
-
-/// How an index entry's object holds its records.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// Record batches as produced (write-ahead objects and segments), read as bytes.
-    #[default]
-    Batches,
-    /// A lake file: Parquet rows, turned back into batches when fetched.
-    Parquet,
-}
 
 /// Where a committed run of batches lives.
 #[derive(Debug, Clone)]
@@ -51,6 +43,24 @@ pub struct IndexEntry {
 
 impl IndexEntry {
     /// The entry of a committed slice of write-ahead object `object`.
+    /// The entry of a segment or lake file a checkpoint lists.
+    pub fn from_folded(file: &FoldedFile) -> Self {
+        Self {
+            base_offset: file.base_offset,
+            last_offset: file.last_offset,
+            max_timestamp: file.max_timestamp,
+            object: Arc::new(Path::from(file.object.as_str())),
+            object_len: file.object_len,
+            start: 0,
+            len: match file.format {
+                Format::Batches => file.object_len,
+                Format::Parquet => file.len,
+            },
+            cached: None,
+            format: file.format,
+        }
+    }
+
     pub fn from_committed(
         slice: &sluice_storage::wal::WalSlice,
         object: Arc<Path>,
@@ -78,20 +88,6 @@ impl IndexEntry {
                 .next()
                 .is_some_and(|first| first.as_ref() == sluice_storage::paths::WAL_PREFIX)
     }
-}
-
-/// A batch an idempotent producer wrote: enough to recognise its retry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ProducerBatch {
-    pub producer_id: i64,
-    pub epoch: i16,
-    pub first_seq: i32,
-    pub last_seq: i32,
-    pub base_offset: i64,
-    /// When this broker appended it (wall clock, ms); 0 in state stored before
-    /// producers expired.
-    #[serde(default)]
-    pub append_ms: i64,
 }
 
 /// Sequence state of one idempotent producer on one partition.
@@ -233,7 +229,7 @@ pub struct ReadState {
     pub index: Vec<IndexEntry>,
     pub producers: HashMap<i64, ProducerState>,
     /// What compaction folded out of write-ahead objects, as last committed.
-    pub checkpoint: crate::compaction::Checkpoint,
+    pub checkpoint: Checkpoint,
     /// The checkpoint key's revision (0: none), compared by every write of it.
     pub checkpoint_rev: i64,
     cached_bytes: usize,
@@ -373,10 +369,10 @@ impl Partition {
     }
 
     /// `NotLeader` unless this broker leads the partition.
-    pub fn ensure_leader(&self) -> crate::Result<()> {
+    pub fn ensure_leader(&self) -> crate::error::Result<()> {
         match self.leader_epoch() {
             Some(_) => Ok(()),
-            None => Err(crate::EngineError::NotLeaderForPartition {
+            None => Err(crate::error::EngineError::NotLeaderForPartition {
                 topic: self.topic.clone(),
                 partition: self.index,
             }),
@@ -395,7 +391,7 @@ impl Partition {
     /// checked under the read lock: a sync clears the epoch before it clears the
     /// state, and installs the state before the epoch, so a reader holding the lock
     /// never sees a cleared or half-installed state as led.
-    pub fn read_led(&self) -> crate::Result<RwLockReadGuard<'_, ReadState>> {
+    pub fn read_led(&self) -> crate::error::Result<RwLockReadGuard<'_, ReadState>> {
         let read = self.read();
         self.ensure_leader()?;
         Ok(read)

@@ -39,7 +39,7 @@ use sluice_meta::{Compare, Op, Txn};
 use sluice_storage::paths::{self, LAKE_PREFIX, SEGMENT_PREFIX, WAL_PREFIX};
 use uuid::Uuid;
 
-use crate::compaction::Checkpoint;
+use crate::keyspace::Checkpoint;
 use crate::keyspace::{Manifest, Stored};
 use crate::partition::Partition;
 use crate::{Engine, EngineError, Result};

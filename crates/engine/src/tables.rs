@@ -28,32 +28,17 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
-use serde::{Deserialize, Serialize};
 use sluice_lake::iceberg::{self, DataFile, ManifestSummary, Snapshot};
 use sluice_meta::{Compare, Op, Txn};
 use sluice_storage::paths::IcebergTable;
 use uuid::Uuid;
 
-use crate::compaction::{Checkpoint, FoldedFile};
-use crate::keyspace::Stored;
+use crate::keyspace::{Checkpoint, FoldedFile, Stored, TableState};
 use crate::partition::Format;
 use crate::{Engine, Result, TopicRecord};
 
 /// Table versions whose metadata objects are kept.
 const VERSIONS_KEPT: usize = 20;
-
-/// `lake_table/<topic-id>`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub(crate) struct TableState {
-    version: i64,
-    /// Object key of the current metadata file.
-    metadata: String,
-    snapshot_id: i64,
-    /// Of the file list the current snapshot holds.
-    digest: String,
-    /// The objects each kept version wrote, oldest first.
-    history: Vec<Vec<String>>,
-}
 
 impl Engine {
     /// Publishes a new snapshot of every topic whose lake files changed.

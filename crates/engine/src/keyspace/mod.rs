@@ -9,15 +9,15 @@
 //!
 //! | key | record |
 //! |---|---|
-//! | `topics/<name>` | [`TopicRecord`](crate::TopicRecord) |
+//! | `topics/<name>` | [`TopicRecord`](crate::topics::TopicRecord) |
 //! | `assignment/<topic-id>` | [`AssignmentRecord`] |
 //! | `brokers/<id>/live`, `brokers/<id>/epoch`, `brokers/<id>/claim` | [`BrokerRecord`], [`Generation`], a lease token |
 //! | `controller` | [`ControllerRecord`] |
 //! | `manifests/<broker>/<generation>/<seq>` | [`Manifest`] |
-//! | `checkpoint/<topic-id>/<p>` | [`Checkpoint`](crate::compaction::Checkpoint) |
+//! | `checkpoint/<topic-id>/<p>` | [`Checkpoint`] |
 //! | `log_start/<topic-id>/<p>` | a decimal offset |
-//! | `lake_table/<topic-id>` | the Iceberg table's state (`tables.rs`) |
-//! | `configs/brokers/{default,<id>}` | [`BrokerConfigRecord`](crate::broker_configs::BrokerConfigRecord) |
+//! | `lake_table/<topic-id>` | [`TableState`] |
+//! | `configs/brokers/{default,<id>}` | [`BrokerConfigRecord`] |
 //! | `groups/<shard>/<group>/…` | the coordinators' records (broker crate), through [`Stored`] |
 //! | `gc/horizon`, `producer_ids/next` | the janitor's fence, a decimal counter |
 //!
@@ -40,7 +40,7 @@ use uuid::Uuid;
 pub use fence::{Fence, Fences};
 pub use records::*;
 
-use crate::{EngineError, Result};
+use crate::error::{EngineError, Result};
 
 /// A record stored as one metadata value. JSON unless a type says otherwise; the
 /// encoding is part of the on-store format, so changes must stay readable by the
@@ -93,10 +93,10 @@ stored_as_json!(
     BrokerRecord => "broker record",
     ControllerRecord => "controller record",
     Manifest => "manifest",
-    crate::TopicRecord => "topic record",
-    crate::compaction::Checkpoint => "checkpoint",
-    crate::broker_configs::BrokerConfigRecord => "broker configs",
-    crate::tables::TableState => "lake table state",
+    crate::topics::TopicRecord => "topic record",
+    Checkpoint => "checkpoint",
+    BrokerConfigRecord => "broker configs",
+    TableState => "lake table state",
 );
 
 /// A decimal integer (`log_start/…`, `producer_ids/next`).

@@ -1,11 +1,11 @@
 //! The engine's stored records (see the table in the module above).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use sluice_storage::wal::WalSlice;
-
-use crate::partition::ProducerBatch;
 
 /// `assignment/<topic-id>`: each partition's leader, by partition index.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,4 +135,80 @@ pub struct ManifestSlice {
     pub slice: WalSlice,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub producers: Vec<ProducerBatch>,
+}
+
+/// How an index entry's object holds its records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Record batches as produced (write-ahead objects and segments), read as bytes.
+    #[default]
+    Batches,
+    /// A lake file: Parquet rows, turned back into batches when fetched.
+    Parquet,
+}
+
+/// A batch an idempotent producer wrote: enough to recognise its retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProducerBatch {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub first_seq: i32,
+    pub last_seq: i32,
+    pub base_offset: i64,
+    /// When this broker appended it (wall clock, ms); 0 in state stored before
+    /// producers expired.
+    #[serde(default)]
+    pub append_ms: i64,
+}
+
+/// `checkpoint/<topic-id>/<p>`: what compaction folded out of a partition's
+/// write-ahead objects.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Slices of manifests below this offset are in `files` (or below the log start).
+    pub folded_to: i64,
+    /// Log compaction has cleaned everything below this offset.
+    #[serde(default)]
+    pub cleaned_to: i64,
+    /// In offset order.
+    pub files: Vec<FoldedFile>,
+    /// The partition's idempotent-producer state when the checkpoint was written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub producers: Vec<ProducerBatch>,
+}
+
+/// A segment or lake file of one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FoldedFile {
+    pub object: String,
+    pub object_len: u64,
+    pub format: Format,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+    /// Record-batch bytes it holds (as produced, before any Parquet encoding).
+    pub len: u64,
+    /// Rows of a lake file (0 for a segment).
+    #[serde(default)]
+    pub records: u64,
+}
+
+/// `lake_table/<topic-id>`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TableState {
+    pub(crate) version: i64,
+    /// Object key of the current metadata file.
+    pub(crate) metadata: String,
+    pub(crate) snapshot_id: i64,
+    /// Of the file list the current snapshot holds.
+    pub(crate) digest: String,
+    /// The objects each kept version wrote, oldest first.
+    pub(crate) history: Vec<Vec<String>>,
+}
+
+/// The stored record at `configs/brokers/default` or `configs/brokers/<id>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerConfigRecord {
+    pub configs: BTreeMap<String, String>,
 }

@@ -15,8 +15,6 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
 use crate::topics;
 
 /// Broker config name → the topic config it is the default of (Kafka's synonyms).
@@ -98,7 +96,7 @@ pub fn validate(name: &str, value: Option<&str>) -> Result<(), String> {
         return match value {
             None => Ok(()),
             Some(v) => topics::validate_config(topic, v).map_err(|e| match e {
-                crate::EngineError::InvalidConfig { reason, .. } => {
+                crate::error::EngineError::InvalidConfig { reason, .. } => {
                     format!("Invalid value {v} for configuration {name}: {reason}")
                 }
                 other => other.to_string(),
@@ -117,12 +115,6 @@ pub fn validate(name: &str, value: Option<&str>) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join(", ")
     ))
-}
-
-/// The stored record at `configs/brokers/default` or `configs/brokers/<id>`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BrokerConfigRecord {
-    pub configs: BTreeMap<String, String>,
 }
 
 /// Where a broker-level value came from (Kafka's config sources).

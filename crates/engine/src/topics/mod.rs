@@ -1,14 +1,20 @@
 //! Topics: their metadata records, their configs (with Kafka's names and defaults),
 //! and name validation.
 
+pub mod broker_configs;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::broker_configs::BrokerDefaults;
-use crate::EngineError;
+use self::broker_configs::BrokerDefaults;
+use crate::error::EngineError;
+
+/// Topic config: age (by record timestamp) after which data becomes Parquet; -1
+/// never.
+pub const LAKE_AFTER_MS: &str = "sluice.lake.after.ms";
 
 /// A topic as stored under `topics/<name>` in the metadata store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,7 +179,7 @@ pub const CONFIGS: &[ConfigDef] = &[
         kind: Kind::Long { min: 1 },
     },
     ConfigDef {
-        name: crate::compaction::LAKE_AFTER_MS,
+        name: LAKE_AFTER_MS,
         default: "14400000",
         kind: Kind::Long { min: -1 },
     },
@@ -236,7 +242,7 @@ pub fn validate_config(name: &str, value: &str) -> Result<(), EngineError> {
 
 impl TopicRecord {
     /// The effective value of a config: set on the topic, else set for the broker
-    /// (see [`crate::broker_configs`]), else the default.
+    /// (see [`crate::topics::broker_configs`]), else the default.
     pub fn config(&self, name: &str) -> Option<&str> {
         self.configs
             .get(name)
