@@ -12,8 +12,10 @@ use serde::{Deserialize, Serialize};
 use sluice_engine::{Engine, Result};
 
 use crate::coordinator::consumer::state_name;
-use crate::coordinator::offsets::{self, TopicOffsets};
-use crate::coordinator::persist::Stored;
+use crate::coordinator::offsets::{self, OffsetsRecord};
+use sluice_engine::keyspace::Stored;
+
+use crate::coordinator::persist::GroupRecord;
 
 /// A consumer group as the admin API shows it.
 #[derive(Debug, Default, Serialize)]
@@ -62,12 +64,12 @@ pub async fn groups(engine: &Engine) -> Result<Vec<GroupView>> {
             ..Default::default()
         });
         if rest == "state" {
-            match serde_json::from_slice::<Stored>(&kv.value) {
+            match GroupRecord::decode(&kv.value) {
                 Ok(stored) => describe(engine, &stored, view),
                 Err(e) => tracing::warn!(key = %kv.key, error = %e, "unreadable group state"),
             }
         } else if let Some(rest) = rest.strip_prefix("offsets/") {
-            if let Ok(offsets) = serde_json::from_slice::<TopicOffsets>(&kv.value) {
+            if let Ok(OffsetsRecord(offsets)) = OffsetsRecord::decode(&kv.value) {
                 let topic = offsets::topic_of(rest);
                 let offsets = offsets::live(engine, topic, offsets);
                 if !offsets.is_empty() {
@@ -82,9 +84,9 @@ pub async fn groups(engine: &Engine) -> Result<Vec<GroupView>> {
     Ok(out.into_values().collect())
 }
 
-fn describe(engine: &Engine, stored: &Stored, view: &mut GroupView) {
+fn describe(engine: &Engine, stored: &GroupRecord, view: &mut GroupView) {
     match stored {
-        Stored::Classic(g) => {
+        GroupRecord::Classic(g) => {
             view.protocol = Some("classic");
             view.state = if g.members.is_empty() {
                 "Empty"
@@ -107,7 +109,7 @@ fn describe(engine: &Engine, stored: &Stored, view: &mut GroupView) {
                 })
                 .collect();
         }
-        Stored::Consumer(g) => {
+        GroupRecord::Consumer(g) => {
             view.protocol = Some("consumer");
             view.state = state_name(g).into();
             view.members = g

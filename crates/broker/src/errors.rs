@@ -48,6 +48,11 @@ pub fn code_and_message(e: &EngineError) -> (i16, Option<kafka_protocol::protoco
     (code(e), Some(crate::str_bytes(e.to_string())))
 }
 
+/// The error code of a coordinator's outcome: 0 for none.
+pub fn outcome_code(error: Option<kafka_protocol::error::ResponseError>) -> i16 {
+    error.map_or(0, |e| e.code())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

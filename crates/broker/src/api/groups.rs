@@ -16,7 +16,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::coordinator::group::{JoinOutcome, JoinRequest, Pending, SyncOutcome};
 use crate::coordinator::{local_shard, offsets, persist};
-use crate::{has, str_bytes, Broker, Reply};
+use crate::{errors, has, str_bytes, Broker, Reply};
 
 fn join_response(o: JoinOutcome, version: i16) -> ResponseKind {
     let members = o
@@ -33,7 +33,7 @@ fn join_response(o: JoinOutcome, version: i16) -> ResponseKind {
     let protocol = o.protocol.or_else(|| (!has(version, 7)).then(String::new));
     ResponseKind::JoinGroup(
         JoinGroupResponse::default()
-            .with_error_code(o.error)
+            .with_error_code(errors::outcome_code(o.error))
             .with_generation_id(o.generation)
             .with_protocol_type(o.protocol_type.filter(|_| has(version, 7)).map(str_bytes))
             .with_protocol_name(protocol.map(str_bytes))
@@ -63,7 +63,7 @@ pub fn join(
     });
     if let Some(e) = refused {
         let o = JoinOutcome {
-            error: e.code(),
+            error: Some(e),
             generation: -1,
             member_id: req.member_id.to_string(),
             ..Default::default()
@@ -98,7 +98,7 @@ pub fn join(
         Pending::Now(o) => Reply::Now(Box::new(join_response(o, version))),
         Pending::Later(rx) => Reply::Later(Box::pin(async move {
             let o = rx.await.unwrap_or_else(|_| JoinOutcome {
-                error: ResponseError::NotCoordinator.code(),
+                error: Some(ResponseError::NotCoordinator),
                 generation: -1,
                 ..Default::default()
             });
@@ -110,7 +110,7 @@ pub fn join(
 fn sync_response(o: SyncOutcome, version: i16) -> ResponseKind {
     ResponseKind::SyncGroup(
         SyncGroupResponse::default()
-            .with_error_code(o.error)
+            .with_error_code(errors::outcome_code(o.error))
             .with_protocol_type(o.protocol_type.filter(|_| has(version, 5)).map(str_bytes))
             .with_protocol_name(o.protocol.filter(|_| has(version, 5)).map(str_bytes))
             .with_assignment(o.assignment),
@@ -127,7 +127,7 @@ pub fn sync(broker: &Broker, req: SyncGroupRequest, version: i16) -> Reply {
         Ok(shard) => shard,
         Err(e) => {
             let o = SyncOutcome {
-                error: e.code(),
+                error: Some(e),
                 ..Default::default()
             };
             return Reply::Now(Box::new(sync_response(o, version)));
@@ -150,17 +150,17 @@ pub fn sync(broker: &Broker, req: SyncGroupRequest, version: i16) -> Reply {
         let mut o = match pending {
             Pending::Now(o) => o,
             Pending::Later(rx) => rx.await.unwrap_or_else(|_| SyncOutcome {
-                error: ResponseError::NotCoordinator.code(),
+                error: Some(ResponseError::NotCoordinator),
                 ..Default::default()
             }),
         };
-        if o.error == 0 {
+        if o.error.is_none() {
             let (engine, groups, shards) = (&broker.engine, &broker.groups, &broker.shards);
             if let Err(e) =
                 persist::write_synced(engine, groups, shards, &guard, shard, &group).await
             {
                 o = SyncOutcome {
-                    error: e.code(),
+                    error: Some(e),
                     ..Default::default()
                 };
             }
@@ -179,7 +179,7 @@ pub fn heartbeat(broker: &Broker, req: HeartbeatRequest) -> ResponseKind {
             req.group_instance_id.as_deref(),
         )
     });
-    let code = result.err().map_or(0, |e| e.code());
+    let code = errors::outcome_code(result.err());
     ResponseKind::Heartbeat(HeartbeatResponse::default().with_error_code(code))
 }
 
@@ -202,7 +202,11 @@ pub fn leave(broker: &Broker, req: LeaveGroupRequest, version: i16) -> ResponseK
     if let Err(e) = local_shard(broker, &group) {
         return ResponseKind::LeaveGroup(resp.with_error_code(e.code()));
     }
-    let codes = broker.groups.leave(&group, &members);
+    let outcomes = broker.groups.leave(&group, &members);
+    let codes: Vec<i16> = outcomes
+        .into_iter()
+        .map(|o| errors::outcome_code(o.err()))
+        .collect();
     if !has(version, 3) {
         return ResponseKind::LeaveGroup(resp.with_error_code(codes[0]));
     }

@@ -642,8 +642,8 @@ impl Kept for ConsumerGroup {
     fn dirty(&mut self) -> &mut bool {
         &mut self.dirty
     }
-    fn stored(&self) -> super::persist::Stored {
-        super::persist::Stored::Consumer(self.clone())
+    fn stored(&self) -> super::persist::GroupRecord {
+        super::persist::GroupRecord::Consumer(self.clone())
     }
 }
 

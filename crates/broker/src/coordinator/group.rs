@@ -30,6 +30,7 @@ use bytes::Bytes;
 use indexmap::IndexMap;
 use kafka_protocol::error::ResponseError;
 use serde::{Deserialize, Serialize};
+use sluice_engine::keyspace::Stored;
 use sluice_engine::Clock;
 use tokio::sync::oneshot;
 
@@ -66,7 +67,8 @@ impl State {
 /// What a JoinGroup is answered with.
 #[derive(Debug, Clone, Default)]
 pub struct JoinOutcome {
-    pub error: i16,
+    /// None: joined.
+    pub error: Option<ResponseError>,
     pub generation: i32,
     pub protocol_type: Option<String>,
     pub protocol: Option<String>,
@@ -79,7 +81,7 @@ pub struct JoinOutcome {
 impl JoinOutcome {
     fn error(e: ResponseError, member_id: &str) -> Self {
         Self {
-            error: e.code(),
+            error: Some(e),
             generation: -1,
             member_id: member_id.to_string(),
             ..Default::default()
@@ -90,7 +92,8 @@ impl JoinOutcome {
 /// What a SyncGroup is answered with.
 #[derive(Debug, Clone, Default)]
 pub struct SyncOutcome {
-    pub error: i16,
+    /// None: synced.
+    pub error: Option<ResponseError>,
     pub protocol_type: Option<String>,
     pub protocol: Option<String>,
     pub assignment: Bytes,
@@ -99,7 +102,7 @@ pub struct SyncOutcome {
 impl SyncOutcome {
     fn error(e: ResponseError) -> Self {
         Self {
-            error: e.code(),
+            error: Some(e),
             ..Default::default()
         }
     }
@@ -357,7 +360,7 @@ impl Group {
             m.assignment = Bytes::new();
             if let Some(tx) = m.join.take() {
                 let _ = tx.send(JoinOutcome {
-                    error: 0,
+                    error: None,
                     generation: self.generation,
                     protocol_type: self.protocol_type.clone(),
                     protocol: self.protocol.clone(),
@@ -500,8 +503,8 @@ impl Kept for Group {
     fn dirty(&mut self) -> &mut bool {
         &mut self.dirty
     }
-    fn stored(&self) -> super::persist::Stored {
-        super::persist::Stored::Classic(self.stored())
+    fn stored(&self) -> super::persist::GroupRecord {
+        super::persist::GroupRecord::Classic(self.stored())
     }
 }
 
@@ -524,7 +527,9 @@ impl Groups {
     /// and leader.
     pub fn snapshot(&self, group_id: &str) -> Option<(Vec<u8>, i32, Option<String>)> {
         self.with_group(group_id, |g| {
-            let bytes = serde_json::to_vec(&super::persist::Stored::Classic(g.stored())).ok()?;
+            let bytes = super::persist::GroupRecord::Classic(g.stored())
+                .encode()
+                .to_vec();
             Some((bytes, g.generation, g.leader.clone()))
         })
         .flatten()
@@ -596,7 +601,7 @@ impl Groups {
                         // Replace without a rebalance: same generation, same assignment.
                         let leader = group.leader.clone().unwrap_or_default();
                         return Pending::Now(JoinOutcome {
-                            error: 0,
+                            error: None,
                             generation: group.generation,
                             protocol_type: group.protocol_type.clone(),
                             protocol: group.protocol.clone(),
@@ -674,7 +679,7 @@ impl Groups {
                     m.join = None;
                 }
                 return Pending::Now(JoinOutcome {
-                    error: 0,
+                    error: None,
                     generation: group.generation,
                     protocol_type: group.protocol_type.clone(),
                     protocol: group.protocol.clone(),
@@ -706,7 +711,7 @@ impl Groups {
             return Pending::Now(SyncOutcome::error(e));
         }
         let ok = |g: &Group, assignment: Bytes| SyncOutcome {
-            error: 0,
+            error: None,
             protocol_type: g.protocol_type.clone(),
             protocol: g.protocol.clone(),
             assignment,
@@ -733,7 +738,7 @@ impl Groups {
                         m.assignment = given.remove(&m.id).unwrap_or_default();
                         if let Some(tx) = m.sync.take() {
                             let _ = tx.send(SyncOutcome {
-                                error: 0,
+                                error: None,
                                 protocol_type: pt.clone(),
                                 protocol: p.clone(),
                                 assignment: m.assignment.clone(),
@@ -771,12 +776,17 @@ impl Groups {
         }
     }
 
-    /// Removes members (by member id, or by instance id for static members).
-    pub fn leave(&self, group_id: &str, members: &[(String, Option<String>)]) -> Vec<i16> {
+    /// Removes members (by member id, or by instance id for static members): each
+    /// one's outcome, in order.
+    pub fn leave(
+        &self,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> Vec<Result<(), ResponseError>> {
         let now = Instant::now();
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(group_id) else {
-            return vec![ResponseError::UnknownMemberId.code(); members.len()];
+            return vec![Err(ResponseError::UnknownMemberId); members.len()];
         };
         members
             .iter()
@@ -793,9 +803,9 @@ impl Groups {
                 match found {
                     Some(id) => {
                         group.remove_member(&id, now, self.initial_delay);
-                        0
+                        Ok(())
                     }
-                    None => ResponseError::UnknownMemberId.code(),
+                    None => Err(ResponseError::UnknownMemberId),
                 }
             })
             .collect()

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use sluice_engine::keyspace::{self, Stored};
 use sluice_engine::{Engine, EngineError, Result};
 use sluice_meta::{Compare, Op, Txn, MAX_TXN_BYTES, MAX_TXN_OPS};
 use uuid::Uuid;
@@ -38,6 +39,21 @@ fn no_epoch() -> i32 {
 
 /// A topic's committed offsets by partition.
 pub type TopicOffsets = BTreeMap<i32, CommittedOffset>;
+
+/// The value of an `offsets/<topic>/<n>` key.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct OffsetsRecord(pub TopicOffsets);
+
+impl Stored for OffsetsRecord {
+    const WHAT: &'static str = "committed offsets";
+    fn encode(&self) -> bytes::Bytes {
+        keyspace::encode_json(self)
+    }
+    fn decode(bytes: &[u8]) -> std::result::Result<Self, String> {
+        keyspace::decode_json(bytes)
+    }
+}
 
 /// The stored offsets of `topic` that belong to the topic of that name now: those of
 /// a deleted topic are dropped, whether or not one of the same name exists again.
@@ -127,7 +143,8 @@ async fn rewrite(
         stored.extend(engine.meta().range(&format!("{prefix}{topic}/")).await?);
         let mut offsets = TopicOffsets::new();
         for kv in &stored {
-            offsets.extend(serde_json::from_slice::<TopicOffsets>(&kv.value).unwrap_or_default());
+            // Unreadable is an error: written back as empty, its offsets would be lost.
+            offsets.extend(OffsetsRecord::from_kv(kv)?.0);
         }
         let mut offsets = live(engine, topic, offsets);
         change(topic, &mut offsets);
@@ -137,7 +154,7 @@ async fn rewrite(
             next.entry(key).or_default().insert(p, o);
         }
         for kv in &stored {
-            let value = next.remove(&kv.key).map(|o| encode(&o));
+            let value = next.remove(&kv.key).map(encode);
             if value.as_deref() == Some(&kv.value[..]) {
                 continue;
             }
@@ -148,7 +165,7 @@ async fn rewrite(
             });
         }
         for (key, o) in next {
-            writes.push((Compare::Missing(key.clone()), Op::put(key, encode(&o))));
+            writes.push((Compare::Missing(key.clone()), Op::put(key, encode(o))));
         }
     }
     let mut writes = writes.into_iter().peekable();
@@ -182,8 +199,8 @@ async fn rewrite(
     Ok(())
 }
 
-fn encode(offsets: &TopicOffsets) -> Vec<u8> {
-    serde_json::to_vec(offsets).unwrap_or_default()
+fn encode(offsets: TopicOffsets) -> bytes::Bytes {
+    OffsetsRecord(offsets).encode()
 }
 
 /// The group's committed offsets, by topic.
@@ -198,12 +215,10 @@ pub async fn fetch(
         let Some(rest) = kv.key.strip_prefix(&prefix) else {
             continue;
         };
-        if let Ok(offsets) = serde_json::from_slice::<TopicOffsets>(&kv.value) {
-            stored
-                .entry(topic_of(rest).to_string())
-                .or_default()
-                .extend(offsets);
-        }
+        stored
+            .entry(topic_of(rest).to_string())
+            .or_default()
+            .extend(OffsetsRecord::from_kv(&kv)?.0);
     }
     Ok(stored
         .into_iter()
@@ -241,4 +256,45 @@ pub async fn groups_with_offsets(engine: &Engine, shard: i32) -> Result<Vec<Stri
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a test: panicking is how it fails
+
+    use std::sync::Arc;
+
+    use sluice_meta::{EmbeddedStore, MetaStore};
+
+    use super::*;
+
+    fn at(offset: i64) -> CommittedOffset {
+        CommittedOffset {
+            offset,
+            leader_epoch: -1,
+            metadata: None,
+            commit_time_ms: 0,
+            topic_id: None,
+        }
+    }
+
+    /// A stored offsets value that does not decode is an error for the commits
+    /// sharing its key, never an empty map written back over it.
+    #[tokio::test]
+    async fn an_unreadable_offsets_key_fails_the_commit_and_stays() {
+        let meta: Arc<dyn MetaStore> = Arc::new(EmbeddedStore::in_memory());
+        let broker = crate::testing::broker_on(meta.clone()).await;
+        let engine = &broker.engine;
+        let key = format!("{}t/0", offsets_prefix(engine, 0, "g"));
+        meta.txn(Txn::when(vec![]).then(vec![Op::put(key.clone(), &b"{not json"[..])]))
+            .await
+            .unwrap();
+        let guard = engine.fence().still_leader();
+        let commits = BTreeMap::from([("t".to_string(), TopicOffsets::from([(1, at(5))]))]);
+        let outcome = commit(engine, &guard, 0, "g", commits).await;
+        assert!(outcome.is_err(), "{outcome:?}");
+        let kept = meta.get(&key).await.unwrap().unwrap();
+        assert_eq!(&kept.value[..], b"{not json");
+        assert!(fetch(engine, 0, "g").await.is_err());
+    }
 }

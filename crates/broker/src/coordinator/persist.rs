@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use sluice_engine::keyspace::{self, Stored};
 use sluice_engine::Engine;
 use sluice_meta::{Op, Txn};
 
@@ -33,12 +34,22 @@ use super::consumer::{ConsumerGroup, ConsumerGroups};
 use super::group::{Groups, StoredGroup};
 use super::{led_shards, offsets, shard_of, GROUPS_TOPIC};
 
-/// The value of a `state` key.
+/// The value of a `groups/<shard>/<group>/state` key.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
-pub enum Stored {
+pub enum GroupRecord {
     Classic(StoredGroup),
     Consumer(ConsumerGroup),
+}
+
+impl Stored for GroupRecord {
+    const WHAT: &'static str = "group state";
+    fn encode(&self) -> bytes::Bytes {
+        keyspace::encode_json(self)
+    }
+    fn decode(bytes: &[u8]) -> std::result::Result<Self, String> {
+        keyspace::decode_json(bytes)
+    }
 }
 
 /// Offset-commit locks; groups hash onto them.
@@ -271,9 +282,9 @@ impl Round<'_> {
             let Some((group, "state")) = keys.group_of(shard, &kv.key) else {
                 continue;
             };
-            match serde_json::from_slice::<Stored>(&kv.value) {
-                Ok(Stored::Classic(g)) => self.groups.load_stored(&group, g),
-                Ok(Stored::Consumer(g)) => self.consumer_groups.load_stored(g),
+            match GroupRecord::decode(&kv.value) {
+                Ok(GroupRecord::Classic(g)) => self.groups.load_stored(&group, g),
+                Ok(GroupRecord::Consumer(g)) => self.consumer_groups.load_stored(g),
                 Err(e) => {
                     tracing::warn!(%group, error = %e, "unreadable group state; skipped");
                     continue;
@@ -452,7 +463,7 @@ mod tests {
         assert!(groups.take_dirty().is_empty(), "written once");
 
         let bytes = groups.stored_bytes(&dirty[0]).unwrap();
-        let Stored::Classic(stored) = serde_json::from_slice(&bytes).unwrap() else {
+        let GroupRecord::Classic(stored) = GroupRecord::decode(&bytes).unwrap() else {
             panic!("a classic group")
         };
         let moved = Groups::new(Duration::ZERO, Clock::system());
@@ -491,7 +502,7 @@ mod tests {
         let first = groups.heartbeat("g", hb.clone(), &topics).unwrap();
         let dirty = groups.take_dirty();
         let bytes = groups.stored_bytes(&dirty[0]).unwrap();
-        let Stored::Consumer(stored) = serde_json::from_slice(&bytes).unwrap() else {
+        let GroupRecord::Consumer(stored) = GroupRecord::decode(&bytes).unwrap() else {
             panic!("a consumer group")
         };
         let moved = ConsumerGroups::new(Settings::default(), Clock::system());

@@ -7,7 +7,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use kafka_protocol::error::ResponseError;
 
-use super::persist::Stored;
+use sluice_engine::keyspace::Stored;
+
+use super::persist::GroupRecord;
 
 /// What the registry needs of a group.
 pub trait Kept {
@@ -17,7 +19,7 @@ pub trait Kept {
     /// The "changed since last written" mark.
     fn dirty(&mut self) -> &mut bool;
     /// What the metadata store keeps of it.
-    fn stored(&self) -> Stored;
+    fn stored(&self) -> GroupRecord;
 }
 
 pub struct Registry<G> {
@@ -68,8 +70,7 @@ impl<G: Kept> Registry<G> {
 
     /// What the metadata store would keep of the group now.
     pub fn stored_bytes(&self, group_id: &str) -> Option<Vec<u8>> {
-        self.with_group(group_id, |g| serde_json::to_vec(&g.stored()).ok())
-            .flatten()
+        self.with_group(group_id, |g| g.stored().encode().to_vec())
     }
 
     /// Marks a group for writing again (its last write failed).
