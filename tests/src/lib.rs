@@ -564,7 +564,20 @@ pub mod checker {
         let mut ends = HashMap::new();
         let mut tpl = TopicPartitionList::new();
         for p in 0..PARTITIONS {
-            let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(30))?;
+            // Right after a restart a partition may still be moving to its leader
+            // (NOT_LEADER_OR_FOLLOWER, which fetch_watermarks does not retry): what is
+            // checked is the data, so wait for a leader.
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            let high = loop {
+                match consumer.fetch_watermarks(topic, p, Duration::from_secs(30)) {
+                    Ok((_, high)) => break high,
+                    Err(e) if std::time::Instant::now() < deadline => {
+                        eprintln!("watermarks of {topic}/{p}: {e}; retrying");
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
             ends.insert(p, high);
             tpl.add_partition_offset(topic, p, Offset::Beginning)?;
         }

@@ -47,6 +47,7 @@ pub async fn broker_on(meta: Arc<dyn MetaStore>) -> Broker {
         engine.clone(),
         membership.lease(),
         Vec::new(),
+        Default::default(),
     ));
     // The membership's lease lives as long as the test.
     std::mem::forget(membership);

@@ -355,6 +355,7 @@ async fn broker() -> (Broker, uuid::Uuid) {
         engine.clone(),
         membership.lease(),
         Vec::new(),
+        Default::default(),
     ));
     coordinator::ensure_groups_topic(&engine, 4).await;
     let topic = engine

@@ -11,7 +11,10 @@
 //! - the janitor (expired manifests, their objects, orphans), every
 //!   `log.retention.check.interval.ms`;
 //! - Iceberg publishing of the lake's tables, every compaction interval;
-//! - the [`Duty`]s the server adds (the consumer-lag gauge).
+//! - the [`Duty`]s the server adds.
+//!
+//! [`Leading`] tells others (the consumer-lag gauge on `/metrics`) whether this
+//! broker is in such a scope right now.
 //!
 //! Invariants:
 //! - Assignment writes compare the controller key's value, so a deposed controller
@@ -25,6 +28,7 @@ pub mod assignment;
 mod leaders;
 pub mod membership;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +43,20 @@ use crate::leaders::Round;
 
 /// How often a controller recomputes leaders without being woken.
 const ROUND_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Whether this broker is the controller now: set for the span of each leadership.
+#[derive(Debug, Clone, Default)]
+pub struct Leading(Arc<AtomicBool>);
+
+impl Leading {
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn set(&self, leading: bool) {
+        self.0.store(leading, Ordering::Release);
+    }
+}
 
 /// Periodic work that runs only while this broker is the controller.
 pub struct Duty {
@@ -118,11 +136,12 @@ pub fn engine_duties(engine: &Arc<Engine>) -> Vec<Duty> {
 }
 
 /// Campaigns whenever this broker has a lease, and while it holds the controller key
-/// runs the assignment rounds, [`engine_duties`] and `duties`.
+/// runs the assignment rounds, [`engine_duties`] and `duties`, with `leading` set.
 pub async fn run(
     engine: Arc<Engine>,
     mut lease: watch::Receiver<Option<LeaseId>>,
     duties: Vec<Duty>,
+    leading: Leading,
 ) {
     let mut all = engine_duties(&engine);
     all.extend(duties);
@@ -137,7 +156,9 @@ pub async fn run(
         match campaign(&engine, lease_id).await {
             Ok(true) => {
                 tracing::info!(broker = engine.config().broker_id, "elected controller");
+                leading.set(true);
                 lead(&engine, &mut lease, &all).await;
+                leading.set(false);
                 tracing::info!(broker = engine.config().broker_id, "no longer controller");
             }
             Ok(false) => {}

@@ -109,6 +109,7 @@ async fn a_failover_of_300000_partitions_completes_within_etcds_limits() {
         engine.clone(),
         membership.lease(),
         Vec::new(),
+        Default::default(),
     ));
     // Three serving brokers, registered as their membership would: a live record
     // under a lease, and a generation.

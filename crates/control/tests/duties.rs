@@ -61,6 +61,7 @@ async fn duties_run_only_while_this_broker_is_the_controller() {
     };
     let membership = Membership::start(engine.clone(), record, Duration::from_secs(6), None);
     let seen = Arc::new(Seen::default());
+    let leading = sluice_control::Leading::default();
     let duty = {
         let seen = seen.clone();
         Duty::every(
@@ -81,8 +82,10 @@ async fn duties_run_only_while_this_broker_is_the_controller() {
         engine.clone(),
         membership.lease(),
         vec![duty],
+        leading.clone(),
     ));
     until("the duty runs", || seen.rounds.load(Ordering::SeqCst) >= 3).await;
+    assert!(leading.get());
     assert_eq!(seen.started.load(Ordering::SeqCst), 1);
     assert_eq!(seen.ended.load(Ordering::SeqCst), 0);
 
@@ -97,6 +100,7 @@ async fn duties_run_only_while_this_broker_is_the_controller() {
         .await
         .unwrap();
     until("the duty stops", || seen.ended.load(Ordering::SeqCst) == 1).await;
+    until("leading is cleared", || !leading.get()).await;
     let stopped_at = seen.rounds.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(

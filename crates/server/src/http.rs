@@ -23,8 +23,8 @@ pub struct Metrics {
     pub store: Arc<StoreMetrics>,
     pub meta: Arc<MetaMetrics>,
     pub requests: Arc<RequestMetrics>,
-    /// The consumer-lag gauge, kept by the controller's lag duty.
-    pub lag: Arc<crate::admin::LagGauge>,
+    /// Whether this broker is the controller (it alone renders the lag gauge).
+    pub leading: sluice_control::Leading,
 }
 
 #[derive(Clone)]
@@ -60,7 +60,9 @@ async fn metrics_text(
         .metrics
         .render(engine.led_partitions(), engine.generation(), &mut out);
     engine.cache_metrics().render(&mut out);
-    state.metrics.lag.render(&mut out);
+    if state.metrics.leading.get() {
+        crate::admin::render_lag(engine, &state.client, &mut out).await;
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 

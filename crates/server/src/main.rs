@@ -194,11 +194,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tokio::spawn(sluice_control::run(
         engine.clone(),
         membership.lease(),
-        vec![admin::lag_duty(
-            engine.clone(),
-            reqwest::Client::new(),
-            metrics.lag.clone(),
-        )],
+        Vec::new(),
+        metrics.leading.clone(),
     ));
     {
         let engine = engine.clone();

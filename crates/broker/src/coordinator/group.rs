@@ -938,3 +938,95 @@ impl Groups {
         Ok(topics)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a test: panicking is how it fails
+
+    use super::*;
+
+    fn join(member_id: &str, require_known_member_id: bool) -> JoinRequest {
+        JoinRequest {
+            member_id: member_id.into(),
+            instance_id: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout: Duration::from_secs(10),
+            rebalance_timeout: Duration::from_secs(10),
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"meta"))],
+            require_known_member_id,
+        }
+    }
+
+    fn now<T>(p: Pending<T>) -> T {
+        match p {
+            Pending::Now(t) => t,
+            Pending::Later(mut rx) => rx.try_recv().expect("answered at once"),
+        }
+    }
+
+    /// A lone member: MEMBER_ID_REQUIRED first (v4+), then it joins, leads, syncs
+    /// its assignment and is Stable; when it leaves, the group is Empty since the
+    /// clock's time, and a second leave of it is UNKNOWN_MEMBER_ID.
+    #[test]
+    fn a_lone_member_joins_syncs_and_leaves() {
+        let clock = Clock::manual(1_000_000);
+        let groups = Groups::new(Duration::ZERO, clock.clone());
+        let first = now(groups.join("g", join("", true)));
+        assert_eq!(first.error, Some(ResponseError::MemberIdRequired));
+        assert!(!first.member_id.is_empty());
+
+        let joined = now(groups.join("g", join(&first.member_id, true)));
+        assert_eq!(joined.error, None);
+        assert_eq!(joined.generation, 1);
+        assert_eq!(joined.leader, first.member_id);
+        assert_eq!(joined.protocol.as_deref(), Some("range"));
+        assert_eq!(joined.members.len(), 1, "the leader gets the members");
+
+        let assignment = Bytes::from_static(b"assigned");
+        let synced = now(groups.sync(
+            "g",
+            &joined.member_id,
+            joined.generation,
+            None,
+            vec![(joined.member_id.clone(), assignment.clone())],
+        ));
+        assert_eq!(synced.error, None);
+        assert_eq!(synced.assignment, assignment);
+        assert_eq!(groups.list()[0].2, State::Stable);
+        assert_eq!(groups.empty_since("g"), Some(None));
+
+        clock.advance(Duration::from_secs(5));
+        let left = groups.leave("g", &[(joined.member_id.clone(), None)]);
+        assert_eq!(left, vec![Ok(())]);
+        assert_eq!(groups.list()[0].2, State::Empty);
+        assert_eq!(groups.empty_since("g"), Some(Some(1_005_000)));
+        let again = groups.leave("g", &[(joined.member_id.clone(), None)]);
+        assert_eq!(again, vec![Err(ResponseError::UnknownMemberId)]);
+    }
+
+    /// A sync or heartbeat from an older generation is ILLEGAL_GENERATION; from an
+    /// unknown member, UNKNOWN_MEMBER_ID; a group of another protocol type refuses
+    /// the join with INCONSISTENT_GROUP_PROTOCOL.
+    #[test]
+    fn stale_and_unknown_members_are_refused_with_kafkas_codes() {
+        let groups = Groups::new(Duration::ZERO, Clock::manual(0));
+        let joined = now(groups.join("g", join("", false)));
+        assert_eq!(joined.error, None);
+        let stale = now(groups.sync("g", &joined.member_id, joined.generation - 1, None, vec![]));
+        assert_eq!(stale.error, Some(ResponseError::IllegalGeneration));
+        let stranger = now(groups.sync("g", "nobody", joined.generation, None, vec![]));
+        assert_eq!(stranger.error, Some(ResponseError::UnknownMemberId));
+        assert_eq!(
+            groups.heartbeat("g", "nobody", joined.generation, None),
+            Err(ResponseError::UnknownMemberId)
+        );
+        let mut other = join("", false);
+        other.protocol_type = "connect".into();
+        assert_eq!(
+            now(groups.join("g", other)).error,
+            Some(ResponseError::InconsistentGroupProtocol)
+        );
+    }
+}
