@@ -22,37 +22,11 @@ use sluice_engine::produce::PartitionRecords;
 use sluice_engine::retention::Janitor;
 use sluice_engine::{Engine, EngineConfig, EngineError};
 use sluice_meta::{EmbeddedStore, MetaStore};
-use sluice_protocol::records::{decode_batch, encode_batch, Record};
+use sluice_protocol::records::{decode_batch, Record};
 
 mod common;
 use common::*;
-
-/// A batch (as a producer sends it, offsets from 0) of `n` records with keys,
-/// values and headers that exercise every nullable field and repeated header keys.
-fn rich_batch(seed: usize, n: usize) -> Bytes {
-    let records: Vec<Record> = (0..n)
-        .map(|i| {
-            let k = seed * 100 + i;
-            Record {
-                offset: i as i64,
-                timestamp: 1_000_000 + k as i64,
-                log_append_time: false,
-                key: (!k.is_multiple_of(4)).then(|| Bytes::from(format!("key-{}", k % 10))),
-                value: (!k.is_multiple_of(9))
-                    .then(|| Bytes::from(format!("value-{k}-{}", "x".repeat(k % 50)))),
-                headers: (0..k % 3)
-                    .map(|h| {
-                        (
-                            Bytes::from_static(b"trace"),
-                            (h != 1).then(|| Bytes::from(format!("{k}/{h}"))),
-                        )
-                    })
-                    .collect(),
-            }
-        })
-        .collect();
-    encode_batch(&records)
-}
+use sluice_testkit::batches::{keyed_records, rich};
 
 /// Every record from `from` to the high watermark, fetching 4 KiB at a time.
 async fn all_records(engine: &Engine, topic: &sluice_engine::Topic, from: i64) -> Vec<Record> {
@@ -102,7 +76,7 @@ async fn folded_history_reads_back_identically_and_survives_a_rebuild() {
     let store = faulty();
     let (engine, topic) = open(&meta, store.clone()).await;
     for i in 0..30 {
-        produce(&engine, &topic, rich_batch(i, 7)).await.unwrap();
+        produce(&engine, &topic, rich(i, 7)).await.unwrap();
     }
     produce(
         &engine,
@@ -218,7 +192,7 @@ async fn retention_drops_folded_files_from_the_checkpoint() {
     let record = topic.record.clone();
     for round in 0..3 {
         for i in 0..4 {
-            produce(&engine, &topic, rich_batch(round * 4 + i, 5))
+            produce(&engine, &topic, rich(round * 4 + i, 5))
                 .await
                 .unwrap();
         }
@@ -245,22 +219,6 @@ async fn retention_drops_folded_files_from_the_checkpoint() {
     ));
 }
 
-fn keyed_batch(records: &[(&str, Option<&str>)]) -> Bytes {
-    let records: Vec<Record> = records
-        .iter()
-        .enumerate()
-        .map(|(i, (k, v))| Record {
-            offset: i as i64,
-            timestamp: 5_000 + i as i64,
-            log_append_time: false,
-            key: Some(Bytes::from(k.to_string())),
-            value: v.map(|v| Bytes::from(v.to_string())),
-            headers: vec![],
-        })
-        .collect();
-    encode_batch(&records)
-}
-
 fn key_values(records: &[Record]) -> Vec<(i64, String, Option<String>)> {
     let text = |b: &Option<Bytes>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
     records
@@ -281,13 +239,15 @@ async fn log_compaction_keeps_the_latest_value_per_key() {
             .into_iter()
             .zip(values.iter().map(|v| Some(v.as_str())))
             .collect();
-        produce(&engine, &topic, keyed_batch(&batch)).await.unwrap();
+        produce(&engine, &topic, keyed_records(&batch))
+            .await
+            .unwrap();
     }
     // A tombstone for k2 (old enough to be dropped), then the active segment.
-    produce(&engine, &topic, keyed_batch(&[("k2", None)]))
+    produce(&engine, &topic, keyed_records(&[("k2", None)]))
         .await
         .unwrap();
-    produce(&engine, &topic, keyed_batch(&[("k0", Some("active"))]))
+    produce(&engine, &topic, keyed_records(&[("k0", Some("active"))]))
         .await
         .unwrap();
     let mut record = topic.record.clone();
@@ -317,10 +277,10 @@ async fn log_compaction_keeps_the_latest_value_per_key() {
 
     // A tombstone younger than delete.retention.ms stays; k0's value at 17 left
     // the active segment, so the one at 12 goes.
-    produce(&engine, &topic, keyed_batch(&[("k1", None)]))
+    produce(&engine, &topic, keyed_records(&[("k1", None)]))
         .await
         .unwrap();
-    produce(&engine, &topic, keyed_batch(&[("k9", Some("active"))]))
+    produce(&engine, &topic, keyed_records(&[("k9", Some("active"))]))
         .await
         .unwrap();
     assert!(engine.clean(&record, p, 5_500).await.unwrap());
@@ -390,7 +350,7 @@ async fn a_compactor_only_broker_folds_what_another_leads() {
     assert_eq!(leader.view().compactor(p.topic_id, 0), Some(1));
     assert_eq!(compactor.view().compactor(p.topic_id, 0), Some(1));
     for i in 0..10 {
-        produce(&leader, &topic, rich_batch(i, 5)).await.unwrap();
+        produce(&leader, &topic, rich(i, 5)).await.unwrap();
     }
     let produced = all_records(&leader, &topic, 0).await;
 
@@ -431,7 +391,7 @@ async fn a_compactor_only_broker_folds_what_another_leads() {
     // More data, folded remotely again; the leader's retention then meets a
     // checkpoint it has not adopted, adopts it, and moves the log start.
     for i in 10..20 {
-        produce(&leader, &topic, rich_batch(i, 5)).await.unwrap();
+        produce(&leader, &topic, rich(i, 5)).await.unwrap();
     }
     compactor.compact().await;
     assert_eq!(leader.advance_log_start(p, 60).await.unwrap(), 60);
@@ -545,7 +505,7 @@ async fn a_replaced_file_keeps_its_grace_and_goes_without_fencing_produces() {
     let store = faulty();
     let (engine, topic) = open(&meta, store.clone()).await;
     for i in 0..5 {
-        produce(&engine, &topic, rich_batch(i, 3)).await.unwrap();
+        produce(&engine, &topic, rich(i, 3)).await.unwrap();
     }
     let p = topic.partition(0).unwrap();
     let record = topic.record.clone();
@@ -605,7 +565,7 @@ async fn a_deleted_topics_lake_table_is_deleted() {
         let engine = engine.clone();
         async move {
             for i in 0..3 {
-                produce(&engine, &topic, rich_batch(i, 3)).await.unwrap();
+                produce(&engine, &topic, rich(i, 3)).await.unwrap();
             }
             let p = topic.partition(0).unwrap();
             assert!(engine.fold(&topic.record, p, policy(true)).await.unwrap());
@@ -682,15 +642,15 @@ async fn a_compacted_topic_in_the_lake_keeps_cleaning_and_stays_small() {
             .map(String::as_str)
             .zip(values.iter().map(|v| Some(v.as_str())))
             .collect();
-        let batch = keyed_batch(&batch);
+        let batch = keyed_records(&batch);
         let round_bytes = batch.len() as u64;
         produce(&engine, &topic, batch).await.unwrap();
         // The active segment.
-        produce(&engine, &topic, keyed_batch(&[("active", Some("a"))]))
+        produce(&engine, &topic, keyed_records(&[("active", Some("a"))]))
             .await
             .unwrap();
         engine.fold(&record, p, policy(true)).await.unwrap();
-        produce(&engine, &topic, keyed_batch(&[("active", Some("a"))]))
+        produce(&engine, &topic, keyed_records(&[("active", Some("a"))]))
             .await
             .unwrap();
         assert!(
@@ -730,7 +690,7 @@ async fn a_leader_adopts_a_checkpoint_written_under_it() {
     let p = topic.partition(0).unwrap();
     let record = topic.record.clone();
     for i in 0..4 {
-        produce(&engine, &topic, rich_batch(i, 2)).await.unwrap();
+        produce(&engine, &topic, rich(i, 2)).await.unwrap();
     }
     assert!(engine.fold(&record, p, policy(false)).await.unwrap());
     // Someone else writes the checkpoint again (same contents, new revision).
@@ -740,7 +700,7 @@ async fn a_leader_adopts_a_checkpoint_written_under_it() {
         .await
         .unwrap();
     for i in 4..8 {
-        produce(&engine, &topic, rich_batch(i, 2)).await.unwrap();
+        produce(&engine, &topic, rich(i, 2)).await.unwrap();
     }
     assert!(
         !engine.fold(&record, p, policy(false)).await.unwrap(),

@@ -1,6 +1,15 @@
-//! Real services for tests, started on loopback and stopped on drop: etcd (Debian's
-//! `etcd-server`) and an S3 server (moto, PyPI `moto[server]`). Tests that need them
-//! start them here; nothing is skipped when a component is missing: starting fails.
+//! What the tests of every crate share. Real services, started on loopback and
+//! stopped on drop: etcd (Debian's `etcd-server`) and an S3 server (moto, PyPI
+//! `moto[server]`); tests that need them start them here, and nothing is skipped when
+//! a component is missing: starting fails. [`batches`]: record batches as producers
+//! send them. [`engine`]: an engine leading a topic, on in-memory stores.
+//!
+//! (A crate's own unit tests cannot use [`engine`]: the test build of a crate is not
+//! the crate this kit depends on. `sluice-broker`'s `testing.rs` is its unit tests'
+//! harness for that reason.)
+
+pub mod batches;
+pub mod engine;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
