@@ -8,6 +8,9 @@
 //! - Every write is a guarded read-modify-write: creation compares the key missing,
 //!   updates and deletes compare the revision read, so two brokers changing one
 //!   topic at once cannot both win.
+//! - A sync never undoes a local change it did not see: a topic this broker created
+//!   or deleted after the sync began reading stays as this broker left it (see
+//!   [`Catalog::mark`]).
 //! - A topic record installed again with the same id keeps its partitions' state
 //!   (offsets, tails, producers): only a new id (deleted and created again) starts
 //!   afresh.
@@ -50,6 +53,18 @@ struct Known {
     by_id: HashMap<Uuid, String>,
     /// The dynamic broker configs every installed record carries.
     defaults: Arc<BrokerDefaults>,
+    /// Local installs and deletes so far.
+    changes: u64,
+    /// The change number of the last local install or delete of each topic name,
+    /// while a sync begun before it may still finish.
+    touched: HashMap<String, u64>,
+}
+
+impl Known {
+    fn touch(&mut self, name: &str) {
+        self.changes += 1;
+        self.touched.insert(name.to_string(), self.changes);
+    }
 }
 
 /// Topics, broker configs and producer ids (see the module docs).
@@ -120,9 +135,16 @@ impl Catalog {
         self.read().defaults.clone()
     }
 
-    /// Makes the catalog match the stored topic records and dynamic broker configs:
-    /// new topics appear, changed ones keep their partitions' state, deleted ones go.
-    pub(crate) fn reconcile(&self, records: Vec<TopicRecord>, defaults: BrokerDefaults) {
+    /// Where local changes are: a sync takes this before it reads the stored topics
+    /// and passes it to [`reconcile`](Self::reconcile).
+    pub(crate) fn mark(&self) -> u64 {
+        self.read().changes
+    }
+
+    /// Makes the catalog match the stored topic records and dynamic broker configs,
+    /// as read after `mark`: new topics appear, changed ones keep their partitions'
+    /// state, deleted ones go; a topic changed here since `mark` stays as it is.
+    pub(crate) fn reconcile(&self, records: Vec<TopicRecord>, defaults: BrokerDefaults, mark: u64) {
         let mut known = self.write();
         let defaults = if *known.defaults == defaults {
             known.defaults.clone()
@@ -131,11 +153,28 @@ impl Catalog {
                 "dynamic broker configs changed");
             Arc::new(defaults)
         };
+        let newer = |name: &str| known.touched.get(name).is_some_and(|at| *at > mark);
         let mut next = Known {
             defaults: defaults.clone(),
+            changes: known.changes,
+            touched: known
+                .touched
+                .iter()
+                .filter(|(_, at)| **at > mark)
+                .map(|(name, at)| (name.clone(), *at))
+                .collect(),
             ..Known::default()
         };
+        for name in next.touched.keys() {
+            if let Some(t) = known.by_name.get(name) {
+                next.by_id.insert(t.record.id, name.clone());
+                next.by_name.insert(name.clone(), t.clone());
+            }
+        }
         for mut record in records {
+            if newer(&record.name) {
+                continue;
+            }
             record.defaults = defaults.clone();
             let existing = partitions_of(&known, &record);
             next.by_id.insert(record.id, record.name.clone());
@@ -160,6 +199,7 @@ impl Catalog {
         known
             .by_name
             .insert(topic.record.name.clone(), topic.clone());
+        known.touch(&topic.record.name);
         topic
     }
 
@@ -267,6 +307,7 @@ impl Catalog {
         let mut known = self.write();
         known.by_name.remove(name);
         known.by_id.remove(&topic.record.id);
+        known.touch(name);
         tracing::info!(topic = name, "deleted topic");
         Ok(topic.record.id)
     }
@@ -417,5 +458,57 @@ async fn advance_counter(meta: &dyn MetaStore, key: &str, step: i64) -> Result<i
         if meta.txn(txn).await?.succeeded {
             return Ok(value);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a test: panicking is how it fails
+
+    use sluice_meta::EmbeddedStore;
+
+    use super::*;
+
+    fn record(name: &str) -> TopicRecord {
+        TopicRecord {
+            id: Uuid::new_v4(),
+            name: name.into(),
+            partitions: 1,
+            configs: BTreeMap::new(),
+            pinned: BTreeMap::new(),
+            defaults: Default::default(),
+        }
+    }
+
+    /// A sync that read the topics before this broker created one must not undo the
+    /// creation when it finishes: the topic would vanish (produce answers
+    /// UNKNOWN_TOPIC, OffsetFetch drops its offsets) until the next sync.
+    #[test]
+    fn a_sync_older_than_a_local_create_keeps_the_topic() {
+        let catalog = Catalog::new(
+            Arc::new(EmbeddedStore::in_memory()),
+            Keys::new("c"),
+            Arc::new(TailBudget::new(1 << 20, 1 << 20)),
+            1,
+        );
+        // The sync reads the topics (none yet), then this broker creates `t`.
+        let mark = catalog.mark();
+        let read: Vec<TopicRecord> = Vec::new();
+        let t = catalog.install(record("t"));
+        catalog.reconcile(read, BrokerDefaults::default(), mark);
+        assert!(
+            catalog.topic("t").is_some(),
+            "the stale sync removed the new topic"
+        );
+        assert_eq!(catalog.topic("t").unwrap().record.id, t.record.id);
+        // A sync begun after the create applies what it reads: still there, then
+        // deleted elsewhere.
+        let mark = catalog.mark();
+        catalog.reconcile(vec![t.record.clone()], BrokerDefaults::default(), mark);
+        assert_eq!(catalog.topic("t").unwrap().record.id, t.record.id);
+        let mark = catalog.mark();
+        catalog.reconcile(Vec::new(), BrokerDefaults::default(), mark);
+        assert!(catalog.topic("t").is_none());
+        assert!(catalog.topic_by_id(t.record.id).is_none());
     }
 }

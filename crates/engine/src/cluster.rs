@@ -197,6 +197,8 @@ impl Engine {
                 epoch: generation.number,
             });
         }
+        // Local creates and deletes from here on are not undone by this read.
+        let mark = self.catalog.mark();
         let topics = self.meta.range(&self.keys.topics()).await?;
         let brokers = self.meta.range(&self.keys.brokers()).await?;
         let assignments = self.meta.range(&self.keys.assignments()).await?;
@@ -229,7 +231,7 @@ impl Engine {
                 defaults.broker = r.configs;
             }
         }
-        self.reconcile_topics(records, defaults);
+        self.reconcile_topics(records, defaults, mark);
 
         let mut leaders: HashMap<Uuid, Arc<AssignmentRecord>> = HashMap::new();
         for kv in &assignments {

@@ -377,9 +377,15 @@ impl Engine {
         &self.store
     }
 
-    /// Makes the catalog match the stored topic records and dynamic broker configs.
-    pub(crate) fn reconcile_topics(&self, records: Vec<TopicRecord>, defaults: BrokerDefaults) {
-        self.catalog.reconcile(records, defaults);
+    /// Makes the catalog match the stored topic records and dynamic broker configs,
+    /// read after `mark` (see [`Catalog::mark`]).
+    pub(crate) fn reconcile_topics(
+        &self,
+        records: Vec<TopicRecord>,
+        defaults: BrokerDefaults,
+        mark: u64,
+    ) {
+        self.catalog.reconcile(records, defaults, mark);
     }
 
     /// Drops the sequence state of producers idle past the expiration, on every
