@@ -93,10 +93,6 @@ impl Duty {
             }),
         }
     }
-
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
 }
 
 /// The data path's controller duties: the janitor and Iceberg publishing.

@@ -231,7 +231,7 @@ impl Engine {
                 defaults.broker = r.configs;
             }
         }
-        self.reconcile_topics(records, defaults, mark);
+        self.catalog.reconcile(records, defaults, mark);
 
         let mut leaders: HashMap<Uuid, Arc<AssignmentRecord>> = HashMap::new();
         for kv in &assignments {

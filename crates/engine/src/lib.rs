@@ -377,17 +377,6 @@ impl Engine {
         &self.store
     }
 
-    /// Makes the catalog match the stored topic records and dynamic broker configs,
-    /// read after `mark` (see [`Catalog::mark`]).
-    pub(crate) fn reconcile_topics(
-        &self,
-        records: Vec<TopicRecord>,
-        defaults: BrokerDefaults,
-        mark: u64,
-    ) {
-        self.catalog.reconcile(records, defaults, mark);
-    }
-
     /// Drops the sequence state of producers idle past the expiration, on every
     /// partition this broker leads (committed and assigned state alike).
     pub fn expire_producers(&self) {
@@ -577,11 +566,6 @@ impl Engine {
                 step(&engine, &mut state).await;
             }
         });
-    }
-
-    /// Whether this broker is the controller (as of its last sync).
-    pub fn is_controller(&self) -> bool {
-        self.view().controller == Some(self.cfg.broker_id)
     }
 
     /// A receiver that changes after every commit (for long polling).
