@@ -3,7 +3,7 @@
 //!
 //! The controller publishes `assignment/<topic-id>` (leader and leader epoch of every
 //! partition) and, in the same transaction, bumps the generation of every broker that
-//! loses a partition. [`Engine::sync_cluster`] follows it:
+//! loses a partition. [`Cluster::sync`] follows it:
 //!
 //! 1. read this broker's generation; an owner other than this process means a newer
 //!    process took the broker id, and this one is fenced for good;
@@ -13,7 +13,7 @@
 //!    the partition moved);
 //! 4. under the WAL buffer lock: on a new generation, fail everything buffered (its
 //!    flushes carry the old generation and cannot commit; write states are reset
-//!    once flushes already committing are through, see `flush::abandon_buffered`),
+//!    once flushes already committing are through, see `WritePath::move_to`),
 //!    drop lost partitions, install gained ones, adopt the generation.
 //!
 //! Invariant: a partition is led (accepts produces) only between a sync that saw it
@@ -21,21 +21,25 @@
 //! generation its data was appended under, so data appended for a partition before
 //! it moved away can never commit after the move.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use sluice_meta::{notify_on_changes, Compare, MetaStore, Op, Txn};
+use tokio::sync::{Mutex as AsyncMutex, Notify};
 use uuid::Uuid;
 
-use crate::keyspace::BrokerConfigRecord;
+use crate::catalog::Catalog;
+use crate::error::{EngineError, Result};
 use crate::keyspace::{
-    parse_brokers, AssignmentRecord, BrokerRecord, ControllerRecord, Generation, Keys, Leader,
-    Manifest, Stored,
+    parse_brokers, AssignmentRecord, BrokerConfigRecord, BrokerRecord, ControllerRecord, Fences,
+    Generation, Keys, Leader, Stored,
 };
-use crate::partition::{IndexEntry, Partition, ReadState};
+use crate::partition::{Partition, TailBudget};
+use crate::recovery::Recovery;
 use crate::topics::broker_configs::BrokerDefaults;
-use crate::{Engine, EngineError, RecoveredSlice, Result, TopicRecord};
+use crate::topics::TopicRecord;
+use crate::write::WritePath;
 
 /// What this broker knows about the cluster, for Metadata and DescribeCluster.
 #[derive(Debug, Clone, Default)]
@@ -111,7 +115,53 @@ pub(crate) async fn claim_generation(meta: &dyn MetaStore, key: &str, owner: Uui
 /// How often the follower re-reads everything even without watch events.
 const RESYNC_INTERVAL: Duration = Duration::from_secs(5);
 
-impl Engine {
+/// The stores and neighbours the follower uses.
+pub(crate) struct ClusterDeps {
+    pub meta: Arc<dyn MetaStore>,
+    pub keys: Keys,
+    pub fences: Arc<Fences>,
+    pub catalog: Arc<Catalog>,
+    pub write: Arc<WritePath>,
+    pub recovery: Recovery,
+    pub tail: Arc<TailBudget>,
+    /// Wakes the follower (watches, commits that found the generation moved).
+    pub resync: Arc<Notify>,
+}
+
+/// The cluster follower: this broker's view of the cluster and the partitions it
+/// leads, kept up to date with the metadata store.
+pub struct Cluster {
+    broker_id: i32,
+    meta: Arc<dyn MetaStore>,
+    keys: Keys,
+    fences: Arc<Fences>,
+    catalog: Arc<Catalog>,
+    write: Arc<WritePath>,
+    recovery: Recovery,
+    tail: Arc<TailBudget>,
+    resync: Arc<Notify>,
+    view: RwLock<Arc<ClusterView>>,
+    /// One sync at a time.
+    sync_lock: AsyncMutex<()>,
+}
+
+impl Cluster {
+    pub(crate) fn new(broker_id: i32, deps: ClusterDeps) -> Arc<Self> {
+        Arc::new(Self {
+            broker_id,
+            meta: deps.meta,
+            keys: deps.keys,
+            fences: deps.fences,
+            catalog: deps.catalog,
+            write: deps.write,
+            recovery: deps.recovery,
+            tail: deps.tail,
+            resync: deps.resync,
+            view: RwLock::default(),
+            sync_lock: AsyncMutex::new(()),
+        })
+    }
+
     /// Follows the controller: one sync now, then on every change of topics,
     /// brokers, assignments or the controller, and every few seconds.
     pub(crate) fn start_follower(self: &Arc<Self>) {
@@ -127,16 +177,16 @@ impl Engine {
         for prefix in prefixes {
             notify_on_changes(self.meta.clone(), prefix, Arc::downgrade(&self.resync));
         }
-        let engine = Arc::downgrade(self);
+        let cluster = Arc::downgrade(self);
         let wake = self.resync.clone();
         tokio::spawn(async move {
             let mut failures = 0u32;
             loop {
                 let _ = tokio::time::timeout(RESYNC_INTERVAL, wake.notified()).await;
-                let Some(engine) = engine.upgrade() else {
+                let Some(cluster) = cluster.upgrade() else {
                     return;
                 };
-                match engine.sync_cluster().await {
+                match cluster.sync().await {
                     Ok(()) => {
                         if failures > 0 {
                             tracing::info!(failures, "cluster sync works again");
@@ -148,7 +198,7 @@ impl Engine {
                             tracing::warn!(error = %e, failures, "cluster sync failed; retrying");
                         }
                         failures += 1;
-                        drop(engine);
+                        drop(cluster);
                         // 200 ms, doubling, at most 3.2 s between attempts.
                         let backoff = Duration::from_millis(200) * (1 << failures.min(4));
                         tokio::time::sleep(backoff / 2).await;
@@ -169,20 +219,11 @@ impl Engine {
         self.view.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// This process's identity in the generation key.
-    pub fn owner(&self) -> Uuid {
-        self.fences.owner()
-    }
-
-    pub fn keys(&self) -> &Keys {
-        &self.keys
-    }
-
     /// Brings leadership, topics and the cluster view up to date with the metadata
     /// store (see the module docs for the order of reads and why).
-    pub async fn sync_cluster(&self) -> Result<()> {
+    pub async fn sync(&self) -> Result<()> {
         let _one_at_a_time = self.sync_lock.lock().await;
-        let gen_key = self.keys.generation(self.cfg.broker_id);
+        let gen_key = self.keys.generation(self.broker_id);
         let generation = match self.meta.get(&gen_key).await? {
             Some(kv) => Generation::from_kv(&kv)?,
             None => {
@@ -204,7 +245,7 @@ impl Engine {
         let assignments = self.meta.range(&self.keys.assignments()).await?;
         let controller = self.meta.get(&self.keys.controller()).await?;
         let broker_configs = self.meta.range(&self.keys.broker_configs()).await?;
-        self.refresh_gc_horizon().await?;
+        self.fences.refresh_gc_horizon(self.meta.as_ref()).await?;
 
         let mut records = Vec::with_capacity(topics.len());
         for kv in &topics {
@@ -215,7 +256,7 @@ impl Engine {
                     // topic keeps the record this broker knew, if any.
                     tracing::warn!(key = %kv.key, error = %e, "unreadable topic record; kept as it was");
                     let name = kv.key.strip_prefix(&self.keys.topics()).unwrap_or_default();
-                    records.extend(self.topic(name).map(|t| t.record.clone()));
+                    records.extend(self.catalog.topic(name).map(|t| t.record.clone()));
                 }
             }
         }
@@ -227,7 +268,7 @@ impl Engine {
             };
             if kv.key == self.keys.broker_config(None) {
                 defaults.cluster = r.configs;
-            } else if kv.key == self.keys.broker_config(Some(self.cfg.broker_id)) {
+            } else if kv.key == self.keys.broker_config(Some(self.broker_id)) {
                 defaults.broker = r.configs;
             }
         }
@@ -244,10 +285,10 @@ impl Engine {
         }
 
         // What this broker should lead, and what changes.
-        let me = self.cfg.broker_id;
+        let me = self.broker_id;
         let mut gained: Vec<(Arc<Partition>, i32)> = Vec::new();
         let mut lost: Vec<Arc<Partition>> = Vec::new();
-        for topic in self.topics() {
+        for topic in self.catalog.topics() {
             let assigned = leaders.get(&topic.record.id);
             for p in &topic.partitions {
                 let want = assigned
@@ -268,22 +309,14 @@ impl Engine {
             // A partition that cannot be rebuilt is not gained (the next sync tries
             // again); the rest of the sync, the generation and the partitions lost,
             // goes on.
-            self.rebuild(&gained).await.unwrap_or_else(|e| {
+            self.recovery.rebuild(&gained).await.unwrap_or_else(|e| {
                 tracing::error!(error = %e, partitions = gained.len(),
                     "cannot rebuild gained partitions; not leading them yet");
                 gained.iter().map(|_| None).collect()
             })
         };
 
-        {
-            let mut wal = self.wal();
-            if wal.broker_generation != generation.number || !lost.is_empty() {
-                let cause = EngineError::NotLeader {
-                    epoch: wal.broker_generation,
-                };
-                crate::flush::abandon_buffered(self, &mut wal, &cause);
-                wal.broker_generation = generation.number;
-            }
+        self.write.move_to(generation.number, !lost.is_empty(), || {
             for p in &lost {
                 p.set_leader_epoch(None);
                 p.read_mut().clear(&self.tail);
@@ -307,7 +340,7 @@ impl Engine {
                 p.reset_write_to_committed();
                 p.set_leader_epoch(Some(*epoch));
             }
-        }
+        });
         if !gained.is_empty() || !lost.is_empty() {
             tracing::info!(
                 generation = generation.number,
@@ -329,110 +362,19 @@ impl Engine {
         };
         *self.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(view);
         // Wake long polls and waiters for assignments.
-        self.commits.send_modify(|n| *n += 1);
+        self.write.wake_watchers();
         Ok(())
-    }
-
-    /// Rebuilds the committed state of `gained` partitions from their checkpoints and
-    /// the live manifests; `None` for a partition whose committed offsets have a gap
-    /// (its other partitions are not held back by it).
-    pub(crate) async fn rebuild(
-        &self,
-        gained: &[(Arc<Partition>, i32)],
-    ) -> Result<Vec<Option<ReadState>>> {
-        let wanted: HashSet<(Uuid, i32)> =
-            gained.iter().map(|(p, _)| (p.topic_id, p.index)).collect();
-        let mut slices: HashMap<(Uuid, i32), Vec<RecoveredSlice>> = HashMap::new();
-        for kv in self.meta.range(&self.keys.manifests()).await? {
-            let m = Manifest::from_kv(&kv)?;
-            let object = Arc::new(object_store::path::Path::from(m.object.as_str()));
-            for s in m.slices {
-                let at = (s.slice.topic_id, s.slice.partition);
-                if !wanted.contains(&at) {
-                    continue;
-                }
-                let entry = IndexEntry::from_committed(&s.slice, object.clone(), m.object_len);
-                slices.entry(at).or_default().push((entry, s.producers));
-            }
-        }
-        let mut out = Vec::with_capacity(gained.len());
-        'partitions: for (p, _) in gained {
-            let mut state = ReadState::default();
-            // Read after the manifests: a manifest the janitor deleted before that
-            // read lies below a `folded_to` this read sees (checkpoints only grow).
-            let (checkpoint, checkpoint_rev) = self.stored_checkpoint(p.topic_id, p.index).await?;
-            for b in &checkpoint.producers {
-                state.producers.entry(b.producer_id).or_default().record(*b);
-            }
-            let mut entries: Vec<RecoveredSlice> = checkpoint
-                .files
-                .iter()
-                .map(|f| (IndexEntry::from_folded(f), Vec::new()))
-                .collect();
-            entries.extend(
-                slices
-                    .remove(&(p.topic_id, p.index))
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|(e, _)| e.base_offset >= checkpoint.folded_to),
-            );
-            entries.sort_by_key(|(e, _)| e.base_offset);
-            state.checkpoint = checkpoint;
-            state.checkpoint_rev = checkpoint_rev;
-            // The janitor may have deleted manifests wholly below the log start: the
-            // log then begins at the first entry that reaches it, or at the log
-            // start itself if none does.
-            let log_start = self.stored_log_start(p.topic_id, p.index).await?;
-            state.log_start_offset = log_start;
-            state.high_watermark = entries
-                .iter()
-                .find(|(e, _)| e.last_offset >= log_start)
-                .map_or(log_start, |(e, _)| e.base_offset.min(log_start));
-            for (entry, producers) in entries {
-                if entry.last_offset < log_start {
-                    // Below the log start: only its producers' sequences matter.
-                    for b in &producers {
-                        state.producers.entry(b.producer_id).or_default().record(*b);
-                    }
-                    continue;
-                }
-                if entry.base_offset != state.high_watermark {
-                    tracing::error!(topic = %p.topic, partition = p.index,
-                        expected = state.high_watermark, found = entry.base_offset,
-                        "gap in committed offsets; the partition is not led");
-                    state.clear(&self.tail);
-                    out.push(None);
-                    continue 'partitions;
-                }
-                state.append(entry, &producers, &self.tail);
-            }
-            out.push(Some(state));
-        }
-        Ok(out)
-    }
-
-    /// Whether a newer process owns this broker id (see [`Engine::fence_forever`]):
-    /// this one must not register as the broker again.
-    pub fn is_fenced(&self) -> bool {
-        self.wal().fenced
     }
 
     /// A newer process owns this broker id: lead nothing, commit nothing, ever.
     fn fence_forever(&self) {
-        let mut wal = self.wal();
-        if !wal.fenced {
+        if self.write.fence_forever() {
             tracing::error!(
-                broker = self.cfg.broker_id,
+                broker = self.broker_id,
                 "another process claimed this broker id; this one leads nothing from now on"
             );
         }
-        wal.fenced = true;
-        let cause = EngineError::NotLeader {
-            epoch: wal.broker_generation,
-        };
-        crate::flush::abandon_buffered(self, &mut wal, &cause);
-        drop(wal);
-        for t in self.topics() {
+        for t in self.catalog.topics() {
             for p in &t.partitions {
                 p.set_leader_epoch(None);
             }
@@ -448,7 +390,7 @@ impl Engine {
         within: Duration,
     ) -> bool {
         self.request_sync();
-        let mut commits = self.commits();
+        let mut commits = self.write.commits();
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let assigned = self.view().leaders.get(&topic).map_or(0, |a| {

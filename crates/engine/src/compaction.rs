@@ -48,7 +48,8 @@ use sluice_storage::paths;
 pub use crate::keyspace::{Checkpoint, FoldedFile};
 use crate::keyspace::{Fence, Stored};
 use crate::partition::{Format, IndexEntry, Partition, ReadState};
-use crate::{blocking, Engine, EngineError, Result, TopicRecord};
+use crate::util::blocking;
+use crate::{Engine, EngineError, Result, TopicRecord};
 
 pub use crate::topics::LAKE_AFTER_MS;
 
@@ -115,20 +116,6 @@ pub fn plan(index: &[IndexEntry], policy: FoldPolicy) -> Option<(std::ops::Range
 }
 
 impl Engine {
-    /// The stored checkpoint of a partition (empty if it was never folded) and the
-    /// revision its commits compare (0: none yet).
-    pub(crate) async fn stored_checkpoint(
-        &self,
-        topic: uuid::Uuid,
-        partition: i32,
-    ) -> Result<(Checkpoint, i64)> {
-        let key = self.keys.checkpoint(topic, partition);
-        match self.meta.get(&key).await? {
-            None => Ok((Checkpoint::default(), 0)),
-            Some(kv) => Ok((Checkpoint::from_kv(&kv)?, kv.mod_revision)),
-        }
-    }
-
     /// One compaction round: every partition is folded (and cleaned, if its topic
     /// is compacted) by its compactor ([`ClusterView::compactor`]): its leader when
     /// the leader has the compactor role, else a compactor-only broker, working
@@ -214,7 +201,7 @@ impl Engine {
                 )
             })
             .collect();
-        let states = self.rebuild(&shadows).await?;
+        let states = self.recovery.rebuild(&shadows).await?;
         for ((topic, p), state) in partitions.iter().zip(states) {
             let Some(mut state) = state else {
                 continue;
@@ -336,7 +323,7 @@ impl Engine {
         let datas = self.read_entries(&run).await?;
         let cache = format == Format::Batches && run.iter().all(|e| e.cached.is_some());
         let (body, records) = match format {
-            Format::Batches => (crate::flush::concat(datas), 0),
+            Format::Batches => (crate::util::concat(datas), 0),
             Format::Parquet => {
                 let partition = p.index;
                 blocking(move || {
@@ -413,7 +400,7 @@ impl Engine {
             let rows = kept.len() as u64;
             // A cleaned file is sized by what it keeps, as batches, whatever its
             // format: retention and the next cleaning's ratio count real bytes.
-            let batches = crate::lake::encode_batches(&kept);
+            let batches = crate::read::encode_batches(&kept);
             let batch_len = batches.len() as u64;
             let body = match format {
                 Format::Batches => batches,
@@ -445,8 +432,8 @@ impl Engine {
         futures::stream::iter(run.to_vec())
             .map(|e| async move {
                 match e.format {
-                    Format::Batches => self.entry_bytes(&e, e.base_offset).await,
-                    Format::Parquet => self.lake_all_batches(&e).await,
+                    Format::Batches => self.reads.entry_bytes(&e, e.base_offset).await,
+                    Format::Parquet => self.reads.lake_all_batches(&e).await,
                 }
             })
             .buffered(READ_CONCURRENCY)

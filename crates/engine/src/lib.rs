@@ -29,20 +29,23 @@ pub mod catalog;
 pub mod clock;
 pub mod cluster;
 pub mod compaction;
+mod config;
 mod error;
-pub mod fetch;
-pub mod flush;
 pub mod keyspace;
-pub mod lake;
+mod metrics;
 pub mod partition;
 pub mod produce;
+pub mod read;
+mod recovery;
 pub mod retention;
 pub mod tables;
 pub mod topics;
+mod util;
+mod write;
 pub use topics::broker_configs;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use object_store::ObjectStore;
@@ -54,226 +57,45 @@ use uuid::Uuid;
 use crate::catalog::Change;
 pub use crate::catalog::{Catalog, Topic};
 pub use crate::clock::Clock;
-use crate::cluster::ClusterView;
+use crate::cluster::{Cluster, ClusterDeps, ClusterView};
+pub use crate::config::EngineConfig;
 pub use crate::error::{EngineError, Result};
-use crate::flush::WalBuffer;
 pub use crate::keyspace::Keys;
 use crate::keyspace::{Fence, Fences};
-use crate::partition::IndexEntry;
+pub use crate::metrics::EngineMetrics;
+use crate::partition::Partition;
+use crate::read::{FetchedRecords, OffsetAndTimestamp, ReadPath};
+use crate::recovery::Recovery;
 use crate::topics::broker_configs::BrokerDefaults;
 pub use crate::topics::TopicRecord;
-
-/// Tunables of the data path.
-#[derive(Debug, Clone)]
-pub struct EngineConfig {
-    pub broker_id: i32,
-    pub cluster_id: String,
-    /// Target size of one WAL object (`wal.flush.bytes`).
-    pub flush_bytes: usize,
-    /// Extra wait before a flush starts, trading latency for fewer PUTs.
-    pub flush_linger: Duration,
-    /// WAL objects being written at once.
-    pub max_inflight_flushes: usize,
-    /// Produce data buffered or in flight before producers wait.
-    pub max_pending_bytes: usize,
-    /// Committed bytes per partition kept in memory for tailing consumers.
-    pub tail_bytes_per_partition: usize,
-    /// Committed bytes kept in memory across all partitions.
-    pub tail_bytes_total: usize,
-    pub auto_create_topics: bool,
-    pub default_partitions: i32,
-    /// How long a producer's sequence state is kept after its last append (Kafka's
-    /// `producer.id.expiration.ms`); checked on the retention tick.
-    pub producer_id_expiration: Duration,
-    /// The block cache in front of object reads.
-    pub cache: sluice_cache::CacheConfig,
-    /// How often retention runs (Kafka's `log.retention.check.interval.ms`); the
-    /// controller's janitor deletes expired manifests and objects at the same interval.
-    pub retention_check_interval: Duration,
-    /// Age after which an object nothing references is deleted.
-    pub orphan_grace: Duration,
-    /// How often partition leaders look for runs to fold (segments, Parquet); the
-    /// controller publishes Iceberg tables at the same interval.
-    pub compaction_interval: Duration,
-    /// The URI of the object store's root (`s3://bucket/prefix`), for the paths in
-    /// Iceberg metadata; none: no Iceberg tables.
-    pub object_root: Option<String>,
-    /// Wall-clock time for timestamps, retention and expiry (tests pass a manual one).
-    pub clock: Clock,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        Self {
-            broker_id: 0,
-            cluster_id: "sluice".into(),
-            flush_bytes: 4 << 20,
-            flush_linger: Duration::ZERO,
-            max_inflight_flushes: 4,
-            max_pending_bytes: 64 << 20,
-            tail_bytes_per_partition: 8 << 20,
-            tail_bytes_total: 512 << 20,
-            auto_create_topics: true,
-            default_partitions: 1,
-            producer_id_expiration: Duration::from_secs(86_400),
-            cache: sluice_cache::CacheConfig::default(),
-            retention_check_interval: Duration::from_secs(300),
-            orphan_grace: Duration::from_secs(3600),
-            compaction_interval: Duration::from_secs(60),
-            object_root: None,
-            clock: Clock::system(),
-        }
-    }
-}
-
-/// Counters of the commit path, rendered on `/metrics`.
-#[derive(Debug, Default)]
-pub struct EngineMetrics {
-    /// Manifests committed.
-    pub commits: std::sync::atomic::AtomicU64,
-    /// Flushes that did not commit because the broker's generation moved (it lost
-    /// partitions): refused by the store, or abandoned before trying.
-    pub commits_fenced: std::sync::atomic::AtomicU64,
-    /// Commit attempts whose outcome was unknown and were retried.
-    pub commit_retries: std::sync::atomic::AtomicU64,
-    /// Log start offsets moved (DeleteRecords and retention).
-    pub log_start_moves: std::sync::atomic::AtomicU64,
-    /// Manifests the janitor deleted (all their records below the log start).
-    pub manifests_expired: std::sync::atomic::AtomicU64,
-    /// Objects the janitor deleted: of expired manifests, and orphans.
-    pub objects_expired: std::sync::atomic::AtomicU64,
-    pub objects_orphaned: std::sync::atomic::AtomicU64,
-    /// Folds committed: into segments, and into lake files.
-    pub folds_segment: std::sync::atomic::AtomicU64,
-    pub folds_lake: std::sync::atomic::AtomicU64,
-    /// Log compaction passes (`cleanup.policy=compact`).
-    pub cleanings: std::sync::atomic::AtomicU64,
-    /// Manifests left after the janitor's last round (on the controller).
-    pub manifests_live: std::sync::atomic::AtomicU64,
-    /// Committed write-ahead objects: size, and time from flush start to commit.
-    pub flush_bytes: sluice_metrics::Sizes,
-    pub flush_seconds: sluice_metrics::Latency,
-}
-
-impl EngineMetrics {
-    /// Prometheus text for these counters and the partitions this broker leads.
-    pub fn render(&self, led_partitions: usize, generation: u64, out: &mut String) {
-        use sluice_metrics::{counters, family, gauge};
-        counters(
-            out,
-            "sluice_commits_total",
-            "Write-ahead flushes by commit outcome.",
-            "outcome",
-            &[
-                ("committed", &self.commits),
-                ("fenced", &self.commits_fenced),
-                ("retried", &self.commit_retries),
-            ],
-        );
-        family(
-            out,
-            "sluice_flush_bytes",
-            "histogram",
-            "Size of each committed write-ahead object.",
-        );
-        self.flush_bytes.render(out, "sluice_flush_bytes", "");
-        family(
-            out,
-            "sluice_flush_seconds",
-            "histogram",
-            "From a flush's start to its commit: object PUT plus manifest transaction.",
-        );
-        self.flush_seconds.render(out, "sluice_flush_seconds", "");
-        counters(
-            out,
-            "sluice_log_start_moves_total",
-            "Log start offsets moved by DeleteRecords and retention.",
-            "",
-            &[("", &self.log_start_moves)],
-        );
-        counters(
-            out,
-            "sluice_janitor_deleted_total",
-            "Manifests and objects the janitor deleted.",
-            "kind",
-            &[
-                ("manifest", &self.manifests_expired),
-                ("expired_object", &self.objects_expired),
-                ("orphaned_object", &self.objects_orphaned),
-            ],
-        );
-        counters(
-            out,
-            "sluice_folds_total",
-            "Compaction folds committed, by output format.",
-            "format",
-            &[
-                ("segment", &self.folds_segment),
-                ("parquet", &self.folds_lake),
-            ],
-        );
-        counters(
-            out,
-            "sluice_log_cleanings_total",
-            "Log compaction passes (cleanup.policy=compact).",
-            "",
-            &[("", &self.cleanings)],
-        );
-        gauge(
-            out,
-            "sluice_manifests_live",
-            "Manifests left after the janitor's last round (controller only).",
-            self.manifests_live
-                .load(std::sync::atomic::Ordering::Relaxed),
-        );
-        gauge(
-            out,
-            "sluice_partitions_led",
-            "Partitions this broker leads.",
-            led_partitions,
-        );
-        gauge(
-            out,
-            "sluice_broker_generation",
-            "This broker's generation (bumped when partitions are taken from it).",
-            generation,
-        );
-    }
-}
+pub use crate::write::WriteMetrics;
+use crate::write::{WriteDeps, WritePath};
 
 /// How long topic creation waits for the controller to assign leaders.
 const ASSIGNMENT_WAIT: Duration = Duration::from_secs(10);
-
-/// A committed slice read back from a manifest, with its producer batches.
-type RecoveredSlice = (IndexEntry, Vec<partition::ProducerBatch>);
 
 /// The broker's data path.
 pub struct Engine {
     pub(crate) cfg: EngineConfig,
     pub(crate) meta: Arc<dyn MetaStore>,
     pub(crate) store: Arc<dyn ObjectStore>,
-    /// Object reads go through it (blocks in memory and on local disk).
-    pub(crate) cache: sluice_cache::BlockCache,
+    /// Fetches and offset lookups, through the block cache.
+    pub(crate) reads: ReadPath,
     pub(crate) keys: Keys,
     /// This process's generation identity and the janitor's horizon: the fence of
     /// every guarded write.
-    pub(crate) fences: Fences,
+    pub(crate) fences: Arc<Fences>,
     /// Topics, broker configs and producer ids.
-    pub(crate) catalog: Catalog,
-    pub(crate) wal: std::sync::Mutex<WalBuffer>,
-    pub(crate) flush_wake: Notify,
-    pub(crate) space: Notify,
-    /// Bumped after every commit; long-polling fetches wait on it.
-    pub(crate) commits: watch::Sender<u64>,
+    pub(crate) catalog: Arc<Catalog>,
+    /// The WAL buffer, the flusher and the committer.
+    pub(crate) write: Arc<WritePath>,
     pub(crate) tail: Arc<partition::TailBudget>,
-    /// Wakes the cluster follower.
-    pub(crate) resync: Arc<Notify>,
-    pub(crate) sync_lock: AsyncMutex<()>,
+    /// Partition state read back from the metadata store.
+    pub(crate) recovery: Recovery,
+    /// The cluster follower: the view, leadership, the generation.
+    pub(crate) cluster: Arc<Cluster>,
     /// Serialises log start offset changes.
     pub(crate) log_start_lock: AsyncMutex<()>,
-    pub(crate) view: RwLock<Arc<ClusterView>>,
-    /// Lake footers and re-encoded row groups recently read.
-    pub(crate) lake: lake::LakeMemo,
     pub metrics: EngineMetrics,
 }
 
@@ -297,37 +119,57 @@ impl Engine {
         let generation =
             cluster::claim_generation(meta.as_ref(), &keys.generation(cfg.broker_id), owner)
                 .await?;
-        let (commits, _) = watch::channel(0);
         let cache = sluice_cache::BlockCache::open(&cfg.cache, store.clone())
             .await
             .map_err(|e| EngineError::Storage(e.to_string()))?;
-        let catalog = Catalog::new(
+        let catalog = Arc::new(Catalog::new(
             meta.clone(),
             keys.clone(),
             tail.clone(),
             cfg.default_partitions,
+        ));
+        let fences = Arc::new(Fences::new(&keys, broker_id, owner));
+        let resync = Arc::new(Notify::new());
+        let write = WritePath::new(
+            &cfg,
+            generation,
+            WriteDeps {
+                store: store.clone(),
+                meta: meta.clone(),
+                keys: keys.clone(),
+                fences: fences.clone(),
+                catalog: catalog.clone(),
+                tail: tail.clone(),
+                resync: resync.clone(),
+            },
+        );
+        let recovery = Recovery::new(meta.clone(), keys.clone(), tail.clone());
+        let cluster = Cluster::new(
+            broker_id,
+            ClusterDeps {
+                meta: meta.clone(),
+                keys: keys.clone(),
+                fences: fences.clone(),
+                catalog: catalog.clone(),
+                write: write.clone(),
+                recovery: recovery.clone(),
+                tail: tail.clone(),
+                resync,
+            },
         );
         let engine = Arc::new(Self {
             cfg,
             meta,
+            reads: ReadPath::new(store.clone(), cache),
             store,
-            cache,
-            fences: Fences::new(&keys, broker_id, owner),
+            fences,
             keys,
             catalog,
-            wal: std::sync::Mutex::new(WalBuffer {
-                broker_generation: generation,
-                ..Default::default()
-            }),
-            flush_wake: Notify::new(),
-            space: Notify::new(),
-            commits,
+            write,
             tail,
-            resync: Arc::new(Notify::new()),
-            sync_lock: AsyncMutex::new(()),
+            recovery,
+            cluster,
             log_start_lock: AsyncMutex::new(()),
-            view: RwLock::default(),
-            lake: lake::LakeMemo::default(),
             metrics: EngineMetrics::default(),
         });
         engine.sync_cluster().await?;
@@ -337,10 +179,10 @@ impl Engine {
             topics = engine.catalog.len(),
             "opened the data path"
         );
-        flush::start(engine.clone());
+        engine.write.start();
         engine.start_retention(engine.cfg.retention_check_interval);
         engine.start_compaction(engine.cfg.compaction_interval);
-        engine.start_follower();
+        engine.cluster.start_follower();
         Ok(engine)
     }
 
@@ -353,9 +195,53 @@ impl Engine {
         &self.cfg.clock
     }
 
+    /// Brings leadership, topics and the cluster view up to date with the metadata
+    /// store (see [`cluster`]).
+    pub async fn sync_cluster(&self) -> Result<()> {
+        self.cluster.sync().await
+    }
+
+    /// Asks the follower to sync soon.
+    pub fn request_sync(&self) {
+        self.cluster.request_sync();
+    }
+
+    /// The cluster as last synced.
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.cluster.view()
+    }
+
+    /// Whether a newer process owns this broker id: this one must not register as
+    /// the broker again.
+    pub fn is_fenced(&self) -> bool {
+        self.write.is_fenced()
+    }
+
+    /// Waits until this broker's view has leaders for the first `partitions`
+    /// partitions of `topic` (bounded).
+    pub async fn wait_for_assignment(
+        &self,
+        topic: Uuid,
+        partitions: i32,
+        within: Duration,
+    ) -> bool {
+        self.cluster
+            .wait_for_assignment(topic, partitions, within)
+            .await
+    }
+
+    /// This process's identity in the generation key.
+    pub fn owner(&self) -> Uuid {
+        self.fences.owner()
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
     /// The generation this broker's commits are currently made under.
     pub fn generation(&self) -> u64 {
-        self.wal().broker_generation
+        self.write.generation()
     }
 
     /// A fence for work starting now: this broker's current generation and the
@@ -364,9 +250,53 @@ impl Engine {
         self.fences.at(self.generation())
     }
 
+    /// Prometheus text for the write path's counters, the rest of the engine's, and
+    /// the partitions this broker leads.
+    pub fn render_metrics(&self, out: &mut String) {
+        self.write.metrics().render(out);
+        self.metrics
+            .render(self.led_partitions(), self.generation(), out);
+    }
+
     /// What the read cache did.
     pub fn cache_metrics(&self) -> &Arc<sluice_cache::CacheMetrics> {
-        self.cache.metrics()
+        self.reads.cache_metrics()
+    }
+
+    /// Reads whole batches from `offset`, up to about `max_bytes` (see
+    /// [`ReadPath::read_up_to`]).
+    pub async fn read(
+        &self,
+        partition: &Partition,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<FetchedRecords> {
+        self.reads
+            .read_up_to(partition, offset, max_bytes, true)
+            .await
+    }
+
+    /// Reads whole batches from `offset` within `max_bytes` (see
+    /// [`ReadPath::read_up_to`]).
+    pub async fn read_up_to(
+        &self,
+        partition: &Partition,
+        offset: i64,
+        max_bytes: usize,
+        at_least_one: bool,
+    ) -> Result<FetchedRecords> {
+        self.reads
+            .read_up_to(partition, offset, max_bytes, at_least_one)
+            .await
+    }
+
+    /// Kafka's ListOffsets for one partition.
+    pub async fn list_offset(
+        &self,
+        partition: &Partition,
+        timestamp: i64,
+    ) -> Result<Option<OffsetAndTimestamp>> {
+        self.reads.list_offset(partition, timestamp).await
     }
 
     pub fn meta(&self) -> &Arc<dyn MetaStore> {
@@ -533,15 +463,6 @@ impl Engine {
     }
 }
 
-/// Runs CPU-heavy work (Parquet encoding and decoding) off the async workers.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| EngineError::Storage(format!("blocking task panicked: {e}")))?
-}
-
 impl Engine {
     /// Runs `step` every `interval` (the first time after one interval) until the
     /// engine is dropped; `state` carries from one run to the next.
@@ -570,7 +491,7 @@ impl Engine {
 
     /// A receiver that changes after every commit (for long polling).
     pub fn commits(&self) -> watch::Receiver<u64> {
-        self.commits.subscribe()
+        self.write.commits()
     }
 }
 
@@ -632,21 +553,11 @@ impl Engine {
 
     /// Refuses new appends (retriably) from now on; used before a graceful handoff.
     pub fn stop_producing(&self) {
-        self.wal().closing = true;
+        self.write.close();
     }
 
     /// Waits until everything appended so far is committed or has failed.
     pub async fn drain(&self) {
-        loop {
-            let progressed = self.space.notified();
-            {
-                let wal = self.wal.lock().unwrap_or_else(|p| p.into_inner());
-                if wal.slices.is_empty() && wal.inflight_bytes == 0 {
-                    return;
-                }
-            }
-            self.flush_wake.notify_one();
-            progressed.await;
-        }
+        self.write.drain().await
     }
 }

@@ -39,8 +39,7 @@ use sluice_meta::{Compare, Op, Txn};
 use sluice_storage::paths::{self, LAKE_PREFIX, SEGMENT_PREFIX, WAL_PREFIX};
 use uuid::Uuid;
 
-use crate::keyspace::Checkpoint;
-use crate::keyspace::{Manifest, Stored};
+use crate::keyspace::{decode_offset, Checkpoint, Manifest, Stored};
 use crate::partition::Partition;
 use crate::{Engine, EngineError, Result};
 
@@ -136,15 +135,6 @@ impl Engine {
         Err(EngineError::NotLeader {
             epoch: self.generation(),
         })
-    }
-
-    /// The stored log start offset of a partition (0 if never moved).
-    pub(crate) async fn stored_log_start(&self, topic: Uuid, partition: i32) -> Result<i64> {
-        Ok(self
-            .meta
-            .get(&self.keys.log_start(topic, partition))
-            .await?
-            .map_or(0, |kv| decode_offset(&kv.value)))
     }
 
     /// Applies `retention.ms` and `retention.bytes` to every partition this broker
@@ -297,17 +287,6 @@ impl Engine {
         Ok(())
     }
 
-    /// Reads the janitor's horizon revision (at every cluster sync).
-    pub(crate) async fn refresh_gc_horizon(&self) -> Result<()> {
-        let rev = self
-            .meta
-            .get(&self.keys.gc_horizon())
-            .await?
-            .map_or(0, |kv| kv.mod_revision);
-        self.fences.set_gc_horizon(rev);
-        Ok(())
-    }
-
     /// Deletes objects (write-ahead, segments, lake files) that no manifest or
     /// checkpoint references (`referenced`, read before the listing) and that have
     /// been unreferenced, and existed, for the grace period. Returns how many went.
@@ -374,7 +353,7 @@ impl Engine {
             let bump = Txn::when(vec![Compare::ModRevision(key.clone(), current)])
                 .then(vec![Op::put(key, self.cfg.clock.now_ms().encode())]);
             if self.meta.txn(bump).await?.succeeded {
-                self.refresh_gc_horizon().await?;
+                self.fences.refresh_gc_horizon(self.meta.as_ref()).await?;
                 let mut referenced = HashSet::new();
                 for kv in self.meta.range(&self.keys.manifests()).await? {
                     if let Ok(m) = Manifest::decode(&kv.value) {
@@ -420,11 +399,6 @@ impl Engine {
             })
         });
     }
-}
-
-/// A log start value: a decimal offset (0 if unreadable, which keeps everything).
-fn decode_offset(value: &[u8]) -> i64 {
-    i64::decode(value).unwrap_or(0)
 }
 
 /// A partition's active segment, which retention and log compaction leave alone as

@@ -257,7 +257,7 @@ async fn a_producer_without_state_is_taken_at_any_sequence() {
 /// KIP-405) is the log start (before: no offset).
 #[tokio::test]
 async fn list_offsets_ties_and_the_earliest_local_offset() {
-    use sluice_engine::fetch::{EARLIEST_LOCAL, MAX_TIMESTAMP};
+    use sluice_engine::read::{EARLIEST_LOCAL, MAX_TIMESTAMP};
     let meta = EmbeddedStore::in_memory();
     let (engine, topic) = open(&meta, faulty()).await;
     // Every record of these batches has timestamp 1000.

@@ -56,9 +56,7 @@ async fn metrics_text(
     state.metrics.store.render(&mut out);
     state.metrics.meta.render(&mut out);
     let engine = &state.engine;
-    engine
-        .metrics
-        .render(engine.led_partitions(), engine.generation(), &mut out);
+    engine.render_metrics(&mut out);
     engine.cache_metrics().render(&mut out);
     if state.metrics.leading.get() {
         crate::admin::render_lag(engine, &state.client, &mut out).await;

@@ -120,7 +120,7 @@ pub fn handle(broker: &Broker, req: FetchRequest, version: i16) -> Reply {
 }
 
 /// One partition's outcome in a pass.
-type PartitionResult = Result<sluice_engine::fetch::FetchedRecords, EngineError>;
+type PartitionResult = Result<sluice_engine::read::FetchedRecords, EngineError>;
 
 /// One pass over the session's (or request's) partitions.
 async fn read_all(
@@ -154,7 +154,7 @@ async fn read_all(
                     // The response budget is spent: report offsets without records.
                     partition
                         .read_led()
-                        .map(|read| sluice_engine::fetch::FetchedRecords {
+                        .map(|read| sluice_engine::read::FetchedRecords {
                             high_watermark: read.high_watermark,
                             log_start_offset: read.log_start_offset,
                             records: Default::default(),

@@ -20,7 +20,7 @@
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use sluice_meta::Compare;
+use sluice_meta::{Compare, MetaError, MetaStore};
 use uuid::Uuid;
 
 use super::{Generation, Keys, Stored};
@@ -61,6 +61,16 @@ impl Fences {
     /// the janitor's own bump).
     pub fn set_gc_horizon(&self, rev: i64) {
         self.gc_rev.store(rev, Relaxed);
+    }
+
+    /// Reads the janitor's horizon revision from the store and records it.
+    pub async fn refresh_gc_horizon(&self, meta: &dyn MetaStore) -> Result<(), MetaError> {
+        let rev = meta
+            .get(&self.keys.gc_horizon)
+            .await?
+            .map_or(0, |kv| kv.mod_revision);
+        self.set_gc_horizon(rev);
+        Ok(())
     }
 
     /// A snapshot for work done under broker generation `number`: take it before the

@@ -99,6 +99,11 @@ stored_as_json!(
     TableState => "lake table state",
 );
 
+/// A log start value: a decimal offset (0 if unreadable, which keeps everything).
+pub fn decode_offset(value: &[u8]) -> i64 {
+    i64::decode(value).unwrap_or(0)
+}
+
 /// A decimal integer (`log_start/…`, `producer_ids/next`).
 impl Stored for i64 {
     const WHAT: &'static str = "integer";

@@ -17,8 +17,9 @@ use bytes::Bytes;
 use sluice_lake::RowGroupSpan;
 use sluice_protocol::records::{encode_batch, Record};
 
+use super::{ReadPath, MAX_TIMESTAMP};
+use crate::error::{EngineError, Result};
 use crate::partition::IndexEntry;
-use crate::{Engine, EngineError, Result};
 
 /// Footers remembered; past this the memo starts over.
 const FOOTERS: usize = 4096;
@@ -66,7 +67,7 @@ fn lake_error(e: impl std::fmt::Display) -> EngineError {
     EngineError::Storage(format!("lake file unreadable: {e}"))
 }
 
-impl Engine {
+impl ReadPath {
     /// The footer of a lake file, read through the cache once.
     async fn lake_footer(&self, entry: &IndexEntry) -> Result<Arc<Footer>> {
         let name = entry.object.to_string();
@@ -120,7 +121,7 @@ impl Engine {
         for span in &footer.spans {
             parts.push(self.row_group_batches(entry, &footer, span.index).await?);
         }
-        Ok(crate::flush::concat(parts))
+        Ok(crate::util::concat(parts))
     }
 
     /// Batches of the row group of a lake file a timestamp lookup needs: the first
@@ -132,7 +133,7 @@ impl Engine {
         target: i64,
     ) -> Result<Bytes> {
         let footer = self.lake_footer(entry).await?;
-        let span = if target == crate::fetch::MAX_TIMESTAMP {
+        let span = if target == MAX_TIMESTAMP {
             footer.spans.iter().max_by_key(|s| s.max_timestamp)
         } else {
             footer.spans.iter().find(|s| s.max_timestamp >= target)
@@ -159,7 +160,7 @@ impl Engine {
             .ok_or_else(|| lake_error(format!("no row group {index}")))?;
         let chunks = self.read_object(entry, span.range.clone()).await?;
         let (footer, start, len) = (footer.clone(), span.range.start, entry.object_len);
-        let batches = crate::blocking(move || {
+        let batches = crate::util::blocking(move || {
             sluice_lake::read_row_group(&footer.meta, index, start, chunks, len)
                 .map(|rows| encode_batches(&rows))
                 .map_err(lake_error)

@@ -1,36 +1,16 @@
-//! Reads: fetch by offset and offset lookups (earliest, latest, by timestamp, max
-//! timestamp), all from committed state only.
-//!
-//! Recent data comes from the in-memory tail held in the offset index; older data is
-//! read by byte range from its object through the block cache (memory, local disk,
-//! then the object store). A fetch that has to go past the tail also starts reading
-//! the entries after it (read-ahead), so a catching-up consumer finds its next fetch
-//! cached or in flight.
+//! Fetch by offset and offset lookups, on [`ReadPath`].
 
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use sluice_protocol::{batch, records};
 
-use crate::flush::concat;
+use super::{
+    FetchedRecords, OffsetAndTimestamp, ReadPath, EARLIEST, EARLIEST_LOCAL, LATEST, MAX_TIMESTAMP,
+};
+use crate::error::{EngineError, Result};
 use crate::partition::{Format, IndexEntry, Partition};
-use crate::{Engine, EngineError, Result};
-
-/// Records read from a partition.
-#[derive(Debug, Clone, Default)]
-pub struct FetchedRecords {
-    pub high_watermark: i64,
-    pub log_start_offset: i64,
-    /// Whole batches, starting with the one holding the fetch offset.
-    pub records: Bytes,
-}
-
-/// An offset found by a ListOffsets query.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OffsetAndTimestamp {
-    pub offset: i64,
-    pub timestamp: i64,
-}
+use crate::util::concat;
 
 /// How many fetches' worth of a partition's next entries a fetch that reads past the
 /// tail asks the cache for ahead of time. Enough to keep GETs in flight while the
@@ -40,25 +20,7 @@ const READ_AHEAD_FETCHES: u64 = 4;
 /// Object reads one fetch of one partition keeps in flight.
 const READ_CONCURRENCY: usize = 8;
 
-/// ListOffsets special timestamps.
-pub const LATEST: i64 = -1;
-pub const EARLIEST: i64 = -2;
-pub const MAX_TIMESTAMP: i64 = -3;
-/// ListOffsets v8+: the earliest offset in local storage (KIP-405).
-pub const EARLIEST_LOCAL: i64 = -4;
-
-impl Engine {
-    /// Reads whole batches from `offset`, up to about `max_bytes` (at least one batch
-    /// when any exists, so a consumer always progresses).
-    pub async fn read(
-        &self,
-        partition: &Partition,
-        offset: i64,
-        max_bytes: usize,
-    ) -> Result<FetchedRecords> {
-        self.read_up_to(partition, offset, max_bytes, true).await
-    }
-
+impl ReadPath {
     /// Reads whole batches from `offset` within `max_bytes`; with `at_least_one`, the
     /// first batch comes back even if it alone is larger (Kafka allows that for the
     /// first partition with data in a response, and only for it).
