@@ -33,8 +33,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use sluice_engine::janitor::Janitor;
 use sluice_engine::keyspace::{ControllerRecord, Stored};
-use sluice_engine::retention::Janitor;
 use sluice_engine::Engine;
 use sluice_meta::{notify_on_changes, Compare, LeaseId, MetaError, Op, Txn};
 use tokio::sync::{watch, Notify};

@@ -10,7 +10,7 @@
 //!   topic at once cannot both win.
 //! - A sync never undoes a local change it did not see: a topic this broker created
 //!   or deleted after the sync began reading stays as this broker left it (see
-//!   [`Catalog::mark`]).
+//!   `Catalog::mark`).
 //! - A topic record installed again with the same id keeps its partitions' state
 //!   (offsets, tails, producers): only a new id (deleted and created again) starts
 //!   afresh.

@@ -1,19 +1,30 @@
-//! The data path of one Sluice broker, one file per stage:
-//! [`produce`] (validate, assign offsets, append to the WAL buffer) →
-//! [`flush`] (one WAL object per flush, one metadata commit, then acknowledge) →
-//! [`fetch`] (in-memory tail, then objects through the offset index and the read
-//! cache; lake files through [`lake`]) and offsets → [`compaction`] (leaders fold
-//! write-ahead slices into per-partition segments and old data into Parquet) →
-//! [`retention`] (log start offsets, deleting old manifests, objects and orphans).
+//! The data path of one Sluice broker. [`Engine`] composes components that each own
+//! their state and hold only the stores and keys they use:
 //!
-//! Beneath the stages, in layers that import only downwards: [`catalog`] (topics,
-//! dynamic broker configs and producer ids: the state it owns and the keys it
-//! writes), [`topics`] (topic records and configs, with the broker-level defaults
-//! in [`broker_configs`]), [`partition`] (one partition's offset index, tail and
-//! producer state), [`keyspace`] (every metadata key, the records stored under them,
-//! and the [`keyspace::Fence`] guarded writes carry), the errors, and [`clock`].
-//! The stages are `impl Engine` blocks over these; the controller's duties (janitor,
-//! Iceberg publishing) are run by `sluice-control`.
+//! - the **write path** (`write/`: the WAL buffer, whose lock is private to it, the
+//!   flusher and the committer): [`produce`] validates a batch, the write path
+//!   assigns its offsets, writes ONE object per flush and commits ONE manifest, then
+//!   acknowledges;
+//! - the **read path** ([`read`]: fetch from the in-memory tail, then objects through
+//!   the offset index and the block cache, lake files through their footers; offset
+//!   lookups);
+//! - the **cluster follower** ([`cluster`]: the view, leadership and the generation,
+//!   kept up to date with the metadata store) and **recovery** (a partition's
+//!   committed state rebuilt from its checkpoint and manifests);
+//! - the **catalog** ([`catalog`]: topics, dynamic broker configs, producer ids).
+//!
+//! The background stages are `impl Engine` blocks over those components:
+//! [`compaction`] (plans are pure functions; leaders fold write-ahead slices into
+//! segments and old data into Parquet, and clean compacted topics), [`retention`]
+//! (log start offsets), [`janitor`] (deleting manifests, objects and orphans) and
+//! `tables` (Iceberg metadata); the controller's duties among them (janitor, Iceberg
+//! publishing) are run by `sluice-control`.
+//!
+//! Beneath them, in layers that import only downwards: [`topics`] (topic records and
+//! configs, with the broker-level defaults in [`broker_configs`]), [`partition`] (one
+//! partition's offset index, tail and producer state), [`keyspace`] (every metadata
+//! key, the records stored under them, and the [`keyspace::Fence`] guarded writes
+//! carry), the errors, and [`clock`]. No module imports one that imports it back.
 //!
 //! Invariants:
 //! - An acknowledged produce is in an object *and* in a committed manifest.
@@ -31,6 +42,7 @@ pub mod cluster;
 pub mod compaction;
 mod config;
 mod error;
+pub mod janitor;
 pub mod keyspace;
 mod metrics;
 pub mod partition;
@@ -38,7 +50,7 @@ pub mod produce;
 pub mod read;
 mod recovery;
 pub mod retention;
-pub mod tables;
+mod tables;
 pub mod topics;
 mod util;
 mod write;

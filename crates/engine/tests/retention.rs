@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use sluice_engine::retention::Janitor;
+use sluice_engine::janitor::Janitor;
 use sluice_engine::EngineError;
 use sluice_meta::{EmbeddedStore, MetaStore};
 
