@@ -22,6 +22,7 @@ pub fn code(e: &EngineError) -> i16 {
         E::OffsetOutOfRange { .. } => R::OffsetOutOfRange,
         E::OutOfOrderSequence { .. } => R::OutOfOrderSequenceNumber,
         E::InvalidProducerEpoch { .. } => R::InvalidProducerEpoch,
+        E::InvalidTxnState(_) => R::InvalidTxnState,
         // Retriable: the client refreshes metadata and tries again.
         E::NotLeader { .. } | E::NotLeaderForPartition { .. } | E::ShuttingDown => {
             R::NotLeaderOrFollower

@@ -45,8 +45,8 @@ use sluice_protocol::batch;
 use sluice_protocol::records::{decode_batch, Record, MAX_PLAIN_BYTES};
 use sluice_storage::paths;
 
+use crate::keyspace::{AbortedTxn, Fence, Stored};
 pub use crate::keyspace::{Checkpoint, FoldedFile};
-use crate::keyspace::{Fence, Stored};
 use crate::partition::{Format, IndexEntry, Partition, ReadState};
 use crate::util::blocking;
 use crate::{Engine, EngineError, Result, TopicRecord};
@@ -285,6 +285,7 @@ impl Engine {
                 .count();
             read.replace_run(at, count, IndexEntry::from_folded(file), &self.tail);
         }
+        read.txns.checkpointed(checkpoint.folded_to);
         read.checkpoint = checkpoint;
         read.checkpoint_rev = kv.mod_revision;
         Ok(())
@@ -314,9 +315,13 @@ impl Engine {
         mut target: Target<'_>,
         policy: FoldPolicy,
     ) -> Result<bool> {
-        let Some((run, format, log_start)) = target.with_state(|read| {
-            let (range, format) = plan(&read.index, policy)?;
-            Some((read.index[range].to_vec(), format, read.log_start_offset))
+        let Some((run, format, log_start, aborted)) = target.with_state(|read| {
+            // Nothing at or past the last stable offset is folded: an open
+            // transaction's records may still be aborted.
+            let (range, format) = plan(stable(read), policy)?;
+            let run = read.index[range].to_vec();
+            let aborted = aborted_in(read, &run);
+            Some((run, format, read.log_start_offset, aborted))
         }) else {
             return Ok(false);
         };
@@ -327,7 +332,7 @@ impl Engine {
             Format::Parquet => {
                 let partition = p.index;
                 blocking(move || {
-                    let records = records_of(&datas, log_start)?;
+                    let records = records_of(&datas, log_start, &aborted)?;
                     let rows = records.len() as u64;
                     Ok((lake_bytes(partition, &records)?, rows))
                 })
@@ -374,10 +379,12 @@ impl Engine {
         let tombstone_ms = topic
             .config_number("delete.retention.ms")
             .unwrap_or(86_400_000);
-        let Some((run, log_start, whole)) = target.with_state(|read| {
-            let range = clean_plan(&read.index, read.checkpoint.cleaned_to, lags, ratio)?;
+        let Some((run, log_start, whole, aborted)) = target.with_state(|read| {
+            let range = clean_plan(stable(read), read.checkpoint.cleaned_to, lags, ratio)?;
             let whole = range.start == 0;
-            Some((read.index[range].to_vec(), read.log_start_offset, whole))
+            let run = read.index[range].to_vec();
+            let aborted = aborted_in(read, &run);
+            Some((run, read.log_start_offset, whole, aborted))
         }) else {
             return Ok(false);
         };
@@ -396,7 +403,7 @@ impl Engine {
         };
         let partition = p.index;
         let (body, records, batch_len) = blocking(move || {
-            let kept = latest_per_key(records_of(&datas, log_start)?, horizon);
+            let kept = latest_per_key(records_of(&datas, log_start, &aborted)?, horizon);
             let rows = kept.len() as u64;
             // A cleaned file is sized by what it keeps, as batches, whatever its
             // format: retention and the next cleaning's ratio count real bytes.
@@ -489,6 +496,7 @@ impl Engine {
                 c.cleaned_to = c.cleaned_to.max(to);
             }
             c.producers = read.checkpoint_producers();
+            (c.open_txns, c.aborted) = read.txns.checkpoint_at(c.folded_to);
             (c, read.checkpoint_rev)
         });
         let key = self.keys.checkpoint(p.topic_id, p.index);
@@ -607,6 +615,7 @@ impl Target<'_> {
                 return false;
             };
             read.replace_run(at, run.len(), entry, &engine.tail);
+            read.txns.checkpointed(checkpoint.folded_to);
             read.checkpoint = checkpoint;
             read.checkpoint_rev = rev;
             true
@@ -672,12 +681,18 @@ impl LeaderFence {
 }
 
 /// The records of stored batches at or above the log start.
-fn records_of(datas: &[Bytes], log_start: i64) -> Result<Vec<Record>> {
+/// The committed records of `datas` at or past the log start: what a lake file or a
+/// cleaned file keeps. Markers and the records of aborted transactions go, as
+/// Kafka's cleaner removes them.
+fn records_of(datas: &[Bytes], log_start: i64, aborted: &[AbortedTxn]) -> Result<Vec<Record>> {
     let corrupt = |e: String| EngineError::Storage(format!("stored batch unreadable: {e}"));
     let mut records: Vec<Record> = Vec::new();
     for data in datas {
         for b in batch::iter_batches(data) {
-            let (_, bytes) = b.map_err(|e| corrupt(e.to_string()))?;
+            let (h, bytes) = b.map_err(|e| corrupt(e.to_string()))?;
+            if h.is_control() || (h.is_transactional() && is_aborted(&h, aborted)) {
+                continue;
+            }
             records.extend(
                 decode_batch(&bytes, MAX_PLAIN_BYTES)
                     .map_err(|e| corrupt(e.to_string()))?
@@ -687,6 +702,31 @@ fn records_of(datas: &[Bytes], log_start: i64) -> Result<Vec<Record>> {
         }
     }
     Ok(records)
+}
+
+/// Whether a transactional batch belongs to one of the aborted transactions.
+fn is_aborted(h: &batch::BatchHeader, aborted: &[AbortedTxn]) -> bool {
+    aborted.iter().any(|a| {
+        a.producer_id == h.producer_id
+            && a.first_offset <= h.base_offset
+            && h.base_offset <= a.last_offset
+    })
+}
+
+/// The index entries wholly below the last stable offset.
+fn stable(read: &ReadState) -> &[IndexEntry] {
+    let lso = read.last_stable_offset();
+    &read.index[..read.index.partition_point(|e| e.last_offset < lso)]
+}
+
+/// The aborted transactions with records in `run`.
+fn aborted_in(read: &ReadState, run: &[IndexEntry]) -> Vec<AbortedTxn> {
+    match (run.first(), run.last()) {
+        (Some(first), Some(last)) => read
+            .txns
+            .aborted_overlapping(first.base_offset, last.last_offset),
+        _ => Vec::new(),
+    }
 }
 
 fn lake_bytes(partition: i32, records: &[Record]) -> Result<Bytes> {

@@ -45,6 +45,8 @@ pub enum EngineError {
     OutOfOrderSequence { producer_id: i64 },
     #[error("producer fenced by a newer epoch: producer_id={producer_id}")]
     InvalidProducerEpoch { producer_id: i64 },
+    #[error("invalid transaction state: {0}")]
+    InvalidTxnState(String),
     #[error("no longer leader: broker generation {epoch} was superseded")]
     NotLeader { epoch: u64 },
     #[error("not the leader: topic={topic} partition={partition}")]

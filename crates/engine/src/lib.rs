@@ -52,6 +52,7 @@ mod recovery;
 pub mod retention;
 mod tables;
 pub mod topics;
+pub mod transactions;
 mod util;
 mod write;
 pub use topics::broker_configs;
@@ -284,31 +285,45 @@ impl Engine {
         max_bytes: usize,
     ) -> Result<FetchedRecords> {
         self.reads
-            .read_up_to(partition, offset, max_bytes, true)
+            .read_up_to(partition, offset, max_bytes, true, false)
             .await
     }
 
-    /// Reads whole batches from `offset` within `max_bytes` (see
-    /// [`ReadPath::read_up_to`]).
+    /// Reads whole batches from `offset` within `max_bytes`, below the last stable
+    /// offset if `committed` (see [`ReadPath::read_up_to`]).
     pub async fn read_up_to(
         &self,
         partition: &Partition,
         offset: i64,
         max_bytes: usize,
         at_least_one: bool,
+        committed: bool,
     ) -> Result<FetchedRecords> {
         self.reads
-            .read_up_to(partition, offset, max_bytes, at_least_one)
+            .read_up_to(partition, offset, max_bytes, at_least_one, committed)
             .await
     }
 
-    /// Kafka's ListOffsets for one partition.
+    /// Kafka's ListOffsets for one partition (`read_uncommitted`).
     pub async fn list_offset(
         &self,
         partition: &Partition,
         timestamp: i64,
     ) -> Result<Option<OffsetAndTimestamp>> {
-        self.reads.list_offset(partition, timestamp).await
+        self.reads.list_offset(partition, timestamp, false).await
+    }
+
+    /// Kafka's ListOffsets for one partition at an isolation level: at
+    /// `read_committed` the latest offset is the last stable one.
+    pub async fn list_offset_isolated(
+        &self,
+        partition: &Partition,
+        timestamp: i64,
+        committed: bool,
+    ) -> Result<Option<OffsetAndTimestamp>> {
+        self.reads
+            .list_offset(partition, timestamp, committed)
+            .await
     }
 
     pub fn meta(&self) -> &Arc<dyn MetaStore> {

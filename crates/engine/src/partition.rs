@@ -11,7 +11,7 @@
 //! Invariant: `write.next_offset >= read.high_watermark`, equal when nothing is in
 //! flight; offsets in `[high_watermark, next_offset)` are assigned but not yet durable.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -19,8 +19,9 @@ use bytes::Bytes;
 use object_store::path::Path;
 use uuid::Uuid;
 
-use crate::keyspace::{Checkpoint, FoldedFile};
-pub use crate::keyspace::{Format, ProducerBatch};
+use crate::keyspace::{Checkpoint, FoldedFile, OpenTxn};
+pub use crate::keyspace::{Format, ProducerBatch, TxnMarker};
+use crate::transactions::Transactions;
 
 /// How many recent batches per producer are remembered to recognise retries (Kafka's 5).
 pub(crate) const PRODUCER_BATCH_HISTORY: usize = 5;
@@ -97,6 +98,9 @@ pub struct ProducerState {
     pub recent: VecDeque<ProducerBatch>,
     /// The latest append seen (ms), from which `producer.id.expiration.ms` counts.
     last_append_ms: i64,
+    /// Markers seen for this producer: a transactional batch verified before a
+    /// marker was assigned is refused (KIP-890).
+    pub markers: u64,
 }
 
 /// Outcome of checking a batch's producer sequence.
@@ -118,12 +122,14 @@ impl ProducerState {
     pub fn check(&self, b: &ProducerBatch) -> SequenceCheck {
         // As Kafka: with no state (a producer new to this partition, or whose state
         // went with the records that carried it) any sequence starts the run.
-        let Some(last) = self.recent.back() else {
-            return SequenceCheck::Append;
-        };
+        // A marker may have raised the epoch with no batch of it yet (a transaction
+        // aborted by its coordinator): older epochs are fenced all the same.
         if b.epoch < self.epoch {
             return SequenceCheck::ProducerFenced;
         }
+        let Some(last) = self.recent.back() else {
+            return SequenceCheck::Append;
+        };
         if b.epoch > self.epoch {
             return if b.first_seq == 0 {
                 SequenceCheck::Append
@@ -173,6 +179,16 @@ impl ProducerState {
         self.recent.push_back(b);
         self.last_append_ms = self.last_append_ms.max(b.append_ms);
     }
+
+    /// A marker with a newer epoch (the coordinator bumped it to end the
+    /// transaction) fences the older one.
+    pub fn marker(&mut self, epoch: i16) {
+        self.markers += 1;
+        if epoch > self.epoch {
+            self.epoch = epoch;
+            self.recent.clear();
+        }
+    }
 }
 
 /// Drops the state of producers that appended nothing for `ttl_ms` (Kafka's
@@ -192,6 +208,11 @@ pub fn expire_producers(producers: &mut HashMap<i64, ProducerState>, now_ms: i64
 pub struct WriteState {
     pub next_offset: i64,
     pub producers: HashMap<i64, ProducerState>,
+    /// Transactions open as assigned (by producer id).
+    pub open_txns: BTreeMap<i64, OpenTxn>,
+    /// Markers assigned so far: a transactional batch verified against the
+    /// coordinator before a marker was assigned is not taken (KIP-890).
+    pub markers_assigned: u64,
 }
 
 /// Bounds the in-memory tail: per partition, and across the broker.
@@ -228,6 +249,8 @@ pub struct ReadState {
     pub high_watermark: i64,
     pub index: Vec<IndexEntry>,
     pub producers: HashMap<i64, ProducerState>,
+    /// Open and aborted transactions, as committed.
+    pub txns: Transactions,
     /// What compaction folded out of write-ahead objects, as last committed.
     pub checkpoint: Checkpoint,
     /// The checkpoint key's revision (0: none), compared by every write of it.
@@ -239,7 +262,13 @@ pub struct ReadState {
 
 impl ReadState {
     /// Adds a committed entry, keeping the cached tail within `budget`.
-    pub fn append(&mut self, entry: IndexEntry, producers: &[ProducerBatch], budget: &TailBudget) {
+    pub fn append(
+        &mut self,
+        entry: IndexEntry,
+        producers: &[ProducerBatch],
+        markers: &[TxnMarker],
+        budget: &TailBudget,
+    ) {
         self.high_watermark = entry.last_offset + 1;
         let added = entry.cached.as_ref().map_or(0, Bytes::len);
         self.cached_bytes += added;
@@ -248,6 +277,13 @@ impl ReadState {
         for b in producers {
             self.producers.entry(b.producer_id).or_default().record(*b);
         }
+        for m in markers {
+            self.producers
+                .entry(m.producer_id)
+                .or_default()
+                .marker(m.epoch);
+        }
+        self.txns.apply(producers, markers);
         while (self.cached_bytes > budget.per_partition || budget.used() > budget.total)
             && self.first_cached < self.index.len()
         {
@@ -263,6 +299,7 @@ impl ReadState {
     /// it (their cached bytes go back to the budget).
     pub fn truncate_before(&mut self, offset: i64, budget: &TailBudget) {
         self.log_start_offset = self.log_start_offset.max(offset);
+        self.txns.truncate_before(self.log_start_offset);
         let gone = self.index.partition_point(|e| e.last_offset < offset);
         for e in self.index.drain(..gone) {
             if let Some(bytes) = e.cached {
@@ -311,6 +348,11 @@ impl ReadState {
     pub fn clear(&mut self, budget: &TailBudget) {
         budget.used.fetch_sub(self.cached_bytes, Ordering::Relaxed);
         *self = ReadState::default();
+    }
+
+    /// The last stable offset: `read_committed` consumers read below it.
+    pub fn last_stable_offset(&self) -> i64 {
+        self.txns.last_stable(self.high_watermark)
     }
 
     /// Index position of the entry holding `offset`, if committed.
@@ -407,6 +449,7 @@ impl Partition {
         let mut write = self.write();
         write.next_offset = read.high_watermark;
         write.producers = read.producers.clone();
+        write.open_txns = read.txns.open_set().clone();
     }
 }
 
@@ -422,6 +465,7 @@ mod tests {
             last_seq: last,
             base_offset: base,
             append_ms: 0,
+            txn: false,
         }
     }
 
@@ -471,6 +515,7 @@ mod tests {
                     format: Format::Batches,
                 },
                 &[],
+                &[],
                 &budget,
             );
         }
@@ -501,7 +546,7 @@ mod tests {
                 cached: Some(Bytes::from(vec![0u8; 100])),
                 format: Format::Batches,
             };
-            r.append(entry, &[], &budget);
+            r.append(entry, &[], &[], &budget);
             assert!(
                 budget.used() <= 300,
                 "after partition {i}: {}",

@@ -13,8 +13,10 @@ use bytes::{Bytes, BytesMut};
 use sluice_protocol::batch::{self, BatchError};
 use sluice_protocol::records;
 
+use crate::keyspace::{self, Stored, TxnRecord, TxnState};
+use crate::transactions::TRANSACTIONS_TOPIC;
 use crate::write::Prepared;
-pub use crate::write::{PendingProduce, ProduceAck};
+pub use crate::write::{MarkerAppend, PendingProduce, ProduceAck};
 use crate::{Engine, EngineError, Result, Topic};
 
 /// One partition's records in a produce request.
@@ -49,9 +51,14 @@ fn prepare(req: PartitionRecords, now_ms: i64) -> Result<Prepared> {
             max,
         });
     }
-    if h.is_transactional() || h.is_control() {
+    if h.is_control() {
         return Err(EngineError::InvalidRecord(
-            "transactional batches are not supported yet".into(),
+            "control batches are written by the broker, not produced".into(),
+        ));
+    }
+    if h.is_transactional() && !h.is_idempotent() {
+        return Err(EngineError::InvalidRecord(
+            "transactional batch without a producer id".into(),
         ));
     }
     if h.is_idempotent() && h.base_sequence < 0 {
@@ -80,6 +87,7 @@ fn prepare(req: PartitionRecords, now_ms: i64) -> Result<Prepared> {
         partition: req.partition,
         header: h,
         batch: BytesMut::from(&bytes[..]),
+        verified: None,
     })
 }
 
@@ -159,8 +167,93 @@ impl Engine {
         requests: Vec<PartitionRecords>,
         limit: Option<Duration>,
     ) -> PendingProduce {
+        self.append_transactional(None, requests, limit).await
+    }
+
+    /// Like [`Engine::append_within`], for a produce request that names its
+    /// transactional id: a transactional batch that would open its producer's
+    /// transaction on a partition is taken only if the coordinator's record has the
+    /// transaction ongoing with that partition in it (KIP-890 part 1), so a late
+    /// produce cannot open a transaction no one will end.
+    pub async fn append_transactional(
+        &self,
+        transactional_id: Option<&str>,
+        requests: Vec<PartitionRecords>,
+        limit: Option<Duration>,
+    ) -> PendingProduce {
         let now = self.cfg.clock.now_ms();
-        let prepared = requests.into_iter().map(|r| prepare(r, now)).collect();
+        let mut prepared: Vec<Result<Prepared>> =
+            requests.into_iter().map(|r| prepare(r, now)).collect();
+        for p in &mut prepared {
+            if let Ok(ready) = p {
+                if ready.header.is_transactional() {
+                    if let Err(e) = self.verify(transactional_id, ready).await {
+                        *p = Err(e);
+                    }
+                }
+            }
+        }
         self.write.append(prepared, limit).await
+    }
+
+    /// Marks a transactional batch verified, or refuses it (see
+    /// [`Engine::append_transactional`]).
+    async fn verify(&self, transactional_id: Option<&str>, p: &mut Prepared) -> Result<()> {
+        let h = p.header;
+        let partition = p
+            .topic
+            .partition(p.partition)
+            .ok_or_else(|| EngineError::unknown_partition(&p.topic.record.name, p.partition))?;
+        let markers = {
+            let write = partition.write();
+            if write
+                .open_txns
+                .get(&h.producer_id)
+                .is_some_and(|t| t.epoch == h.producer_epoch)
+            {
+                return Ok(());
+            }
+            write.producers.get(&h.producer_id).map_or(0, |s| s.markers)
+        };
+        let Some(id) = transactional_id else {
+            return Err(EngineError::InvalidTxnState(
+                "a transactional batch in a produce request without a transactional id".into(),
+            ));
+        };
+        let shards = self
+            .topic(TRANSACTIONS_TOPIC)
+            .map_or(1, |t| t.record.partitions);
+        let key = self.keys.txn(keyspace::shard_of(id, shards), id);
+        let record = match self.meta.get(&key).await? {
+            Some(kv) => TxnRecord::from_kv(&kv)?,
+            None => TxnRecord::default(),
+        };
+        let listed = record
+            .partitions
+            .iter()
+            .any(|tp| tp.topic_id == partition.topic_id && tp.partition == partition.index);
+        if record.state == TxnState::Ongoing
+            && record.producer_id == h.producer_id
+            && record.epoch == h.producer_epoch
+            && listed
+        {
+            p.verified = Some(markers);
+            return Ok(());
+        }
+        if record.producer_id == h.producer_id && record.epoch > h.producer_epoch {
+            return Err(EngineError::InvalidProducerEpoch {
+                producer_id: h.producer_id,
+            });
+        }
+        Err(EngineError::InvalidTxnState(format!(
+            "partition {}-{} is not in an ongoing transaction of {id:?} (producer {} epoch {})",
+            partition.topic, partition.index, h.producer_id, h.producer_epoch
+        )))
+    }
+
+    /// Writes transaction markers on partitions this broker leads (RFC 0010); each
+    /// marker's commit deletes its request.
+    pub async fn write_markers(&self, markers: Vec<MarkerAppend>) -> PendingProduce {
+        self.write.append_markers(markers).await
     }
 }

@@ -15,10 +15,12 @@ use uuid::Uuid;
 
 use crate::error::Result;
 use crate::keyspace::{decode_offset, Checkpoint, Keys, Manifest, Stored};
-use crate::partition::{IndexEntry, Partition, ProducerBatch, ReadState, TailBudget};
+use crate::partition::{IndexEntry, Partition, ProducerBatch, ReadState, TailBudget, TxnMarker};
+use crate::transactions::Transactions;
 
-/// A committed slice read back from a manifest, with its producer batches.
-type RecoveredSlice = (IndexEntry, Vec<ProducerBatch>);
+/// A committed slice read back from a manifest, with its producer batches and
+/// transaction markers.
+type RecoveredSlice = (IndexEntry, Vec<ProducerBatch>, Vec<TxnMarker>);
 
 /// Reads partitions' committed state back from the metadata store.
 #[derive(Clone)]
@@ -52,7 +54,10 @@ impl Recovery {
                     continue;
                 }
                 let entry = IndexEntry::from_committed(&s.slice, object.clone(), m.object_len);
-                slices.entry(at).or_default().push((entry, s.producers));
+                slices
+                    .entry(at)
+                    .or_default()
+                    .push((entry, s.producers, s.markers));
             }
         }
         let mut out = Vec::with_capacity(gained.len());
@@ -64,19 +69,20 @@ impl Recovery {
             for b in &checkpoint.producers {
                 state.producers.entry(b.producer_id).or_default().record(*b);
             }
+            state.txns = Transactions::from_checkpoint(&checkpoint.open_txns, &checkpoint.aborted);
             let mut entries: Vec<RecoveredSlice> = checkpoint
                 .files
                 .iter()
-                .map(|f| (IndexEntry::from_folded(f), Vec::new()))
+                .map(|f| (IndexEntry::from_folded(f), Vec::new(), Vec::new()))
                 .collect();
             entries.extend(
                 slices
                     .remove(&(p.topic_id, p.index))
                     .unwrap_or_default()
                     .into_iter()
-                    .filter(|(e, _)| e.base_offset >= checkpoint.folded_to),
+                    .filter(|(e, _, _)| e.base_offset >= checkpoint.folded_to),
             );
-            entries.sort_by_key(|(e, _)| e.base_offset);
+            entries.sort_by_key(|(e, _, _)| e.base_offset);
             state.checkpoint = checkpoint;
             state.checkpoint_rev = checkpoint_rev;
             // The janitor may have deleted manifests wholly below the log start: the
@@ -86,14 +92,23 @@ impl Recovery {
             state.log_start_offset = log_start;
             state.high_watermark = entries
                 .iter()
-                .find(|(e, _)| e.last_offset >= log_start)
-                .map_or(log_start, |(e, _)| e.base_offset.min(log_start));
-            for (entry, producers) in entries {
+                .find(|(e, _, _)| e.last_offset >= log_start)
+                .map_or(log_start, |(e, _, _)| e.base_offset.min(log_start));
+            for (entry, producers, markers) in entries {
                 if entry.last_offset < log_start {
-                    // Below the log start: only its producers' sequences matter.
+                    // Below the log start: only its producers' sequences and its
+                    // transactions matter.
                     for b in &producers {
                         state.producers.entry(b.producer_id).or_default().record(*b);
                     }
+                    for m in &markers {
+                        state
+                            .producers
+                            .entry(m.producer_id)
+                            .or_default()
+                            .marker(m.epoch);
+                    }
+                    state.txns.apply(&producers, &markers);
                     continue;
                 }
                 if entry.base_offset != state.high_watermark {
@@ -104,8 +119,9 @@ impl Recovery {
                     out.push(None);
                     continue 'partitions;
                 }
-                state.append(entry, &producers, &self.tail);
+                state.append(entry, &producers, &markers, &self.tail);
             }
+            state.txns.truncate_before(log_start);
             out.push(Some(state));
         }
         Ok(out)

@@ -24,6 +24,8 @@ use crate::batch::{BatchError, BatchHeader, HEADER_LEN};
 
 const ATTR_COMPRESSION: i16 = 0x7;
 const ATTR_LOG_APPEND_TIME: i16 = 1 << 3;
+const ATTR_TRANSACTIONAL: i16 = 1 << 4;
+const ATTR_CONTROL: i16 = 1 << 5;
 
 /// The most bytes the records of one stored batch may decompress to. Produce caps
 /// batches lower ([`plain_limit`]), so whatever was accepted decodes later.
@@ -388,24 +390,107 @@ pub fn encode_batch(records: &[Record]) -> Bytes {
     } else {
         0
     };
+    let header = Header {
+        base_offset: first.offset,
+        attributes,
+        last_delta,
+        base_ts,
+        max_ts,
+        producer: (-1, -1, -1),
+        count: records.len() as i32,
+    };
+    finish_batch(&header, &body)
+}
+
+/// The header fields [`finish_batch`] writes.
+struct Header {
+    base_offset: i64,
+    attributes: i16,
+    last_delta: i32,
+    base_ts: i64,
+    max_ts: i64,
+    /// Producer id, epoch and base sequence.
+    producer: (i64, i16, i32),
+    count: i32,
+}
+
+/// A batch of `body` (its records, encoded) under `h`, with its CRC-32C.
+fn finish_batch(h: &Header, body: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(HEADER_LEN + body.len());
-    b.put_i64(first.offset);
+    b.put_i64(h.base_offset);
     b.put_i32((HEADER_LEN - 12 + body.len()) as i32);
     b.put_i32(-1); // partition leader epoch
     b.put_i8(2);
     b.put_u32(0); // crc, below
-    b.put_i16(attributes);
-    b.put_i32(last_delta);
-    b.put_i64(base_ts);
-    b.put_i64(max_ts);
-    b.put_i64(-1); // producer id
-    b.put_i16(-1);
-    b.put_i32(-1);
-    b.put_i32(records.len() as i32);
-    b.extend_from_slice(&body);
+    b.put_i16(h.attributes);
+    b.put_i32(h.last_delta);
+    b.put_i64(h.base_ts);
+    b.put_i64(h.max_ts);
+    b.put_i64(h.producer.0);
+    b.put_i16(h.producer.1);
+    b.put_i32(h.producer.2);
+    b.put_i32(h.count);
+    b.extend_from_slice(body);
     let crc = crc32c::crc32c(&b[21..]);
     b[17..21].copy_from_slice(&crc.to_be_bytes());
     b.freeze()
+}
+
+/// A transaction marker: the control batch that ends a producer's transaction on a
+/// partition, as Kafka writes it. One record whose key is (version 0, type: 0 abort,
+/// 1 commit) and whose value is (version 0, coordinator epoch); the batch is
+/// transactional and control, with the producer's id and epoch and no sequence.
+pub fn encode_control_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+    timestamp: i64,
+) -> Bytes {
+    let mut key = BytesMut::with_capacity(4);
+    key.put_i16(0);
+    key.put_i16(i16::from(commit));
+    let mut value = BytesMut::with_capacity(6);
+    value.put_i16(0);
+    value.put_i32(coordinator_epoch);
+    let mut rec = BytesMut::new();
+    rec.put_u8(0);
+    put_varlong(&mut rec, 0);
+    put_varint(&mut rec, 0);
+    put_bytes(&mut rec, Some(&key));
+    put_bytes(&mut rec, Some(&value));
+    put_varint(&mut rec, 0);
+    let mut body = BytesMut::with_capacity(rec.len() + 2);
+    put_varint(&mut body, rec.len() as i32);
+    body.extend_from_slice(&rec);
+    let header = Header {
+        base_offset: 0,
+        attributes: ATTR_TRANSACTIONAL | ATTR_CONTROL,
+        last_delta: 0,
+        base_ts: timestamp,
+        max_ts: timestamp,
+        producer: (producer_id, producer_epoch, -1),
+        count: 1,
+    };
+    finish_batch(&header, &body)
+}
+
+/// What a control batch's record says: `Some(true)` commit, `Some(false)` abort,
+/// `None` another control type (or unreadable).
+pub fn control_kind(batch: &[u8]) -> Option<bool> {
+    let mut kind = None;
+    for_each_record(batch, 1 << 10, |_, r| {
+        if let Some(key) = r.key.filter(|k| k.len() >= 4) {
+            kind = match i16::from_be_bytes([key[2], key[3]]) {
+                0 => Some(false),
+                1 => Some(true),
+                _ => None,
+            };
+        }
+        Ok(())
+    })
+    .ok()?;
+    kind
 }
 
 fn varlong(b: &mut &[u8]) -> Result<i64, BatchError> {
@@ -488,6 +573,22 @@ fn put_bytes(b: &mut BytesMut, v: Option<&[u8]>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_control_batch_is_a_transactional_control_batch_of_one_record() {
+        for commit in [true, false] {
+            let b = encode_control_batch(42, 3, commit, 7, 1_000);
+            let h = BatchHeader::parse(&b).unwrap();
+            assert!(h.is_control() && h.is_transactional());
+            assert_eq!(
+                (h.producer_id, h.producer_epoch, h.base_sequence),
+                (42, 3, -1)
+            );
+            assert_eq!((h.record_count, h.last_offset_delta), (1, 0));
+            assert_eq!(crate::batch::validate_record_set(&b).unwrap().len(), 1);
+            assert_eq!(control_kind(&b), Some(commit));
+        }
+    }
     use kafka_protocol::records::{
         Compression, Record as KRecord, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };

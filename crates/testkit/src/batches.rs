@@ -36,6 +36,24 @@ pub fn batch_with(
     encode(&records, compression)
 }
 
+/// A transactional batch of `values` from producer `id` at `epoch`, its first record
+/// at sequence `first_seq`.
+pub fn transactional(values: &[&str], id: i64, epoch: i16, first_seq: i32) -> Bytes {
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let mut r = record(i, None, Some(v.as_bytes()), 1_000);
+            r.producer_id = id;
+            r.producer_epoch = epoch;
+            r.sequence = first_seq + i as i32;
+            r.transactional = true;
+            r
+        })
+        .collect();
+    encode(&records, Compression::None)
+}
+
 /// A batch of one record with a key, at `timestamp`.
 pub fn keyed(key: &str, value: &str, timestamp: i64) -> Bytes {
     encode(

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind, TopicName};
 use sluice_engine::{Engine, EngineError};
 use uuid::Uuid;
@@ -95,6 +97,8 @@ pub fn handle(broker: &Broker, req: FetchRequest, version: i16) -> Reply {
         }
     };
 
+    // Fetch v4+ carries the isolation level: 1 is read_committed.
+    let committed = req.isolation_level == 1;
     let broker = broker.clone();
     Reply::Later(Box::pin(async move {
         let engine = &broker.engine;
@@ -103,7 +107,7 @@ pub fn handle(broker: &Broker, req: FetchRequest, version: i16) -> Reply {
         let mut commits = engine.commits();
         let results = loop {
             commits.borrow_and_update();
-            let (results, bytes, errored) = read_all(engine, &view, req.max_bytes).await;
+            let (results, bytes, errored) = read_all(engine, &view, req.max_bytes, committed).await;
             if bytes >= req.min_bytes.max(1) as usize
                 || errored
                 || tokio::time::Instant::now() >= deadline
@@ -115,7 +119,7 @@ pub fn handle(broker: &Broker, req: FetchRequest, version: i16) -> Reply {
                 _ = tokio::time::sleep_until(deadline) => {}
             }
         };
-        ResponseKind::Fetch(respond(&broker, &view, results, version))
+        ResponseKind::Fetch(respond(&broker, &view, results, version, committed))
     }))
 }
 
@@ -127,6 +131,7 @@ async fn read_all(
     engine: &Engine,
     view: &SessionView,
     max_bytes: i32,
+    committed: bool,
 ) -> (Vec<PartitionResult>, usize, bool) {
     // Kafka's rule: the response holds at most min(max_bytes, fetch.max.bytes), but
     // for the first batch of the first partition with data, which may exceed it.
@@ -156,12 +161,14 @@ async fn read_all(
                         .read_led()
                         .map(|read| sluice_engine::read::FetchedRecords {
                             high_watermark: read.high_watermark,
+                            last_stable_offset: read.last_stable_offset(),
                             log_start_offset: read.log_start_offset,
                             records: Default::default(),
+                            aborted: Vec::new(),
                         })
                 } else {
                     engine
-                        .read_up_to(partition, p.fetch_offset, max, at_least_one)
+                        .read_up_to(partition, p.fetch_offset, max, at_least_one, committed)
                         .await
                 }
             }
@@ -184,6 +191,7 @@ fn respond(
     view: &SessionView,
     results: Vec<PartitionResult>,
     version: i16,
+    committed: bool,
 ) -> FetchResponse {
     let mut topics: Vec<FetchableTopicResponse> = Vec::new();
     let mut sent = Vec::new();
@@ -201,8 +209,19 @@ fn respond(
                     log_start_offset: r.log_start_offset,
                     had_records: !r.records.is_empty(),
                 });
+                let aborted = committed.then(|| {
+                    r.aborted
+                        .iter()
+                        .map(|a| {
+                            AbortedTransaction::default()
+                                .with_producer_id(a.producer_id.into())
+                                .with_first_offset(a.first_offset)
+                        })
+                        .collect()
+                });
                 data.with_high_watermark(r.high_watermark)
-                    .with_last_stable_offset(r.high_watermark)
+                    .with_last_stable_offset(r.last_stable_offset)
+                    .with_aborted_transactions(aborted)
                     .with_log_start_offset(if has(version, 5) {
                         r.log_start_offset
                     } else {

@@ -10,6 +10,8 @@ use crate::{errors, has, Broker};
 
 pub async fn handle(broker: &Broker, req: ListOffsetsRequest, version: i16) -> ResponseKind {
     let engine = &broker.engine;
+    // ListOffsets v2+ carries the isolation level: 1 is read_committed.
+    let committed = req.isolation_level == 1;
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let topic = engine.topic(t.name.as_str());
@@ -25,7 +27,11 @@ pub async fn handle(broker: &Broker, req: ListOffsetsRequest, version: i16) -> R
                     t.name.as_str(),
                     p.partition_index,
                 )),
-                Some(partition) => engine.list_offset(partition, p.timestamp).await,
+                Some(partition) => {
+                    engine
+                        .list_offset_isolated(partition, p.timestamp, committed)
+                        .await
+                }
             };
             parts.push(match result {
                 Ok(Some(found)) => {

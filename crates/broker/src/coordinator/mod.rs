@@ -21,7 +21,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
-use sluice_engine::keyspace::BrokerRecord;
+use sluice_engine::keyspace::{self, BrokerRecord};
 use sluice_engine::partition::Partition;
 use sluice_engine::Engine;
 
@@ -34,15 +34,9 @@ pub const GROUPS_TOPIC: &str = "__sluice_groups";
 /// Default number of shards (`--group-shards`), fixed when the cluster is created.
 pub const DEFAULT_SHARDS: i32 = 16;
 
-/// The shard of a group: 32-bit FNV-1a of its id, modulo the shard count. Stable
-/// across releases and brokers; clients never compute it.
+/// The shard of a group (see [`keyspace::shard_of`]).
 pub fn shard_of(group: &str, shards: i32) -> i32 {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in group.bytes() {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    (h % shards.max(1) as u32) as i32
+    keyspace::shard_of(group, shards)
 }
 
 /// A group's shard partition, if the groups topic exists yet.

@@ -20,6 +20,8 @@
 //! | `configs/brokers/{default,<id>}` | [`BrokerConfigRecord`] |
 //! | `groups/<shard>/<group>/…` | the coordinators' records (broker crate), through [`Stored`] |
 //! | `gc/horizon`, `producer_ids/next` | the janitor's fence, a decimal counter |
+//! | `txn/<shard>/<transactional-id>` | [`TxnRecord`] (RFC 0010) |
+//! | `txn_markers/<topic-id>/<p>/<transactional-id>` | [`MarkerRequest`]: a marker a partition's leader is to write |
 //!
 //! Invariants:
 //! - A key names one record type; its encoding is that type's [`Stored`] impl.
@@ -97,6 +99,8 @@ stored_as_json!(
     Checkpoint => "checkpoint",
     BrokerConfigRecord => "broker configs",
     TableState => "lake table state",
+    TxnRecord => "transaction record",
+    MarkerRequest => "marker request",
 );
 
 /// A log start value: a decimal offset (0 if unreadable, which keeps everything).
@@ -266,6 +270,59 @@ impl Keys {
     pub fn producer_ids(&self) -> String {
         format!("{}producer_ids/next", self.root)
     }
+    /// A transactional id's record, under its coordinator shard (escaped as group
+    /// ids are).
+    pub fn txn(&self, shard: i32, transactional_id: &str) -> String {
+        format!("{}{}", self.shard_txns(shard), escape(transactional_id))
+    }
+    /// Every transaction record of one coordinator shard.
+    pub fn shard_txns(&self, shard: i32) -> String {
+        format!("{}txn/{shard:05}/", self.root)
+    }
+    /// The transactional id a key under [`Keys::shard_txns`] names.
+    pub fn txn_of(&self, shard: i32, key: &str) -> Option<String> {
+        key.strip_prefix(&self.shard_txns(shard)).map(unescape)
+    }
+    /// Every marker request not yet served.
+    pub fn marker_requests(&self) -> String {
+        format!("{}txn_markers/", self.root)
+    }
+    /// The request that partition `p` of `topic` write a marker for a transaction.
+    pub fn marker_request(&self, topic: Uuid, partition: i32, transactional_id: &str) -> String {
+        format!(
+            "{}{topic}/{partition}/{}",
+            self.marker_requests(),
+            escape(transactional_id)
+        )
+    }
+    /// The partition and transactional id a marker request's key names.
+    pub fn marker_request_of(&self, key: &str) -> Option<(Uuid, i32, String)> {
+        let rest = key.strip_prefix(&self.marker_requests())?;
+        let (topic, rest) = rest.split_once('/')?;
+        let (partition, id) = rest.split_once('/')?;
+        Some((topic.parse().ok()?, partition.parse().ok()?, unescape(id)))
+    }
+}
+
+/// The coordinator shard of a group or transactional id: 32-bit FNV-1a of the id,
+/// modulo the shard count. Stable across releases and brokers; clients never
+/// compute it.
+pub fn shard_of(id: &str, shards: i32) -> i32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in id.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    (h % shards.max(1) as u32) as i32
+}
+
+/// `/` and `%` percent-encoded, so an id is one key segment.
+fn escape(id: &str) -> String {
+    id.replace('%', "%25").replace('/', "%2F")
+}
+
+fn unescape(id: &str) -> String {
+    id.replace("%2F", "/").replace("%25", "%")
 }
 
 /// `<topic-id>/<partition>`, the tail of per-partition keys.

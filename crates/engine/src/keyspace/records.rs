@@ -135,6 +135,36 @@ pub struct ManifestSlice {
     pub slice: WalSlice,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub producers: Vec<ProducerBatch>,
+    /// Transaction markers in it (control batches ending a transaction).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub markers: Vec<TxnMarker>,
+}
+
+/// A transaction marker a partition committed: the control batch at `offset` that
+/// ended a producer's transaction there, by commit or abort.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnMarker {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub commit: bool,
+    pub offset: i64,
+}
+
+/// A transaction open on a partition: its producer and its first offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenTxn {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub first_offset: i64,
+}
+
+/// An aborted transaction on a partition, from its first offset to its marker's
+/// (what a `read_committed` fetch lists so clients drop those records).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
 }
 
 /// How an index entry's object holds its records.
@@ -160,6 +190,9 @@ pub struct ProducerBatch {
     /// producers expired.
     #[serde(default)]
     pub append_ms: i64,
+    /// Part of a transaction (its batch is transactional).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub txn: bool,
 }
 
 /// `checkpoint/<topic-id>/<p>`: what compaction folded out of a partition's
@@ -176,6 +209,13 @@ pub struct Checkpoint {
     /// The partition's idempotent-producer state when the checkpoint was written.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub producers: Vec<ProducerBatch>,
+    /// Transactions open at `folded_to` (begun below it, not ended below it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub open_txns: Vec<OpenTxn>,
+    /// Aborted transactions whose markers lie below `folded_to` (those above are in
+    /// the manifests).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aborted: Vec<AbortedTxn>,
 }
 
 /// A segment or lake file of one partition.
@@ -211,4 +251,78 @@ pub struct TableState {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerConfigRecord {
     pub configs: BTreeMap<String, String>,
+}
+
+/// Where a transactional id's transaction is (Kafka's transaction states).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TxnState {
+    /// No transaction since the producer id was given out.
+    #[default]
+    Empty,
+    Ongoing,
+    PrepareCommit,
+    PrepareAbort,
+    CompleteCommit,
+    CompleteAbort,
+}
+
+impl TxnState {
+    /// Kafka's name, as DescribeTransactions and ListTransactions show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TxnState::Empty => "Empty",
+            TxnState::Ongoing => "Ongoing",
+            TxnState::PrepareCommit => "PrepareCommit",
+            TxnState::PrepareAbort => "PrepareAbort",
+            TxnState::CompleteCommit => "CompleteCommit",
+            TxnState::CompleteAbort => "CompleteAbort",
+        }
+    }
+
+    /// Markers are being written (the decision is made, not yet complete).
+    pub fn preparing(self) -> bool {
+        matches!(self, TxnState::PrepareCommit | TxnState::PrepareAbort)
+    }
+}
+
+/// A partition in a transaction.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TxnPartition {
+    pub topic: String,
+    pub topic_id: Uuid,
+    pub partition: i32,
+}
+
+/// `txn/<shard>/<transactional-id>`: a transactional id's producer and its current
+/// transaction, written only by the coordinator of its shard (RFC 0010).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnRecord {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub state: TxnState,
+    /// The producer's `transaction.timeout.ms`.
+    pub timeout_ms: i32,
+    /// When the current transaction began (ms; 0 when none is open).
+    #[serde(default)]
+    pub started_ms: i64,
+    /// When the record last changed (ms).
+    #[serde(default)]
+    pub updated_ms: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<TxnPartition>,
+    /// Consumer groups whose offsets the transaction commits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+}
+
+/// `txn_markers/<topic-id>/<p>/<transactional-id>`: a marker the partition's leader
+/// is to write; deleted in the same commit as the marker (RFC 0010).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkerRequest {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub commit: bool,
+    /// The coordinator shard's leader epoch when it made the decision.
+    pub coordinator_epoch: i32,
 }

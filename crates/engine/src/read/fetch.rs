@@ -23,17 +23,23 @@ const READ_CONCURRENCY: usize = 8;
 impl ReadPath {
     /// Reads whole batches from `offset` within `max_bytes`; with `at_least_one`, the
     /// first batch comes back even if it alone is larger (Kafka allows that for the
-    /// first partition with data in a response, and only for it).
+    /// first partition with data in a response, and only for it). With `committed`
+    /// (`read_committed`), nothing at or past the last stable offset, and the
+    /// aborted transactions of what is returned.
     pub async fn read_up_to(
         &self,
         partition: &Partition,
         offset: i64,
         max_bytes: usize,
         at_least_one: bool,
+        committed: bool,
     ) -> Result<FetchedRecords> {
-        let (hwm, log_start, plan, ahead) = {
+        let (hwm, lso, log_start, plan, ahead) = {
             let read = partition.read_led()?;
             let (hwm, log_start) = (read.high_watermark, read.log_start_offset);
+            let lso = read.last_stable_offset();
+            // `read_committed` reads stop at the last stable offset.
+            let end = if committed { lso } else { hwm };
             if offset < log_start || offset > hwm {
                 return Err(EngineError::OffsetOutOfRange {
                     offset,
@@ -43,9 +49,11 @@ impl ReadPath {
             }
             let mut plan = Vec::new();
             let mut ahead = Vec::new();
-            if let Some(first) = read.find(offset) {
+            if let Some(first) = read.find(offset).filter(|_| offset < end) {
                 let mut planned = 0u64;
-                let mut rest = read.index[first..].iter();
+                let mut rest = read.index[first..]
+                    .iter()
+                    .take_while(|e| e.base_offset < end);
                 for e in rest.by_ref() {
                     if planned >= max_bytes as u64 && !plan.is_empty() {
                         ahead.push(e.clone());
@@ -68,8 +76,9 @@ impl ReadPath {
                     ahead.clear();
                 }
             }
-            (hwm, log_start, plan, ahead)
+            (hwm, lso, log_start, plan, ahead)
         };
+        let end = if committed { lso } else { hwm };
         for e in ahead
             .iter()
             .filter(|e| e.cached.is_none() && e.object_len > 0 && e.format == Format::Batches)
@@ -101,6 +110,10 @@ impl ReadPath {
                         entry.object
                     ))
                 })?;
+                if h.base_offset >= end {
+                    full = true;
+                    break;
+                }
                 let start = pos;
                 pos += h.size;
                 reached = h.last_offset();
@@ -127,10 +140,20 @@ impl ReadPath {
         }
         // One entry (the common case) is returned without copying.
         let records = concat(parts);
+        let aborted = if committed && !records.is_empty() {
+            partition
+                .read()
+                .txns
+                .aborted_between(offset, reached_end(&records).unwrap_or(offset) + 1)
+        } else {
+            Vec::new()
+        };
         Ok(FetchedRecords {
             high_watermark: hwm,
+            last_stable_offset: lso,
             log_start_offset: log_start,
             records,
+            aborted,
         })
     }
 
@@ -154,11 +177,13 @@ impl ReadPath {
             .map_err(|e| EngineError::Storage(e.to_string()))
     }
 
-    /// Kafka's ListOffsets for one partition.
+    /// Kafka's ListOffsets for one partition; at `read_committed` (`committed`) the
+    /// latest offset is the last stable one.
     pub async fn list_offset(
         &self,
         partition: &Partition,
         timestamp: i64,
+        committed: bool,
     ) -> Result<Option<OffsetAndTimestamp>> {
         let (hwm, log_start, candidates) = {
             let read = partition.read_led()?;
@@ -181,7 +206,12 @@ impl ReadPath {
                     .cloned()
                     .collect(),
             };
-            (read.high_watermark, read.log_start_offset, c)
+            let end = if committed {
+                read.last_stable_offset()
+            } else {
+                read.high_watermark
+            };
+            (end, read.log_start_offset, c)
         };
         match timestamp {
             LATEST => Ok(Some(OffsetAndTimestamp {
@@ -207,6 +237,14 @@ impl ReadPath {
             }
         }
     }
+}
+
+/// The last offset of the last batch in `records`.
+fn reached_end(records: &Bytes) -> Option<i64> {
+    batch::iter_batches(records)
+        .filter_map(|b| b.ok())
+        .last()
+        .map(|(h, _)| h.last_offset())
 }
 
 /// Finds the first record at or after `target` (or the max-timestamp record).

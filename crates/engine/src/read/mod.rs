@@ -15,6 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use object_store::ObjectStore;
 
+use crate::keyspace::AbortedTxn;
 pub use lake::encode_batches;
 use lake::LakeMemo;
 
@@ -22,9 +23,14 @@ use lake::LakeMemo;
 #[derive(Debug, Clone, Default)]
 pub struct FetchedRecords {
     pub high_watermark: i64,
+    /// Where `read_committed` consumers stop (RFC 0010).
+    pub last_stable_offset: i64,
     pub log_start_offset: i64,
     /// Whole batches, starting with the one holding the fetch offset.
     pub records: Bytes,
+    /// At `read_committed`: the aborted transactions with records in `records`,
+    /// which the client drops.
+    pub aborted: Vec<AbortedTxn>,
 }
 
 /// An offset found by a ListOffsets query.

@@ -12,7 +12,8 @@ use tokio::sync::oneshot;
 use super::buffer::{FlushResult, PendingSlice, WalBuffer};
 use crate::catalog::Topic;
 use crate::error::{EngineError, Result};
-use crate::partition::{ProducerBatch, ProducerState, SequenceCheck};
+use crate::keyspace::{MarkerRequest, OpenTxn};
+use crate::partition::{Partition, ProducerBatch, ProducerState, SequenceCheck, TxnMarker};
 
 /// What a partition's produce came to once durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +94,18 @@ pub(crate) struct Prepared {
     pub partition: i32,
     pub header: BatchHeader,
     pub batch: BytesMut,
+    /// For a transactional batch opening the producer's transaction on this
+    /// partition: the producer's marker count when the coordinator's record was
+    /// found to include the partition (see [`ProducerState::markers`]).
+    pub verified: Option<u64>,
+}
+
+/// A marker to write: the control batch ending a producer's transaction on a
+/// partition, and the request key its commit deletes.
+pub struct MarkerAppend {
+    pub partition: Arc<Partition>,
+    pub request: MarkerRequest,
+    pub key: String,
 }
 
 /// Assigns offsets to one partition's batch and buffers it. Returns the ack
@@ -157,6 +170,25 @@ pub(super) fn assign(wal: &mut WalBuffer, p: Prepared, now: i64) -> Result<(Prod
             }
         }
     }
+    if h.is_transactional() {
+        match write.open_txns.get(&h.producer_id) {
+            Some(t) if t.epoch == h.producer_epoch => {}
+            Some(_) => {
+                return Err(EngineError::InvalidTxnState(
+                    "the producer has a transaction of another epoch open here".into(),
+                ))
+            }
+            None => {
+                let markers = write.producers.get(&h.producer_id).map_or(0, |s| s.markers);
+                if p.verified != Some(markers) {
+                    return Err(EngineError::InvalidTxnState(format!(
+                        "partition {}-{} is not in an ongoing transaction of producer {} epoch {}",
+                        partition.topic, partition.index, h.producer_id, h.producer_epoch
+                    )));
+                }
+            }
+        }
+    }
 
     let append_time = p.topic.record.log_append_time().then_some(now);
     let base_offset = write.next_offset;
@@ -175,6 +207,13 @@ pub(super) fn assign(wal: &mut WalBuffer, p: Prepared, now: i64) -> Result<(Prod
         let pb = producer_batch(&h, base_offset, now);
         write.producers.entry(h.producer_id).or_default().record(pb);
         slice.producers.push(pb);
+    }
+    if h.is_transactional() {
+        write.open_txns.entry(h.producer_id).or_insert(OpenTxn {
+            producer_id: h.producer_id,
+            epoch: h.producer_epoch,
+            first_offset: base_offset,
+        });
     }
     write.next_offset = base_offset + i64::from(h.record_count);
     slice.last_offset = write.next_offset - 1;
@@ -199,5 +238,64 @@ fn producer_batch(h: &BatchHeader, base_offset: i64, append_ms: i64) -> Producer
         first_seq: h.base_sequence,
         last_seq: h.last_sequence(),
         base_offset,
+        txn: h.is_transactional(),
     }
+}
+
+/// Buffers a marker at the partition's next offset. It closes the producer's open
+/// transaction if one is (a marker for a partition with nothing open is written all
+/// the same, as Kafka does) and fences the producer's older epochs.
+pub(super) fn assign_marker(wal: &mut WalBuffer, m: MarkerAppend, now: i64) -> Result<ProduceAck> {
+    let partition = m.partition;
+    partition.ensure_leader()?;
+    if wal.closing {
+        return Err(EngineError::ShuttingDown);
+    }
+    if wal.resetting {
+        return Err(wal
+            .abandoned_because
+            .clone()
+            .unwrap_or(EngineError::FlushFailed("flush in progress failed".into())));
+    }
+    let mut write = partition.write();
+    let r = m.request;
+    let base_offset = write.next_offset;
+    let mut bytes = BytesMut::from(
+        &sluice_protocol::records::encode_control_batch(
+            r.producer_id,
+            r.epoch,
+            r.commit,
+            r.coordinator_epoch,
+            now,
+        )[..],
+    );
+    batch::assign_offset(&mut bytes, base_offset, 0);
+    write
+        .producers
+        .entry(r.producer_id)
+        .or_default()
+        .marker(r.epoch);
+    write.open_txns.remove(&r.producer_id);
+    write.next_offset = base_offset + 1;
+    let slice = wal
+        .slices
+        .entry((partition.topic_id, partition.index))
+        .or_insert_with(|| PendingSlice::new(partition.clone(), base_offset));
+    slice.markers.push(TxnMarker {
+        producer_id: r.producer_id,
+        epoch: r.epoch,
+        commit: r.commit,
+        offset: base_offset,
+    });
+    slice.deletes.push((base_offset, m.key));
+    slice.last_offset = base_offset;
+    slice.max_timestamp = slice.max_timestamp.max(now);
+    wal.bytes += bytes.len();
+    slice.batches.push(bytes.freeze());
+    let log_start_offset = partition.read().log_start_offset;
+    Ok(ProduceAck {
+        base_offset,
+        log_append_time: -1,
+        log_start_offset,
+    })
 }

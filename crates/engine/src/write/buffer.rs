@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::error::{EngineError, Result};
-use crate::partition::{Partition, ProducerBatch, PRODUCER_BATCH_HISTORY};
+use crate::partition::{Partition, ProducerBatch, TxnMarker, PRODUCER_BATCH_HISTORY};
 
 pub(crate) type FlushResult = Result<()>;
 
@@ -22,6 +22,11 @@ pub(crate) struct PendingSlice {
     pub last_offset: i64,
     pub max_timestamp: i64,
     pub producers: Vec<ProducerBatch>,
+    /// Transaction markers among the batches.
+    pub markers: Vec<TxnMarker>,
+    /// Metadata keys the commit deletes (the marker requests the markers serve),
+    /// by the offset of the batch that serves each.
+    pub deletes: Vec<(i64, String)>,
 }
 
 impl PendingSlice {
@@ -33,6 +38,8 @@ impl PendingSlice {
             last_offset: base_offset - 1,
             max_timestamp: -1,
             producers: Vec::new(),
+            markers: Vec::new(),
+            deletes: Vec::new(),
         }
     }
 }
@@ -72,8 +79,12 @@ pub(super) const MANIFEST_BUDGET: usize = sluice_meta::MAX_TXN_BYTES;
 const SLICE_BYTES: usize = 256;
 const PRODUCER_BYTES: usize = 128;
 
+/// What a marker costs of a manifest's budget: its entry and the delete of its
+/// request, at most `MAX_TXN_OPS - 1` of which one commit may carry.
+const MARKER_COST: usize = MANIFEST_BUDGET / (sluice_meta::MAX_TXN_OPS - 1);
+
 fn slice_cost(s: &PendingSlice) -> usize {
-    SLICE_BYTES + PRODUCER_BYTES * s.producers.len()
+    SLICE_BYTES + PRODUCER_BYTES * s.producers.len() + MARKER_COST * s.deletes.len()
 }
 
 pub(super) fn slice_bytes(s: &PendingSlice) -> usize {
@@ -147,7 +158,14 @@ fn split_front(s: &mut PendingSlice, budget: usize) -> Option<PendingSlice> {
     let mut cost = SLICE_BYTES;
     let mut cut = 0;
     for h in &headers[..headers.len() - 1] {
-        let c = if h.is_idempotent() { PRODUCER_BYTES } else { 0 };
+        // A marker costs its entry and the key its commit deletes.
+        let c = if h.is_control() {
+            MARKER_COST
+        } else if h.is_idempotent() {
+            PRODUCER_BYTES
+        } else {
+            0
+        };
         if cut > 0 && cost + c > budget {
             break;
         }
@@ -161,6 +179,8 @@ fn split_front(s: &mut PendingSlice, budget: usize) -> Option<PendingSlice> {
         .producers
         .drain(..)
         .partition(|b| b.base_offset < split_at);
+    let (head_markers, rest_markers) = s.markers.drain(..).partition(|m| m.offset < split_at);
+    let (head_deletes, rest_deletes) = s.deletes.drain(..).partition(|(o, _)| *o < split_at);
     let head = PendingSlice {
         partition: s.partition.clone(),
         batches: std::mem::replace(&mut s.batches, rest),
@@ -168,10 +188,14 @@ fn split_front(s: &mut PendingSlice, budget: usize) -> Option<PendingSlice> {
         last_offset: split_at - 1,
         max_timestamp: max_ts(&headers[..cut]),
         producers: head_producers,
+        markers: head_markers,
+        deletes: head_deletes,
     };
     s.base_offset = split_at;
     s.max_timestamp = max_ts(&headers[cut..]);
     s.producers = rest_producers;
+    s.markers = rest_markers;
+    s.deletes = rest_deletes;
     Some(head)
 }
 
@@ -208,6 +232,7 @@ mod tests {
                     last_seq: 1,
                     base_offset: offset,
                     append_ms: 1,
+                    txn: false,
                 });
             }
             s.batches.push(b.freeze());

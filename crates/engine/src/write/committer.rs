@@ -36,7 +36,7 @@ pub(super) async fn run_committer(
                     // A partition that moved away and back while this flush was
                     // committing was rebuilt from manifests that already hold it.
                     if entry.base_offset == read.high_watermark {
-                        read.append(entry, &m.producers, &write.tail);
+                        read.append(entry, &m.producers, &m.markers, &write.tail);
                     } else if partition.leader_epoch().is_some()
                         && entry.base_offset > read.high_watermark
                     {
@@ -106,8 +106,9 @@ async fn commit(write: &WritePath, f: &mut Flight) -> Result<()> {
     let key = write
         .keys
         .manifest(write.cfg.broker_id, f.fence.generation(), f.seq);
-    let txn =
-        Txn::when(f.fence.leader_and_gc()).then(vec![Op::put(key.clone(), manifest.encode())]);
+    let mut ops = vec![Op::put(key.clone(), manifest.encode())];
+    ops.extend(f.deletes.iter().map(|k| Op::Delete(k.clone())));
+    let txn = Txn::when(f.fence.leader_and_gc()).then(ops);
     let mut backoff = Duration::from_millis(50);
     let mut unknown_outcome = false;
     loop {

@@ -34,6 +34,8 @@ pub(super) struct Flight {
     /// Each partition's slice as the manifest commits it, with its bytes for the
     /// in-memory tail.
     pub(super) slices: Vec<(Arc<Partition>, ManifestSlice, Bytes)>,
+    /// Keys the manifest's commit deletes (marker requests its markers serve).
+    pub(super) deletes: Vec<String>,
     pub(super) waiters: Vec<oneshot::Sender<FlushResult>>,
     pub(super) rollbacks: u64,
     pub(super) bytes: usize,
@@ -113,7 +115,9 @@ fn write_object(
     let fence = write.fences.at(broker_generation);
     let mut builder = WalObjectBuilder::new();
     let mut parts = Vec::with_capacity(slices.len());
+    let mut deletes = Vec::new();
     for ((topic_id, partition), s) in slices {
+        deletes.extend(s.deletes.into_iter().map(|(_, key)| key));
         let data = concat(s.batches);
         builder.add_slice(
             topic_id,
@@ -123,7 +127,7 @@ fn write_object(
             s.max_timestamp,
             [data.clone()],
         );
-        parts.push((s.partition, s.producers, data));
+        parts.push((s.partition, s.producers, s.markers, data));
     }
     let key = paths::wal_object(write.cfg.broker_id, broker_generation, ulid::Ulid::new());
     // The builder returns the slices in the order they were added.
@@ -131,8 +135,13 @@ fn write_object(
     let slices: Vec<(Arc<Partition>, ManifestSlice, Bytes)> = parts
         .into_iter()
         .zip(wal_slices)
-        .map(|((partition, producers, data), slice)| {
-            (partition, ManifestSlice { slice, producers }, data)
+        .map(|((partition, producers, markers, data), slice)| {
+            let m = ManifestSlice {
+                slice,
+                producers,
+                markers,
+            };
+            (partition, m, data)
         })
         .collect();
     let object_len = payload.content_length() as u64;
@@ -147,6 +156,7 @@ fn write_object(
         object_len,
         fence,
         slices,
+        deletes,
         waiters,
         rollbacks,
         bytes,

@@ -31,6 +31,7 @@ use object_store::ObjectStore;
 use sluice_meta::MetaStore;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
+pub use append::MarkerAppend;
 pub(crate) use append::Prepared;
 pub use append::{PendingProduce, ProduceAck};
 use buffer::WalBuffer;
@@ -210,6 +211,30 @@ impl WritePath {
             waits.push(matches!(outcome, Ok((_, true))));
             results.push(outcome.map(|(ack, _)| ack));
         }
+        let flush = waits.iter().any(|w| *w).then(|| {
+            let (tx, rx) = oneshot::channel();
+            wal.waiters.push(tx);
+            rx
+        });
+        drop(wal);
+        if flush.is_some() {
+            self.flush_wake.notify_one();
+        }
+        PendingProduce::new(results, waits, flush)
+    }
+
+    /// Buffers transaction markers (see [`append::assign_marker`]); each commits
+    /// together with the delete of its request key.
+    pub async fn append_markers(&self, markers: Vec<MarkerAppend>) -> PendingProduce {
+        let incoming = markers.len() * 128;
+        self.wait_for_space(incoming).await;
+        let now = self.cfg.clock.now_ms();
+        let mut results = Vec::with_capacity(markers.len());
+        let mut wal = self.buffer();
+        for m in markers {
+            results.push(append::assign_marker(&mut wal, m, now));
+        }
+        let waits: Vec<bool> = results.iter().map(Result::is_ok).collect();
         let flush = waits.iter().any(|w| *w).then(|| {
             let (tx, rx) = oneshot::channel();
             wal.waiters.push(tx);
