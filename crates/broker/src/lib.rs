@@ -16,6 +16,7 @@ pub mod errors;
 pub mod fetch_session;
 #[cfg(test)]
 mod testing;
+pub mod transactions;
 
 use std::sync::Arc;
 
@@ -81,6 +82,7 @@ impl Broker {
             Arc::downgrade(&consumer_groups),
             Arc::downgrade(&engine),
         );
+        transactions::markers::start(Arc::downgrade(&engine));
         coordinator::persist::start(
             Arc::downgrade(&engine),
             Arc::downgrade(&groups),
@@ -208,8 +210,18 @@ impl Broker {
             RequestKind::OffsetFetch(r) => {
                 Reply::Now(Box::new(api::offset_fetch::handle(self, r, version).await))
             }
-            RequestKind::InitProducerId(r) => {
-                Reply::Now(Box::new(api::init_producer_id::handle(self, r).await))
+            RequestKind::InitProducerId(r) => Reply::Now(Box::new(
+                api::init_producer_id::handle(self, r, version).await,
+            )),
+            RequestKind::AddPartitionsToTxn(r) => {
+                Reply::Now(Box::new(api::txn::add_partitions(self, r, version).await))
+            }
+            RequestKind::AddOffsetsToTxn(r) => {
+                Reply::Now(Box::new(api::txn::add_offsets(self, r, version).await))
+            }
+            RequestKind::EndTxn(r) => Reply::Now(Box::new(api::txn::end(self, r, version).await)),
+            RequestKind::TxnOffsetCommit(r) => {
+                Reply::Now(Box::new(api::txn::commit_offsets(self, r, version).await))
             }
             // The decoder admits only the APIs in `sluice_protocol::api::SUPPORTED`.
             other => {

@@ -308,7 +308,7 @@ async fn delete_topic(
     State(state): State<HttpState>,
     Path(name): Path<String>,
 ) -> Answer<serde_json::Value> {
-    if name == sluice_broker::coordinator::GROUPS_TOPIC {
+    if sluice_broker::coordinator::is_internal(&name) {
         return Err(ApiError::from(
             sluice_broker::api::delete_topics::internal_topic(&name),
         ));

@@ -202,6 +202,12 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(i32).range(1..=1000))]
     pub group_shards: i32,
 
+    /// Transaction coordinator shards (partitions of the internal
+    /// `__sluice_transactions` topic). Fixed when the cluster is first started.
+    #[arg(long, env = "SLUICE_TRANSACTION_SHARDS", default_value_t = 16,
+          value_parser = clap::value_parser!(i32).range(1..=1000))]
+    pub transaction_shards: i32,
+
     /// How long a new consumer group waits for more members before its first
     /// rebalance completes (Kafka's group.initial.rebalance.delay.ms).
     #[arg(

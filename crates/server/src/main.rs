@@ -202,6 +202,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let shards = args.group_shards;
         tokio::spawn(async move { coordinator::ensure_groups_topic(&engine, shards).await });
     }
+    {
+        let engine = engine.clone();
+        let shards = args.transaction_shards;
+        tokio::spawn(
+            async move { sluice_broker::transactions::ensure_topic(&engine, shards).await },
+        );
+    }
     tracing::info!(
         kafka = %args.kafka_listen,
         advertised = %format!("{host}:{port}"),

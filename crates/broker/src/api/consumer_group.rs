@@ -18,7 +18,7 @@ use kafka_protocol::messages::*;
 
 use crate::coordinator::assignor::Assignment;
 use crate::coordinator::consumer::{state_name, Heartbeat, TopicMeta, Topics};
-use crate::coordinator::{local_shard, persist, GROUPS_TOPIC};
+use crate::coordinator::{local_shard, persist};
 use crate::{has, str_bytes, Broker};
 
 /// Every topic a group may subscribe to (the groups topic is internal).
@@ -27,7 +27,7 @@ fn topics(broker: &Broker) -> Topics {
         .engine
         .topics()
         .into_iter()
-        .filter(|t| t.record.name != GROUPS_TOPIC)
+        .filter(|t| !crate::coordinator::is_internal(&t.record.name))
         .map(|t| {
             (
                 t.record.name.clone(),

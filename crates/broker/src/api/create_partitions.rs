@@ -4,14 +4,14 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse, ResponseKind};
 use sluice_engine::EngineError;
 
-use crate::coordinator::GROUPS_TOPIC;
+use crate::coordinator;
 use crate::{errors, Broker};
 
 pub async fn handle(broker: &Broker, req: CreatePartitionsRequest) -> ResponseKind {
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let count = t.count;
-        let outcome = if t.name.as_str() == GROUPS_TOPIC {
+        let outcome = if coordinator::is_internal(t.name.as_str()) {
             Err(super::delete_topics::internal_topic(t.name.as_str()))
         } else {
             broker

@@ -8,7 +8,7 @@ use kafka_protocol::messages::delete_records_response::{
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse, ResponseKind};
 use sluice_engine::EngineError;
 
-use crate::coordinator::GROUPS_TOPIC;
+use crate::coordinator;
 use crate::{errors, Broker};
 
 pub async fn handle(broker: &Broker, req: DeleteRecordsRequest) -> ResponseKind {
@@ -17,7 +17,7 @@ pub async fn handle(broker: &Broker, req: DeleteRecordsRequest) -> ResponseKind 
     for t in req.topics {
         let topic = engine
             .topic(t.name.as_str())
-            .filter(|t| t.record.name != GROUPS_TOPIC);
+            .filter(|t| !coordinator::is_internal(&t.record.name));
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             let resp = DeleteRecordsPartitionResult::default()

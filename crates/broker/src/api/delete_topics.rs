@@ -6,7 +6,7 @@ use kafka_protocol::messages::{
 };
 use sluice_engine::EngineError;
 
-use crate::coordinator::GROUPS_TOPIC;
+use crate::coordinator;
 use crate::{errors, has, str_bytes, Broker};
 
 /// The groups topic holds every group's state by shard: deleting or growing it
@@ -33,7 +33,7 @@ pub async fn handle(broker: &Broker, req: DeleteTopicsRequest, version: i16) -> 
     for (name, id) in targets {
         let name = name.or_else(|| engine.topic_by_id(id).map(|t| t.record.name.clone()));
         let outcome = match &name {
-            Some(n) if n == GROUPS_TOPIC => Err(internal_topic(n)),
+            Some(n) if coordinator::is_internal(n) => Err(internal_topic(n)),
             Some(n) => engine.delete_topic(n).await,
             None => Err(EngineError::unknown_topic(&id.to_string())),
         };

@@ -1,5 +1,5 @@
-//! FindCoordinator: the live leader of a group's shard (RFC 0005). v4+ asks for many
-//! keys at once. Transaction coordinators do not exist yet.
+//! FindCoordinator: the live leader of a group's shard (RFC 0005) or of a
+//! transactional id's (RFC 0010). v4+ asks for many keys at once.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -9,14 +9,15 @@ use kafka_protocol::protocol::StrBytes;
 use crate::coordinator::coordinator_of;
 use crate::{has, str_bytes, Broker};
 
-/// `key_type` of consumer groups.
+/// `key_type` of consumer groups, and of transactional ids.
 const GROUP: i8 = 0;
+const TRANSACTION: i8 = 1;
 
 fn find(broker: &Broker, key: &StrBytes, key_type: i8) -> Coordinator {
-    let found = if key_type == GROUP {
-        coordinator_of(broker, key.as_str())
-    } else {
-        Err(ResponseError::TransactionalIdAuthorizationFailed)
+    let found = match key_type {
+        GROUP => coordinator_of(broker, key.as_str()),
+        TRANSACTION => crate::transactions::coordinator_of(broker, key.as_str()),
+        _ => Err(ResponseError::InvalidRequest),
     };
     let c = Coordinator::default().with_key(key.clone());
     match found {

@@ -96,7 +96,7 @@ pub async fn handle(broker: &Broker, req: MetadataRequest, version: i16) -> Resp
 fn describe(view: &ClusterView, topic: &Arc<Topic>, version: i16) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(str_bytes(topic.record.name.clone()))))
-        .with_is_internal(has(version, 1) && topic.record.name == crate::coordinator::GROUPS_TOPIC)
+        .with_is_internal(has(version, 1) && crate::coordinator::is_internal(&topic.record.name))
         .with_topic_id(if has(version, 10) {
             topic.record.id
         } else {

@@ -21,6 +21,7 @@ pub mod offset_delete;
 pub mod offset_fetch;
 pub mod produce;
 pub mod reassignments;
+pub mod txn;
 
 /// The operations a client may perform on a resource, as the authorized-operations
 /// fields of Metadata, DescribeCluster and the group descriptions report them: a

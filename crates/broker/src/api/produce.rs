@@ -26,10 +26,10 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Reply
     let mut appends = Vec::new();
     let mut names = Vec::with_capacity(req.topic_data.len());
     for (ti, t) in req.topic_data.into_iter().enumerate() {
-        // The groups topic holds no records.
+        // The coordinators' topics hold no records.
         let topic = engine
             .topic(t.name.as_str())
-            .filter(|t| t.record.name != crate::coordinator::GROUPS_TOPIC);
+            .filter(|t| !crate::coordinator::is_internal(&t.record.name));
         names.push(t.name);
         for p in t.partition_data {
             let rejected = match (&topic, p.records) {
@@ -50,7 +50,10 @@ pub async fn handle(broker: &Broker, req: ProduceRequest, version: i16) -> Reply
     // Kafka's produce timeout; a zero or tiny one still gets a moment to commit.
     let limit = Duration::from_millis(u64::try_from(req.timeout_ms).unwrap_or(0).max(1000));
     let started = Instant::now();
-    let pending = engine.append_within(appends, Some(limit)).await;
+    let transactional_id = req.transactional_id.as_ref().map(|t| t.to_string());
+    let pending = engine
+        .append_transactional(transactional_id.as_deref(), appends, Some(limit))
+        .await;
     if req.acks == 0 {
         // Nothing is sent back; errors surface to the client as missing data, as in Kafka.
         tokio::spawn(pending.durable());

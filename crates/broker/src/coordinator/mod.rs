@@ -31,6 +31,12 @@ use crate::Broker;
 /// records.
 pub const GROUPS_TOPIC: &str = "__sluice_groups";
 
+/// Whether a topic is one of the coordinators' internal topics (the groups' or the
+/// transactions' shards): they hold no records and clients may not change them.
+pub fn is_internal(topic: &str) -> bool {
+    topic == GROUPS_TOPIC || topic == sluice_engine::transactions::TRANSACTIONS_TOPIC
+}
+
 /// Default number of shards (`--group-shards`), fixed when the cluster is created.
 pub const DEFAULT_SHARDS: i32 = 16;
 

@@ -22,6 +22,7 @@
 //! | `gc/horizon`, `producer_ids/next` | the janitor's fence, a decimal counter |
 //! | `txn/<shard>/<transactional-id>` | [`TxnRecord`] (RFC 0010) |
 //! | `txn_markers/<topic-id>/<p>/<transactional-id>` | [`MarkerRequest`]: a marker a partition's leader is to write |
+//! | `txn_offsets/<shard>/<transactional-id>` | a transaction's pending group offsets (broker crate) |
 //!
 //! Invariants:
 //! - A key names one record type; its encoding is that type's [`Stored`] impl.
@@ -282,6 +283,14 @@ impl Keys {
     /// The transactional id a key under [`Keys::shard_txns`] names.
     pub fn txn_of(&self, shard: i32, key: &str) -> Option<String> {
         key.strip_prefix(&self.shard_txns(shard)).map(unescape)
+    }
+    /// Offsets a transaction commits for its groups, pending until it completes.
+    pub fn txn_offsets(&self, shard: i32, transactional_id: &str) -> String {
+        format!(
+            "{}txn_offsets/{shard:05}/{}",
+            self.root,
+            escape(transactional_id)
+        )
     }
     /// Every marker request not yet served.
     pub fn marker_requests(&self) -> String {
