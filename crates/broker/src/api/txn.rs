@@ -163,16 +163,20 @@ pub async fn commit_offsets(
             );
         }
     }
-    let outcome = transactions::commit_offsets(
-        engine,
-        req.transactional_id.as_str(),
-        req.producer_id.0,
-        req.producer_epoch,
-        req.group_id.as_str(),
-        offsets,
-    )
-    .await
-    .err()
+    // TxnOffsetCommit goes to the group's coordinator, as OffsetCommit does.
+    let outcome = match crate::coordinator::local_shard(broker, req.group_id.as_str()) {
+        Err(e) => Some(e),
+        Ok(_) => transactions::commit_offsets(
+            engine,
+            req.transactional_id.as_str(),
+            req.producer_id.0,
+            req.producer_epoch,
+            req.group_id.as_str(),
+            offsets,
+        )
+        .await
+        .err(),
+    }
     .map(|e| for_version(e, version, 3));
     let code = outcome_code(outcome);
     let topics = req

@@ -423,8 +423,9 @@ pub async fn end(
     .await
 }
 
-/// Stores offsets committed in the producer's transaction (TxnOffsetCommit) as
-/// pending for `group`; they reach the group when the transaction commits.
+/// Stores offsets committed in the producer's transaction (TxnOffsetCommit, which
+/// the group's coordinator serves) as pending for `group`; they reach the group
+/// when the transaction commits.
 pub async fn commit_offsets(
     engine: &Engine,
     id: &str,
@@ -433,7 +434,7 @@ pub async fn commit_offsets(
     group: &str,
     offsets: BTreeMap<String, TopicOffsets>,
 ) -> Result<(), ResponseError> {
-    let (shard, _) = led_shard(engine, id)?;
+    let (shard, _) = shard_of(engine, id).ok_or(ResponseError::CoordinatorNotAvailable)?;
     let key = engine.keys().txn_offsets(shard, id);
     for _ in 0..16 {
         let fence = engine.fence();
