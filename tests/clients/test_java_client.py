@@ -1,7 +1,8 @@
 """The Java client suite (tests/java: JUnit 5 with org.apache.kafka:kafka-clients 4)
 against this module's brokers: producer, consumer (classic with every assignor, the
 consumer protocol, static members, seek, offsetsForTimes, pause/resume, listeners,
-commits), the transactional producer (consume-transform-produce, fencing) and AdminClient. Maven resolves the suite's dependencies (cached in ~/.m2)."""
+commits), the transactional producer (consume-transform-produce, fencing) and
+AdminClient. Maven resolves the suite's dependencies (cached in ~/.m2)."""
 
 import subprocess
 
