@@ -1,10 +1,12 @@
 """A stateful Kafka Streams application (tests/streams/StreamsApp.java: a word count
 into a KTable store with its compacted changelog and a repartition topic, a windowed
 count, and a stream-table join) on this module's brokers, with
-processing.guarantee=at_least_once. Its output must match what this test computes from
-the input on its own, across a kill -9 of the group's coordinator broker (on a
-cluster) and a restart of the application instance with its state directory wiped,
-so that its stores are restored from their changelogs."""
+processing.guarantee=at_least_once and with exactly_once_v2 (transactions, RFC 0010).
+Its output must match what this test computes from the input on its own, across a
+kill -9 of the group's coordinator broker (on a cluster) and a restart of the
+application instance with its state directory wiped, so that its stores are restored
+from their changelogs. With exactly_once_v2 the instance is killed with kill -9 (a
+crash mid-transaction), and its output, read at read_committed, is still exact."""
 
 import os
 import shutil
@@ -47,8 +49,9 @@ def expected_outputs(base_ms):
 class App:
     """One instance of the Streams application, its output in a log file."""
 
-    def __init__(self, bootstrap, app_id):
-        self.bootstrap, self.app_id = bootstrap, app_id
+    def __init__(self, bootstrap, app_id, guarantee="at_least_once", suffix=""):
+        self.bootstrap, self.app_id, self.guarantee = bootstrap, app_id, guarantee
+        self.suffix = suffix
         self.state_dir = tempfile.mkdtemp(prefix="streams-state-")
         self.log_path = os.path.join(self.state_dir + "-log.txt")
         self.proc = None
@@ -57,7 +60,8 @@ class App:
         self.log = open(self.log_path, "ab")
         start = self.log.tell()
         self.proc = subprocess.Popen(
-            [str(KAFKA_SH), "java", str(APP), self.bootstrap, self.app_id, self.state_dir],
+            [str(KAFKA_SH), "java", str(APP), self.bootstrap, self.app_id, self.state_dir,
+             self.guarantee, self.suffix],
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 180
         while time.time() < deadline:
@@ -69,11 +73,12 @@ class App:
             time.sleep(0.2)
         raise AssertionError(f"the Streams app did not reach RUNNING:\n{self.tail()}")
 
-    def stop(self):
+    def stop(self, sig=signal.SIGTERM):
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
             rc = self.proc.wait(timeout=90)
-            assert rc in (0, 143), f"the Streams app exited {rc}:\n{self.tail()}"
+            if sig == signal.SIGTERM:
+                assert rc in (0, 143), f"the Streams app exited {rc}:\n{self.tail()}"
         self.proc = None
 
     def tail(self):
@@ -87,10 +92,12 @@ class App:
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
-def read_table(bootstrap, topic):
-    """The last value of every key in `topic`, read from the beginning to its end."""
+def read_table(bootstrap, topic, isolation="read_uncommitted"):
+    """The last value of every key in `topic`, read from the beginning to its end
+    (the last stable offset, at read_committed)."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("reader"),
-                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                  "isolation.level": isolation})
     parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
     ends = {p.partition: c.get_watermark_offsets(p, timeout=10)[1] for p in parts}
     c.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
@@ -98,11 +105,12 @@ def read_table(bootstrap, topic):
     deadline = time.time() + 60
     while len(done) < PARTITIONS and time.time() < deadline:
         m = c.poll(0.5)
-        if m is None or m.error():
-            continue
-        table[m.key().decode()] = m.value().decode()
-        if m.offset() + 1 >= ends[m.partition()]:
-            done.add(m.partition())
+        if m is not None and not m.error():
+            table[m.key().decode()] = m.value().decode()
+        # The position passes transaction markers, which are never delivered.
+        for tp in c.position([TopicPartition(topic, p) for p in range(PARTITIONS)]):
+            if tp.offset >= ends[tp.partition]:
+                done.add(tp.partition)
     c.close()
     return table
 
@@ -114,10 +122,15 @@ def diff(got, want):
            f"{len(extra)} unexpected keys, e.g. {extra[:5]}"
 
 
-def test_streams_word_count_join_and_windows_survive_failures(broker):
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once_v2"])
+def test_streams_word_count_join_and_windows_survive_failures(broker, guarantee):
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     app_id = unique("streams-app")
-    topics = ["users", "sentences", "word-counts", "windowed-counts", "enriched"]
+    eos = guarantee != "at_least_once"
+    isolation = "read_committed" if eos else "read_uncommitted"
+    suffix = "-eos" if eos else ""
+    topics = [t + suffix for t in
+              ("users", "sentences", "word-counts", "windowed-counts", "enriched")]
     for t in admin.list_topics(timeout=10).topics:
         if t in topics:
             pytest.fail(f"topic {t} exists already: this test needs its own broker")
@@ -130,21 +143,22 @@ def test_streams_word_count_join_and_windows_survive_failures(broker):
     # Older than every sentence: Streams processes a task's records in timestamp order,
     # so the table is loaded before the first sentence looks a user up.
     for u in range(USERS):
-        producer.produce("users", key=f"u{u}", value=f"r{u % 3}", timestamp=base_ms - 1000)
+        producer.produce("users" + suffix, key=f"u{u}", value=f"r{u % 3}", timestamp=base_ms - 1000)
     assert producer.flush(30) == 0
 
     def produce(lo, hi):
         for i in range(lo, hi):
-            producer.produce("sentences", key=f"u{i % USERS}", value=sentence(i),
+            producer.produce("sentences" + suffix, key=f"u{i % USERS}", value=sentence(i),
                              timestamp=base_ms + i * 100)
         assert producer.flush(120) == 0
 
-    app = App(broker.bootstrap, app_id)
+    app = App(broker.bootstrap, app_id, guarantee, suffix)
     try:
         app.start()
         produce(0, N // 3)
         deadline = time.time() + 60
-        while not read_table(broker.bootstrap, "word-counts") and time.time() < deadline:
+        while (not read_table(broker.bootstrap, "word-counts" + suffix, isolation)
+               and time.time() < deadline):
             time.sleep(1)
 
         if isinstance(broker, Cluster):
@@ -158,8 +172,9 @@ def test_streams_word_count_join_and_windows_survive_failures(broker):
             produce(N // 3, 2 * N // 3)
 
         # A restart of the instance with its state directory gone: the stores come back
-        # from their changelogs, and the counts go on from there.
-        app.stop()
+        # from their changelogs, and the counts go on from there. Exactly-once survives
+        # a crash: kill -9, mid-transaction as likely as not.
+        app.stop(signal.SIGKILL if eos else signal.SIGTERM)
         shutil.rmtree(app.state_dir)
         os.makedirs(app.state_dir)
         app.start()
@@ -168,7 +183,7 @@ def test_streams_word_count_join_and_windows_survive_failures(broker):
         want_words, want_windowed, want_enriched = expected_outputs(base_ms)
         deadline = time.time() + 120
         while True:
-            got = [read_table(broker.bootstrap, t)
+            got = [read_table(broker.bootstrap, t + suffix, isolation)
                    for t in ("word-counts", "windowed-counts", "enriched")]
             if got == [want_words, want_windowed, want_enriched] or time.time() > deadline:
                 break

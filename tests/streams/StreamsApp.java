@@ -1,7 +1,9 @@
 // A stateful Kafka Streams application for the tests (tests/clients/test_streams.py),
 // run as a single source file with Kafka's classpath:
 //
-//   tests/kafka/kafka.sh java tests/streams/StreamsApp.java BOOTSTRAP APP_ID STATE_DIR
+//   tests/kafka/kafka.sh java tests/streams/StreamsApp.java BOOTSTRAP APP_ID STATE_DIR [GUARANTEE [SUFFIX]]
+//
+// (SUFFIX, appended to every topic name below, lets two runs share a broker.)
 //
 // Topology, each part reading `sentences` (key: user id, value: "<id> <word> <word>...",
 // timestamps set by the producer) and `users` (key: user id, value: region):
@@ -13,8 +15,9 @@
 //   join          each sentence joined with its user's region (a KTable over `users`)
 //                 -> `enriched`, keyed by sentence id, value the region
 //
-// It runs with processing.guarantee=at_least_once until SIGTERM, when it closes
-// (committing) and exits 0; it prints RUNNING once the instance is running.
+// It runs with processing.guarantee GUARANTEE (at_least_once unless given, e.g.
+// exactly_once_v2) until SIGTERM, when it closes (committing) and exits 0; it prints
+// RUNNING once the instance is running.
 
 import java.time.Duration;
 import java.util.Arrays;
@@ -39,7 +42,8 @@ public class StreamsApp {
         props.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, args[0]);
         props.put(StreamsConfig.APPLICATION_ID_CONFIG, args[1]);
         props.put(StreamsConfig.STATE_DIR_CONFIG, args[2]);
-        props.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, StreamsConfig.AT_LEAST_ONCE);
+        props.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG,
+                args.length > 3 ? args[3] : StreamsConfig.AT_LEAST_ONCE);
         props.put(StreamsConfig.DEFAULT_KEY_SERDE_CLASS_CONFIG, Serdes.StringSerde.class);
         props.put(StreamsConfig.DEFAULT_VALUE_SERDE_CLASS_CONFIG, Serdes.StringSerde.class);
         props.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, 1000);
@@ -48,11 +52,12 @@ public class StreamsApp {
         props.put(StreamsConfig.MAX_TASK_IDLE_MS_CONFIG, 2000);
         props.put(StreamsConfig.NUM_STREAM_THREADS_CONFIG, 2);
 
+        String sfx = args.length > 4 ? args[4] : "";
         StreamsBuilder builder = new StreamsBuilder();
         KStream<String, String> sentences =
-                builder.stream("sentences", Consumed.with(Serdes.String(), Serdes.String()));
+                builder.stream("sentences" + sfx, Consumed.with(Serdes.String(), Serdes.String()));
         KTable<String, String> users =
-                builder.table("users", Consumed.with(Serdes.String(), Serdes.String()));
+                builder.table("users" + sfx, Consumed.with(Serdes.String(), Serdes.String()));
 
         KStream<String, String> words = sentences.flatMap((user, sentence) -> {
             String[] parts = sentence.split(" ");
@@ -62,19 +67,19 @@ public class StreamsApp {
                 .count(Materialized.as("word-counts"))
                 .toStream()
                 .mapValues(Object::toString)
-                .to("word-counts", Produced.with(Serdes.String(), Serdes.String()));
+                .to("word-counts" + sfx, Produced.with(Serdes.String(), Serdes.String()));
         words.groupByKey(Grouped.as("by-word-windowed"))
                 .windowedBy(TimeWindows.ofSizeAndGrace(Duration.ofSeconds(60), Duration.ofDays(1)))
                 .count(Materialized.as("windowed-word-counts"))
                 .toStream()
                 .map((w, n) -> KeyValue.pair(w.key() + "@" + w.window().start(), n.toString()))
-                .to("windowed-counts", Produced.with(Serdes.String(), Serdes.String()));
+                .to("windowed-counts" + sfx, Produced.with(Serdes.String(), Serdes.String()));
         sentences.join(users, (sentence, region) -> sentence.split(" ", 2)[0] + " " + region)
                 .map((user, idAndRegion) -> {
                     String[] parts = idAndRegion.split(" ");
                     return KeyValue.pair(parts[0], parts[1]);
                 })
-                .to("enriched", Produced.with(Serdes.String(), Serdes.String()));
+                .to("enriched" + sfx, Produced.with(Serdes.String(), Serdes.String()));
 
         KafkaStreams streams = new KafkaStreams(builder.build(), props);
         CountDownLatch done = new CountDownLatch(1);
