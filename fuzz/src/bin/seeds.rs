@@ -12,7 +12,9 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use sluice_engine::compaction::{Checkpoint, FoldedFile};
-use sluice_engine::keyspace::{AssignmentRecord, Leader, Manifest, ManifestSlice, Stored};
+use sluice_engine::keyspace::{
+    AbortedTxn, AssignmentRecord, Leader, Manifest, ManifestSlice, OpenTxn, Stored, TxnMarker,
+};
 use sluice_engine::partition::{Format, ProducerBatch};
 use sluice_meta::{EmbeddedStore, MetaStore, Op, Txn};
 use sluice_protocol::api::SUPPORTED;
@@ -65,6 +67,10 @@ fn body(api: ApiKey) -> Option<RequestKind> {
         ApiKey::ConsumerGroupDescribe => {
             R::ConsumerGroupDescribe(ConsumerGroupDescribeRequest::default())
         }
+        ApiKey::AddPartitionsToTxn => R::AddPartitionsToTxn(AddPartitionsToTxnRequest::default()),
+        ApiKey::AddOffsetsToTxn => R::AddOffsetsToTxn(AddOffsetsToTxnRequest::default()),
+        ApiKey::EndTxn => R::EndTxn(EndTxnRequest::default()),
+        ApiKey::TxnOffsetCommit => R::TxnOffsetCommit(TxnOffsetCommitRequest::default()),
         _ => return None,
     })
 }
@@ -180,6 +186,7 @@ fn records() {
         last_seq: 2,
         base_offset: 0,
         append_ms: 1_700_000_000_000,
+        txn: true,
     };
     let manifest = Manifest {
         object: "wal/0000000000/0000000001/0000000000000001.wal".into(),
@@ -195,6 +202,12 @@ fn records() {
                 max_timestamp: 1_700_000_000_002,
             },
             producers: vec![producer],
+            markers: vec![TxnMarker {
+                producer_id: 7,
+                epoch: 0,
+                commit: false,
+                offset: 2,
+            }],
         }],
     };
     write("metadata_records", "manifest", &manifest.encode());
@@ -212,6 +225,16 @@ fn records() {
             records: 100,
         }],
         producers: vec![producer],
+        open_txns: vec![OpenTxn {
+            producer_id: 8,
+            epoch: 1,
+            first_offset: 90,
+        }],
+        aborted: vec![AbortedTxn {
+            producer_id: 7,
+            first_offset: 0,
+            last_offset: 2,
+        }],
     };
     write("metadata_records", "checkpoint", &checkpoint.encode());
     let assignment = AssignmentRecord {
