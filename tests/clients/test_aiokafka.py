@@ -119,3 +119,62 @@ def test_max_message_bytes_and_long_poll(broker):
         assert got == [b"wake"]
         assert latency < 1.0, f"long poll took {latency:.3f}s"
     run(go())
+
+
+def test_transactions_commit_abort_and_offsets(broker):
+    """aiokafka's transactional producer (RFC 0010): a committed transaction with
+    the input offsets in it is visible at read_committed, an aborted one is not."""
+    source, sink, group = unique("aio-txn-in"), unique("aio-txn-out"), unique("aio-txn")
+
+    async def go():
+        a = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        await a.start()
+        await a.create_topics([NewTopic(source, 1, 1), NewTopic(sink, 1, 1)])
+        await a.close()
+        plain = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+        await plain.start()
+        for i in range(10):
+            await plain.send_and_wait(source, str(i).encode(), partition=0)
+        await plain.stop()
+
+        p = AIOKafkaProducer(bootstrap_servers=broker.bootstrap,
+                             transactional_id=unique("aio-tx"))
+        await p.start()
+        async with p.transaction():
+            for i in range(5):
+                await p.send(sink, f"kept-{i}".encode(), partition=0)
+            await p.send_offsets_to_transaction({TopicPartition(source, 0): 5}, group)
+        await p.begin_transaction()
+        for i in range(5):
+            await (await p.send(sink, f"dropped-{i}".encode(), partition=0))
+        await p.abort_transaction()
+        await p.stop()
+
+        c = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap,
+                             isolation_level="read_committed",
+                             auto_offset_reset="earliest", enable_auto_commit=False)
+        await c.start()
+        c.assign([TopicPartition(sink, 0)])
+        got = []
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            batch = await c.getmany(timeout_ms=500)
+            got += [m.value.decode() for ms in batch.values() for m in ms]
+            if len(got) >= 5 and not batch:
+                break
+        await c.stop()
+        assert got == [f"kept-{i}" for i in range(5)]
+
+        check = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=group,
+                                 enable_auto_commit=False)
+        await check.start()
+        committed = None
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            committed = await check.committed(TopicPartition(source, 0))
+            if committed == 5:
+                break
+            await asyncio.sleep(0.2)
+        await check.stop()
+        assert committed == 5
+    run(go())

@@ -183,3 +183,31 @@ def test_a_transaction_past_its_timeout_is_aborted(broker):
     c.close()
     assert high >= 2
     assert drain(broker, topic, 1, "read_committed", idle=2) == []
+
+
+def test_offsets_pending_in_a_transaction_are_unstable_until_it_commits(broker):
+    """KIP-447: a read_committed consumer's offset fetch (require_stable) does not
+    answer while a transaction holds offsets for the group, then sees them."""
+    source, group = unique("stable-in"), unique("stable")
+    create(broker, source)
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group,
+                  "isolation.level": "read_committed", "enable.auto.commit": False})
+    p = txn_producer(broker, unique("stable-tx"))
+    p.begin_transaction()
+    p.send_offsets_to_transaction([TopicPartition(source, 0, 7)],
+                                  c.consumer_group_metadata(), 30)
+    with pytest.raises(KafkaException) as e:
+        c.committed([TopicPartition(source, 0)], timeout=3)
+    assert e.value.args[0].code() in (KafkaError._TIMED_OUT, KafkaError.UNSTABLE_OFFSET_COMMIT)
+    p.commit_transaction(30)
+    deadline = time.time() + 15
+    while True:
+        try:
+            committed = c.committed([TopicPartition(source, 0)], timeout=5)[0].offset
+        except KafkaException:
+            committed = None
+        if committed == 7 or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    c.close()
+    assert committed == 7

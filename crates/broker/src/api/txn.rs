@@ -163,15 +163,33 @@ pub async fn commit_offsets(
             );
         }
     }
-    // TxnOffsetCommit goes to the group's coordinator, as OffsetCommit does.
-    let outcome = match crate::coordinator::local_shard(broker, req.group_id.as_str()) {
+    // TxnOffsetCommit goes to the group's coordinator, as OffsetCommit does; from v3
+    // it carries the member and generation, checked as OffsetCommit checks them, so
+    // a zombie that lost its partitions in a rebalance cannot commit (KIP-447).
+    let group = req.group_id.as_str();
+    let member_checked = if version >= 3 && req.generation_id >= 0 {
+        let (member, generation) = (req.member_id.as_str(), req.generation_id);
+        broker
+            .consumer_groups
+            .check_commit(group, member, generation)
+            .unwrap_or_else(|| {
+                let instance = req.group_instance_id.as_deref();
+                broker
+                    .groups
+                    .check_commit(group, member, generation, instance)
+            })
+    } else {
+        Ok(())
+    };
+    let coordinated = crate::coordinator::local_shard(broker, group);
+    let outcome = match coordinated.and_then(|shard| member_checked.map(|()| shard)) {
         Err(e) => Some(e),
-        Ok(_) => transactions::commit_offsets(
+        Ok(shard) => transactions::commit_offsets(
             engine,
             req.transactional_id.as_str(),
             req.producer_id.0,
             req.producer_epoch,
-            req.group_id.as_str(),
+            (req.group_id.as_str(), shard),
             offsets,
         )
         .await

@@ -134,9 +134,13 @@ async fn complete(engine: &Engine, pending_ids: &HashSet<String>) -> sluice_engi
             let mine = Compare::ModRevision(kv.key.clone(), kv.mod_revision);
             if record.state.preparing() && !pending_ids.contains(&id) {
                 let commit = record.state == TxnState::PrepareCommit;
-                let offsets_key = engine.keys().txn_offsets(shard, &id);
-                if commit {
-                    apply_offsets(engine, &offsets_key).await?;
+                let mut ops = Vec::new();
+                for group in &record.groups {
+                    let key = pending_key(engine, group, &id);
+                    if commit {
+                        apply_offsets(engine, group, &key).await?;
+                    }
+                    ops.push(Op::Delete(key));
                 }
                 let mut next = record.clone();
                 next.state = if commit {
@@ -145,10 +149,8 @@ async fn complete(engine: &Engine, pending_ids: &HashSet<String>) -> sluice_engi
                     TxnState::CompleteAbort
                 };
                 next.updated_ms = now;
-                let txn = Txn::when(vec![mine, fence.still_leader()]).then(vec![
-                    Op::put(kv.key.clone(), next.encode()),
-                    Op::Delete(offsets_key),
-                ]);
+                ops.insert(0, Op::put(kv.key.clone(), next.encode()));
+                let txn = Txn::when(vec![mine, fence.still_leader()]).then(ops);
                 engine.meta().txn(txn).await?;
             } else if record.state == TxnState::Ongoing
                 && now.saturating_sub(record.started_ms) > i64::from(record.timeout_ms)
@@ -169,9 +171,19 @@ async fn complete(engine: &Engine, pending_ids: &HashSet<String>) -> sluice_engi
     Ok(())
 }
 
-/// Merges a committed transaction's pending offsets into their groups' offsets.
+/// The key of a transaction's pending offsets for `group`.
+fn pending_key(engine: &Engine, group: &str, id: &str) -> String {
+    let shards = engine
+        .topic(coordinator::GROUPS_TOPIC)
+        .map_or(1, |t| t.record.partitions);
+    engine
+        .keys()
+        .group_pending(coordinator::shard_of(group, shards), group, id)
+}
+
+/// Merges a committed transaction's pending offsets into the group's offsets.
 /// Applying them twice (a coordinator that failed before completing) is harmless.
-async fn apply_offsets(engine: &Engine, key: &str) -> sluice_engine::Result<()> {
+async fn apply_offsets(engine: &Engine, group: &str, key: &str) -> sluice_engine::Result<()> {
     let Some(kv) = engine.meta().get(key).await? else {
         return Ok(());
     };
@@ -180,10 +192,7 @@ async fn apply_offsets(engine: &Engine, key: &str) -> sluice_engine::Result<()> 
     let shards = engine
         .topic(coordinator::GROUPS_TOPIC)
         .map_or(1, |t| t.record.partitions);
-    for (group, topics) in pending.0 {
-        let shard = coordinator::shard_of(&group, shards);
-        let topics: BTreeMap<String, offsets::TopicOffsets> = topics;
-        offsets::commit(engine, &guard, shard, &group, topics).await?;
-    }
-    Ok(())
+    let shard = coordinator::shard_of(group, shards);
+    let topics: BTreeMap<String, offsets::TopicOffsets> = pending.0;
+    offsets::commit(engine, &guard, shard, group, topics).await
 }

@@ -41,10 +41,11 @@ pub const MAX_TIMEOUT_MS: i32 = 900_000;
 /// one metadata transaction, which carries at most [`MAX_TXN_OPS`] operations.
 pub const MAX_PARTITIONS: usize = MAX_TXN_OPS - 2;
 
-/// The offsets a transaction commits, by group and topic, until it completes.
+/// The offsets a transaction commits for one group, by topic, until it completes
+/// (`groups/<shard>/<group>/txn/<transactional-id>`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct PendingOffsets(pub BTreeMap<String, BTreeMap<String, TopicOffsets>>);
+pub struct PendingOffsets(pub BTreeMap<String, TopicOffsets>);
 
 impl Stored for PendingOffsets {
     const WHAT: &'static str = "pending transaction offsets";
@@ -424,18 +425,18 @@ pub async fn end(
 }
 
 /// Stores offsets committed in the producer's transaction (TxnOffsetCommit, which
-/// the group's coordinator serves) as pending for `group`; they reach the group
-/// when the transaction commits.
+/// the group's coordinator serves, `group_shard` being the group's shard) as pending
+/// for `group`; they reach the group when the transaction commits.
 pub async fn commit_offsets(
     engine: &Engine,
     id: &str,
     producer_id: i64,
     epoch: i16,
-    group: &str,
+    (group, group_shard): (&str, i32),
     offsets: BTreeMap<String, TopicOffsets>,
 ) -> Result<(), ResponseError> {
     let (shard, _) = shard_of(engine, id).ok_or(ResponseError::CoordinatorNotAvailable)?;
-    let key = engine.keys().txn_offsets(shard, id);
+    let key = engine.keys().group_pending(group_shard, group, id);
     for _ in 0..16 {
         let fence = engine.fence();
         let record_key = engine.keys().txn(shard, id);
@@ -458,9 +459,12 @@ pub async fn commit_offsets(
             ),
             None => (PendingOffsets::default(), Compare::Missing(key.clone())),
         };
-        let topics = pending.0.entry(group.to_string()).or_default();
         for (topic, o) in &offsets {
-            topics.entry(topic.clone()).or_default().extend(o.clone());
+            pending
+                .0
+                .entry(topic.clone())
+                .or_default()
+                .extend(o.clone());
         }
         // The record's revision too: the offsets belong to this transaction only.
         let txn = Txn::when(vec![
@@ -479,4 +483,24 @@ pub async fn commit_offsets(
         }
     }
     Err(ResponseError::ConcurrentTransactions)
+}
+
+/// The partitions of `group` with offsets pending in a transaction, by topic: a
+/// `require_stable` OffsetFetch answers UNSTABLE_OFFSET_COMMIT for them (KIP-447).
+pub async fn pending_partitions(
+    engine: &Engine,
+    shard: i32,
+    group: &str,
+) -> sluice_engine::Result<BTreeMap<String, std::collections::BTreeSet<i32>>> {
+    let mut out: BTreeMap<String, std::collections::BTreeSet<i32>> = BTreeMap::new();
+    for kv in engine
+        .meta()
+        .range(&engine.keys().group_pendings(shard, group))
+        .await?
+    {
+        for (topic, offsets) in PendingOffsets::from_kv(&kv)?.0 {
+            out.entry(topic).or_default().extend(offsets.keys());
+        }
+    }
+    Ok(out)
 }

@@ -22,7 +22,7 @@
 //! | `gc/horizon`, `producer_ids/next` | the janitor's fence, a decimal counter |
 //! | `txn/<shard>/<transactional-id>` | [`TxnRecord`] (RFC 0010) |
 //! | `txn_markers/<topic-id>/<p>/<transactional-id>` | [`MarkerRequest`]: a marker a partition's leader is to write |
-//! | `txn_offsets/<shard>/<transactional-id>` | a transaction's pending group offsets (broker crate) |
+//! | `groups/<shard>/<group>/txn/<transactional-id>` | a transaction's pending offsets for the group (broker crate) |
 //!
 //! Invariants:
 //! - A key names one record type; its encoding is that type's [`Stored`] impl.
@@ -284,13 +284,18 @@ impl Keys {
     pub fn txn_of(&self, shard: i32, key: &str) -> Option<String> {
         key.strip_prefix(&self.shard_txns(shard)).map(unescape)
     }
-    /// Offsets a transaction commits for its groups, pending until it completes.
-    pub fn txn_offsets(&self, shard: i32, transactional_id: &str) -> String {
+    /// Offsets a transaction commits for a group, pending until it completes: under
+    /// the group, so its coordinator sees them (`require_stable` fetches).
+    pub fn group_pending(&self, shard: i32, group: &str, transactional_id: &str) -> String {
         format!(
-            "{}txn_offsets/{shard:05}/{}",
-            self.root,
+            "{}{}",
+            self.group_pendings(shard, group),
             escape(transactional_id)
         )
+    }
+    /// Every pending transactional offset commit of a group.
+    pub fn group_pendings(&self, shard: i32, group: &str) -> String {
+        format!("{}txn/", self.group(shard, group))
     }
     /// Every marker request not yet served.
     pub fn marker_requests(&self) -> String {
