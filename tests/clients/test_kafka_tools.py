@@ -2,7 +2,7 @@
 by tests/kafka/kafka.sh) against Sluice, each checked by reading its output:
 kafka-topics, kafka-console-producer and -consumer, kafka-consumer-groups,
 kafka-configs, kafka-get-offsets, kafka-delete-records, kafka-broker-api-versions,
-kafka-log-dirs, kafka-reassign-partitions, kafka-leader-election."""
+kafka-log-dirs, kafka-reassign-partitions, kafka-leader-election, kafka-transactions."""
 
 import json
 import re
@@ -298,3 +298,40 @@ def test_leader_election(broker):
                    "PREFERRED", "--topic", unique("no-such-topic"), "--partition", "0", check=False)
     assert missing.returncode != 0
     assert "UnknownTopicOrPartitionException" in missing.stdout + missing.stderr
+
+
+def test_kafka_transactions(broker):
+    """kafka-transactions (RFC 0010): list, describe and describe-producers show an
+    open transaction as Kafka does, and find it again once it is committed."""
+    from confluent_kafka import Producer
+    bs = broker.bootstrap
+    topic, txn_id = unique("tools-txn"), unique("tools-txn-id")
+    tool("kafka-topics", "--bootstrap-server", bs, "--create", "--topic", topic,
+         "--partitions", "1")
+    p = Producer({"bootstrap.servers": bs, "transactional.id": txn_id})
+    p.init_transactions(30)
+    p.begin_transaction()
+    p.produce(topic, b"open", partition=0)
+    p.flush(10)
+
+    def listed():
+        out = tool("kafka-transactions", "--bootstrap-server", bs, "list").stdout
+        line = next((l for l in out.splitlines() if txn_id in l), "")
+        assert "Ongoing" in line, out
+        return line
+    eventually(listed)
+    out = tool("kafka-transactions", "--bootstrap-server", bs, "describe",
+               "--transactional-id", txn_id).stdout
+    assert "Ongoing" in out and f"{topic}-0" in out, out
+    out = tool("kafka-transactions", "--bootstrap-server", bs, "describe-producers",
+               "--topic", topic, "--partition", "0").stdout
+    # The open transaction starts at offset 0 on the partition.
+    assert re.search(r"\b0\s*$", out.strip().splitlines()[-1]), out
+
+    p.commit_transaction(30)
+
+    def committed():
+        out = tool("kafka-transactions", "--bootstrap-server", bs, "describe",
+                   "--transactional-id", txn_id).stdout
+        assert "CompleteCommit" in out, out
+    eventually(committed)

@@ -65,6 +65,7 @@ tool_class() {
     kafka-reassign-partitions) echo org.apache.kafka.tools.reassign.ReassignPartitionsCommand ;;
     kafka-leader-election) echo org.apache.kafka.tools.LeaderElectionCommand ;;
     kafka-features) echo org.apache.kafka.tools.FeatureCommand ;;
+    kafka-transactions) echo org.apache.kafka.tools.TransactionsCommand ;;
     kafka-producer-perf-test) echo org.apache.kafka.tools.ProducerPerformance ;;
     kafka-consumer-perf-test) echo org.apache.kafka.tools.ConsumerPerformance ;;
     kafka-storage) echo kafka.tools.StorageTool ;;

@@ -220,6 +220,15 @@ impl Broker {
                 Reply::Now(Box::new(api::txn::add_offsets(self, r, version).await))
             }
             RequestKind::EndTxn(r) => Reply::Now(Box::new(api::txn::end(self, r, version).await)),
+            RequestKind::ListTransactions(r) => {
+                Reply::Now(Box::new(api::txn_admin::list(self, r).await))
+            }
+            RequestKind::DescribeTransactions(r) => {
+                Reply::Now(Box::new(api::txn_admin::describe(self, r).await))
+            }
+            RequestKind::DescribeProducers(r) => {
+                Reply::Now(Box::new(api::txn_admin::describe_producers(self, r)))
+            }
             RequestKind::TxnOffsetCommit(r) => {
                 Reply::Now(Box::new(api::txn::commit_offsets(self, r, version).await))
             }

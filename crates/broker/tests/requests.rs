@@ -327,6 +327,20 @@ fn request(api: ApiKey, topic_id: uuid::Uuid) -> RequestKind {
                         ]),
                 ]),
         ),
+        ApiKey::DescribeProducers => {
+            RequestKind::DescribeProducers(DescribeProducersRequest::default().with_topics(vec![
+                describe_producers_request::TopicRequest::default()
+                    .with_name(topic_name(t))
+                    .with_partition_indexes(vec![0, 9]),
+            ]))
+        }
+        ApiKey::DescribeTransactions => RequestKind::DescribeTransactions(
+            DescribeTransactionsRequest::default()
+                .with_transactional_ids(vec![TransactionalId(s("tx"))]),
+        ),
+        ApiKey::ListTransactions => RequestKind::ListTransactions(
+            ListTransactionsRequest::default().with_state_filters(vec![s("Ongoing"), s("Nope")]),
+        ),
         other => panic!("no sample request for {other:?}"),
     }
 }

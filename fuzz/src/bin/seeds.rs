@@ -71,6 +71,11 @@ fn body(api: ApiKey) -> Option<RequestKind> {
         ApiKey::AddOffsetsToTxn => R::AddOffsetsToTxn(AddOffsetsToTxnRequest::default()),
         ApiKey::EndTxn => R::EndTxn(EndTxnRequest::default()),
         ApiKey::TxnOffsetCommit => R::TxnOffsetCommit(TxnOffsetCommitRequest::default()),
+        ApiKey::DescribeProducers => R::DescribeProducers(DescribeProducersRequest::default()),
+        ApiKey::DescribeTransactions => {
+            R::DescribeTransactions(DescribeTransactionsRequest::default())
+        }
+        ApiKey::ListTransactions => R::ListTransactions(ListTransactionsRequest::default()),
         _ => return None,
     })
 }

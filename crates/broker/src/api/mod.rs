@@ -22,6 +22,7 @@ pub mod offset_fetch;
 pub mod produce;
 pub mod reassignments;
 pub mod txn;
+pub mod txn_admin;
 
 /// The operations a client may perform on a resource, as the authorized-operations
 /// fields of Metadata, DescribeCluster and the group descriptions report them: a
