@@ -41,6 +41,7 @@ SUITES = [
     "tests/clients/test_groups.py",
     "tests/clients/test_consumer_protocol.py",
     "tests/clients/test_committed_offsets.py",
+    "tests/clients/test_transactions.py",
     "tests/clients/test_kafka_tools.py",
     "tests/clients/test_java_client.py",
     "tests/clients/test_streams.py",

@@ -21,6 +21,11 @@
 //! reads it all twice (`lake_cold_catchup`, `lake_warm_catchup`): fetches re-encode
 //! row groups.
 //!
+//! `--transactions` replaces phases 2-4 too: the same records again, once from an
+//! idempotent producer and once from a transactional one committing every
+//! `--txn-ms` (100 ms) over all partitions; prints both rates, their ratio, the
+//! transactions committed and the commit (EndTxn) latency percentiles.
+//!
 //! `--s3` keeps the broker's objects in a local S3 server (moto) instead of a
 //! directory. Request counts come from the broker's `/metrics`.
 
@@ -70,6 +75,12 @@ struct Args {
     /// read it all, cold and warm.
     #[arg(long)]
     lake: bool,
+    /// Instead of phases 2-4: idempotent against transactional producing.
+    #[arg(long)]
+    transactions: bool,
+    /// How long each transaction of `--transactions` runs before it commits.
+    #[arg(long, default_value_t = 100)]
+    txn_ms: u64,
 }
 
 /// Object-store requests of `kind` the broker has made so far.
@@ -176,6 +187,83 @@ fn warm_up(p: &ThreadedProducer<Ctx>, topic: &str, partitions: i32, size: usize)
         send(p, topic, partition, &zeros, None)?;
     }
     p.flush(Duration::from_secs(60))?;
+    Ok(())
+}
+
+/// `--transactions`: the throughput phase's records from an idempotent producer, then
+/// from a transactional one committing every `--txn-ms`.
+fn transactions(bootstrap: &str, args: &Args) -> Result<()> {
+    let value = vec![b'x'; args.value_size];
+    let bytes = (args.messages as usize * args.value_size) as f64 / 1e6;
+    let mut rates = Vec::new();
+    for (phase, transactional) in [("idempotent", false), ("transactional", true)] {
+        let topic = format!("bench-{phase}");
+        create_topic(bootstrap, &topic, args.partitions)?;
+        let acks = Arc::new(Acks::default());
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", bootstrap)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("batch.size", "1000000")
+            .set("queue.buffering.max.kbytes", "1048576")
+            .set("queue.buffering.max.messages", "1000000");
+        if transactional {
+            config.set("transactional.id", "sluice-bench");
+        }
+        let p: ThreadedProducer<Ctx> = config.create_with_context(Ctx(acks.clone()))?;
+        let timeout = Duration::from_secs(60);
+        if transactional {
+            p.init_transactions(timeout)?;
+            p.begin_transaction()?;
+        }
+        warm_up(&p, &topic, args.partitions, args.value_size)?;
+        let mut commits_us: Vec<u64> = Vec::new();
+        let start = Instant::now();
+        let mut opened = Instant::now();
+        for i in 0..args.messages {
+            send(
+                &p,
+                &topic,
+                (i % args.partitions as u64) as i32,
+                &value,
+                None,
+            )?;
+            if transactional && opened.elapsed() >= Duration::from_millis(args.txn_ms) {
+                let t = Instant::now();
+                p.commit_transaction(timeout)?;
+                commits_us.push(t.elapsed().as_micros() as u64);
+                p.begin_transaction()?;
+                opened = Instant::now();
+            }
+        }
+        if transactional {
+            let t = Instant::now();
+            p.commit_transaction(timeout)?;
+            commits_us.push(t.elapsed().as_micros() as u64);
+        } else {
+            p.flush(Duration::from_secs(300))?;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        if acks.failed.load(Ordering::Relaxed) > 0 {
+            bail!("{} produces failed", acks.failed.load(Ordering::Relaxed));
+        }
+        println!("{phase}_throughput_mb_s: {:.1}", bytes / secs);
+        rates.push(bytes / secs);
+        if transactional {
+            commits_us.sort_unstable();
+            println!("transactions_committed: {}", commits_us.len());
+            println!(
+                "commit_latency_p50_ms: {:.2}",
+                percentile(&commits_us, 0.50)
+            );
+            println!(
+                "commit_latency_p99_ms: {:.2}",
+                percentile(&commits_us, 0.99)
+            );
+        }
+    }
+    println!("transactional_over_idempotent: {:.2}", rates[1] / rates[0]);
     Ok(())
 }
 
@@ -344,6 +432,10 @@ fn main() -> Result<()> {
         catch_up("lake_cold_catchup", &bootstrap, &args, own.as_ref())?;
         catch_up("lake_warm_catchup", &bootstrap, &args, own.as_ref())?;
         return Ok(());
+    }
+
+    if args.transactions {
+        return transactions(&bootstrap, &args);
     }
 
     // 2. Latency at a fixed rate, with a tailing consumer for end-to-end latency.
