@@ -56,6 +56,16 @@ fn shard_partition(engine: &Engine, group: &str) -> Option<(i32, Arc<Partition>)
 pub fn coordinator_of(broker: &Broker, group: &str) -> Result<BrokerRecord, ResponseError> {
     let (shard, partition) =
         shard_partition(&broker.engine, group).ok_or(ResponseError::CoordinatorNotAvailable)?;
+    shard_leader(broker, &partition, shard)
+}
+
+/// The live leader of a coordinator shard (of groups or of transactional ids), or
+/// COORDINATOR_NOT_AVAILABLE.
+pub fn shard_leader(
+    broker: &Broker,
+    partition: &Partition,
+    shard: i32,
+) -> Result<BrokerRecord, ResponseError> {
     let view = broker.engine.view();
     let leader = view
         .leader(partition.topic_id, shard)

@@ -71,14 +71,7 @@ fn shard_of(
 pub fn coordinator_of(broker: &Broker, id: &str) -> Result<BrokerRecord, ResponseError> {
     let (shard, partition) =
         shard_of(&broker.engine, id).ok_or(ResponseError::CoordinatorNotAvailable)?;
-    let view = broker.engine.view();
-    let leader = view
-        .leader(partition.topic_id, shard)
-        .ok_or(ResponseError::CoordinatorNotAvailable)?;
-    view.brokers
-        .get(&leader.broker)
-        .cloned()
-        .ok_or(ResponseError::CoordinatorNotAvailable)
+    crate::coordinator::shard_leader(broker, &partition, shard)
 }
 
 /// The shard of `id` and its leader epoch (the coordinator epoch), if this broker

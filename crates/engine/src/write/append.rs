@@ -108,6 +108,23 @@ pub struct MarkerAppend {
     pub key: String,
 }
 
+/// Whether `partition` takes appends now: this broker leads it (leadership changes
+/// under the WAL buffer lock, which the caller holds), is not handing off, and is not
+/// waiting for abandoned flushes to be through (offsets restart after them).
+fn writable(wal: &WalBuffer, partition: &Partition) -> Result<()> {
+    partition.ensure_leader()?;
+    if wal.closing {
+        return Err(EngineError::ShuttingDown);
+    }
+    if wal.resetting {
+        return Err(wal
+            .abandoned_because
+            .clone()
+            .unwrap_or(EngineError::FlushFailed("flush in progress failed".into())));
+    }
+    Ok(())
+}
+
 /// Assigns offsets to one partition's batch and buffers it. Returns the ack
 /// and whether it waits for a flush (false only for an already-durable retry).
 pub(super) fn assign(wal: &mut WalBuffer, p: Prepared, now: i64) -> Result<(ProduceAck, bool)> {
@@ -116,18 +133,7 @@ pub(super) fn assign(wal: &mut WalBuffer, p: Prepared, now: i64) -> Result<(Prod
         .partition(p.partition)
         .cloned()
         .ok_or_else(|| EngineError::unknown_partition(&p.topic.record.name, p.partition))?;
-    // Leadership changes under the WAL buffer lock, which is held here.
-    partition.ensure_leader()?;
-    if wal.closing {
-        return Err(EngineError::ShuttingDown);
-    }
-    if wal.resetting {
-        // Offsets restart once the flushes in flight are through.
-        return Err(wal
-            .abandoned_because
-            .clone()
-            .unwrap_or(EngineError::FlushFailed("flush in progress failed".into())));
-    }
+    writable(wal, &partition)?;
     let mut write = partition.write();
     let h = p.header;
     if h.is_idempotent() {
@@ -247,16 +253,7 @@ fn producer_batch(h: &BatchHeader, base_offset: i64, append_ms: i64) -> Producer
 /// the same, as Kafka does) and fences the producer's older epochs.
 pub(super) fn assign_marker(wal: &mut WalBuffer, m: MarkerAppend, now: i64) -> Result<ProduceAck> {
     let partition = m.partition;
-    partition.ensure_leader()?;
-    if wal.closing {
-        return Err(EngineError::ShuttingDown);
-    }
-    if wal.resetting {
-        return Err(wal
-            .abandoned_because
-            .clone()
-            .unwrap_or(EngineError::FlushFailed("flush in progress failed".into())));
-    }
+    writable(wal, &partition)?;
     let mut write = partition.write();
     let r = m.request;
     let base_offset = write.next_offset;

@@ -211,6 +211,17 @@ impl WritePath {
             waits.push(matches!(outcome, Ok((_, true))));
             results.push(outcome.map(|(ack, _)| ack));
         }
+        self.pending(wal, results, waits)
+    }
+
+    /// What the appends just buffered answer: those that wait register for the flush
+    /// that will take the buffer, and the flusher is woken.
+    fn pending(
+        &self,
+        mut wal: MutexGuard<'_, WalBuffer>,
+        results: Vec<Result<ProduceAck>>,
+        waits: Vec<bool>,
+    ) -> PendingProduce {
         let flush = waits.iter().any(|w| *w).then(|| {
             let (tx, rx) = oneshot::channel();
             wal.waiters.push(tx);
@@ -235,16 +246,7 @@ impl WritePath {
             results.push(append::assign_marker(&mut wal, m, now));
         }
         let waits: Vec<bool> = results.iter().map(Result::is_ok).collect();
-        let flush = waits.iter().any(|w| *w).then(|| {
-            let (tx, rx) = oneshot::channel();
-            wal.waiters.push(tx);
-            rx
-        });
-        drop(wal);
-        if flush.is_some() {
-            self.flush_wake.notify_one();
-        }
-        PendingProduce::new(results, waits, flush)
+        self.pending(wal, results, waits)
     }
 
     /// Backpressure: waits while the open buffer is full (`flush_bytes`, so objects
