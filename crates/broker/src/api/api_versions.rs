@@ -2,8 +2,9 @@
 //! Sluice supports and has finalized, as Kafka 4 brokers do: clients read
 //! `group.version` and `transaction.version` before choosing protocols and request
 //! versions. Sluice serves the KIP-848 consumer group protocol (`group.version` 1)
-//! and no transactions yet (`transaction.version` 0, which, as in Kafka, leaves the
-//! feature out of the finalized list). KRaft's own features (`metadata.version`,
+//! and the classic transaction protocol (`transaction.version` 0, which, as in Kafka,
+//! leaves the feature out of the finalized list; version 2, KIP-890 part 2, is not
+//! served yet). KRaft's own features (`metadata.version`,
 //! `kraft.version`) and share and streams groups are not Sluice's, so they are not
 //! advertised.
 
