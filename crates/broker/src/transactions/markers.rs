@@ -60,13 +60,11 @@ async fn round(
         .meta()
         .range(&engine.keys().marker_requests())
         .await?;
-    let mut pending_ids: HashSet<String> = HashSet::new();
     let mut batch = Vec::new();
     for kv in &requests {
-        let Some((topic_id, partition, id)) = engine.keys().marker_request_of(&kv.key) else {
+        let Some((topic_id, partition, _)) = engine.keys().marker_request_of(&kv.key) else {
             continue;
         };
-        pending_ids.insert(id);
         let Some(p) = engine
             .topic_by_id(topic_id)
             .and_then(|t| t.partition(partition).cloned())
@@ -108,11 +106,16 @@ async fn round(
             }
         });
     }
-    complete(engine, &pending_ids).await
+    complete(engine).await
 }
 
 /// Completes and expires the transactions of the shards this broker coordinates.
-async fn complete(engine: &Engine, pending_ids: &HashSet<String>) -> sluice_engine::Result<()> {
+///
+/// The records are read before the requests: a decision and its requests are
+/// written together, so a record read as preparing has its unserved requests in
+/// any later read. (Read the other way round, a decision landing between the reads
+/// would look served at once.)
+async fn complete(engine: &Engine) -> sluice_engine::Result<()> {
     let Some(topic) = engine.topic(TRANSACTIONS_TOPIC) else {
         return Ok(());
     };
@@ -122,7 +125,23 @@ async fn complete(engine: &Engine, pending_ids: &HashSet<String>) -> sluice_engi
         };
         let shard = p.index;
         let prefix = engine.keys().shard_txns(shard);
-        for kv in engine.meta().range(&prefix).await? {
+        let records = engine.meta().range(&prefix).await?;
+        if records.is_empty() {
+            continue;
+        }
+        let pending_ids: HashSet<String> = engine
+            .meta()
+            .range(&engine.keys().marker_requests())
+            .await?
+            .iter()
+            .filter_map(|kv| {
+                engine
+                    .keys()
+                    .marker_request_of(&kv.key)
+                    .map(|(_, _, id)| id)
+            })
+            .collect();
+        for kv in records {
             let Some(id) = engine.keys().txn_of(shard, &kv.key) else {
                 continue;
             };
@@ -195,4 +214,119 @@ async fn apply_offsets(engine: &Engine, group: &str, key: &str) -> sluice_engine
     let shard = coordinator::shard_of(group, shards);
     let topics: BTreeMap<String, offsets::TopicOffsets> = pending.0;
     offsets::commit(engine, &guard, shard, group, topics).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use async_trait::async_trait;
+    use sluice_engine::keyspace::{self, TxnPartition};
+    use sluice_meta::{EmbeddedStore, KeyValue, LeaseId, MetaStore, TxnResult, WatchEvent};
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// An embedded store that applies `decision` right after the first read of the
+    /// marker requests once it is set: an EndTxn landing in the middle of a round.
+    #[derive(Clone)]
+    struct DecideMidRound {
+        inner: EmbeddedStore,
+        decision: Arc<Mutex<Option<Txn>>>,
+        applied: Arc<AtomicBool>,
+    }
+
+    #[async_trait]
+    impl MetaStore for DecideMidRound {
+        async fn get(&self, key: &str) -> sluice_meta::Result<Option<KeyValue>> {
+            self.inner.get(key).await
+        }
+        async fn range(&self, prefix: &str) -> sluice_meta::Result<Vec<KeyValue>> {
+            let out = self.inner.range(prefix).await;
+            if prefix.ends_with("/txn_markers/") {
+                let decision = self
+                    .decision
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                if let Some(txn) = decision {
+                    self.inner.txn(txn).await?;
+                    self.applied.store(true, Ordering::SeqCst);
+                }
+            }
+            out
+        }
+        async fn txn(&self, txn: Txn) -> sluice_meta::Result<TxnResult> {
+            self.inner.txn(txn).await
+        }
+        async fn grant_lease(&self, ttl: Duration) -> sluice_meta::Result<LeaseId> {
+            self.inner.grant_lease(ttl).await
+        }
+        async fn keep_alive(&self, lease: LeaseId) -> sluice_meta::Result<()> {
+            self.inner.keep_alive(lease).await
+        }
+        async fn revoke_lease(&self, lease: LeaseId) -> sluice_meta::Result<()> {
+            self.inner.revoke_lease(lease).await
+        }
+        async fn watch(
+            &self,
+            prefix: &str,
+        ) -> sluice_meta::Result<mpsc::UnboundedReceiver<WatchEvent>> {
+            self.inner.watch(prefix).await
+        }
+    }
+
+    /// A decision made between a round's read of the marker requests and its read of
+    /// the records must not look served: the transaction stays preparing until its
+    /// marker is written (here never: its partition is led by no one).
+    #[tokio::test]
+    async fn a_decision_made_mid_round_is_not_completed_before_its_markers() {
+        let meta = DecideMidRound {
+            inner: EmbeddedStore::in_memory(),
+            decision: Arc::default(),
+            applied: Arc::default(),
+        };
+        let broker = crate::testing::broker_on(Arc::new(meta.clone())).await;
+        let engine = broker.engine.clone();
+        crate::transactions::ensure_topic(&engine, 1).await;
+        let id = "tx";
+        let key = engine.keys().txn(keyspace::shard_of(id, 1), id);
+        let record = TxnRecord {
+            producer_id: 1,
+            epoch: 0,
+            state: TxnState::PrepareCommit,
+            timeout_ms: 60_000,
+            partitions: vec![TxnPartition {
+                topic: "gone".into(),
+                topic_id: uuid::Uuid::nil(),
+                partition: 0,
+            }],
+            ..Default::default()
+        };
+        let request = MarkerRequest {
+            producer_id: 1,
+            epoch: 0,
+            commit: true,
+            coordinator_epoch: 0,
+        };
+        let decision = Txn::when(vec![]).then(vec![
+            Op::put(key.clone(), record.encode()),
+            Op::put(
+                engine.keys().marker_request(uuid::Uuid::nil(), 0, id),
+                request.encode(),
+            ),
+        ]);
+        *meta.decision.lock().unwrap() = Some(decision);
+        for _ in 0..100 {
+            if meta.applied.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(meta.applied.load(Ordering::SeqCst), "the decision was made");
+        // A few more rounds.
+        tokio::time::sleep(ROUND * 3).await;
+        let stored = TxnRecord::from_kv(&meta.inner.get(&key).await.unwrap().unwrap()).unwrap();
+        assert_eq!(stored.state, TxnState::PrepareCommit);
+    }
 }
