@@ -59,13 +59,8 @@ pub async fn handle(broker: &Broker, req: OffsetCommitRequest) -> ResponseKind {
         }
     } else {
         let (member, epoch) = (req.member_id.as_str(), req.generation_id_or_member_epoch);
-        let checked = broker
-            .consumer_groups
-            .check_commit(&group, member, epoch)
-            .unwrap_or_else(|| {
-                let instance = req.group_instance_id.as_deref();
-                broker.groups.check_commit(&group, member, epoch, instance)
-            });
+        let instance = req.group_instance_id.as_deref();
+        let checked = crate::coordinator::check_member(broker, &group, member, epoch, instance);
         if let Err(e) = checked {
             return reject_all(e.code());
         }

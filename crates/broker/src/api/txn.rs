@@ -169,15 +169,8 @@ pub async fn commit_offsets(
     let group = req.group_id.as_str();
     let member_checked = if version >= 3 && req.generation_id >= 0 {
         let (member, generation) = (req.member_id.as_str(), req.generation_id);
-        broker
-            .consumer_groups
-            .check_commit(group, member, generation)
-            .unwrap_or_else(|| {
-                let instance = req.group_instance_id.as_deref();
-                broker
-                    .groups
-                    .check_commit(group, member, generation, instance)
-            })
+        let instance = req.group_instance_id.as_deref();
+        crate::coordinator::check_member(broker, group, member, generation, instance)
     } else {
         Ok(())
     };

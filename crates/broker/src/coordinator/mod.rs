@@ -111,6 +111,25 @@ pub fn local_shard(broker: &Broker, group: &str) -> Result<i32, ResponseError> {
     }
 }
 
+/// Whether `member` at `generation` (a consumer group's member epoch, or a classic
+/// group's generation with its static `instance`) may commit offsets for `group`.
+pub fn check_member(
+    broker: &Broker,
+    group: &str,
+    member: &str,
+    generation: i32,
+    instance: Option<&str>,
+) -> Result<(), ResponseError> {
+    broker
+        .consumer_groups
+        .check_commit(group, member, generation)
+        .unwrap_or_else(|| {
+            broker
+                .groups
+                .check_commit(group, member, generation, instance)
+        })
+}
+
 /// Bytes as base64 strings in stored JSON.
 pub(crate) mod b64 {
     use base64::Engine as _;
